@@ -1,0 +1,86 @@
+"""In-memory channel data set: named numpy arrays with one row per sample.
+
+Fields (``N`` samples, ``A`` BS antennas, ``S`` subcarriers, ``K`` beams, ``T`` slots):
+
+========== ================ ========= ==================================================
+name       shape            dtype     meaning
+========== ================ ========= ==================================================
+csi        [N, A, S]        complex64 noiseless frequency response, unit Frobenius norm
+csi_noisy  [N, A, S]        complex64 LS estimate at ``snr_db`` (same normalization)
+csi_norm   [N]              float32   Frobenius norm of the raw response before scaling
+los        [N]              int8      1 = line of sight (TR 38.901 LoS state)
+indoor     [N]              int8      1 = indoor user
+beam_index [N]              int64     argmax of ``beam_gains`` (noiseless label)
+beam_gains [N, K]           float32   DFT-codebook gain summed over subcarriers
+ut_position [N, 3]          float32   UT position relative to the BS, metres
+distance_2d [N]             float32   BS-UT 2-D distance, metres
+speed      [N]              float32   UT speed, m/s
+snr_db     [N]              float32   SNR of ``csi_noisy``, dB
+site_index [N]              int64     index of the site (base station) in its preset
+csi_sequence [N, T, A, S]   complex64 optional; T slots, slot 0 == ``csi``
+========== ================ ========= ==================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+REQUIRED_FIELDS = (
+    "csi",
+    "csi_noisy",
+    "csi_norm",
+    "los",
+    "indoor",
+    "beam_index",
+    "beam_gains",
+    "ut_position",
+    "distance_2d",
+    "speed",
+    "snr_db",
+    "site_index",
+)
+OPTIONAL_FIELDS = ("csi_sequence",)
+
+
+@dataclass
+class ChannelDataset:
+    """Column store of channel samples; see the module docstring for the fields."""
+
+    arrays: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        missing = [k for k in REQUIRED_FIELDS if k not in self.arrays]
+        if missing:
+            raise ValueError(f"channel data set is missing field(s) {missing}")
+        sizes = {k: len(v) for k, v in self.arrays.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"channel data set fields disagree on the sample count: {sizes}")
+
+    def __len__(self) -> int:
+        return len(self.arrays["csi"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(num_bs_antennas, num_subcarriers)`` of one CSI sample."""
+        return tuple(self.arrays["csi"].shape[1:])  # type: ignore[return-value]
+
+    def subset(self, index: np.ndarray) -> ChannelDataset:
+        """Rows ``index`` of every field (a copy)."""
+        return ChannelDataset({k: v[index] for k, v in self.arrays.items()})
+
+    @staticmethod
+    def concat(parts: list[ChannelDataset]) -> ChannelDataset:
+        """Stack data sets with the same fields along the sample axis."""
+        keys = set(parts[0].arrays)
+        for part in parts[1:]:
+            if set(part.arrays) != keys:
+                raise ValueError("cannot concatenate data sets with different fields")
+        return ChannelDataset({k: np.concatenate([p.arrays[k] for p in parts]) for k in keys})

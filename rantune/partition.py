@@ -1,0 +1,200 @@
+"""Non-IID partitioning of pooled site data into federated clients.
+
+Schemes (strings, as used in run configs and on the CLI):
+
+- ``natural``: one base station = one client (the realistic split);
+- ``iid``: uniform random split (a reference, not realistic);
+- ``dirichlet-<alpha>``: label skew with Dirichlet concentration ``alpha`` over the
+  beam or LoS label (``flwr_datasets.partitioner.DirichletPartitioner``); smaller
+  ``alpha`` = more skew;
+- ``quantity``: quantity skew, client ``i`` holds a share proportional to ``i + 1``
+  (``flwr_datasets.partitioner.LinearPartitioner``).
+
+First a global test set is held out from every site (``global_test_fraction`` of
+each site, stratified by site); the rest is partitioned, then each client's share
+is split into train/validation/test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LABEL_FIELDS = {"beam": "beam_index", "los": "los"}
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """How pooled data is split into clients.
+
+    Attributes
+    ----------
+    scheme : ``natural``, ``iid``, ``dirichlet-<alpha>`` or ``quantity``.
+    num_clients : number of clients; ``None`` = one per site.
+    label : label whose skew Dirichlet partitioning controls: ``beam`` or ``los``.
+    val_fraction, test_fraction : per-client validation and test shares.
+    global_test_fraction : share of every site held out as the global test set.
+    seed : seed of every random choice made here.
+    """
+
+    scheme: str = "natural"
+    num_clients: int | None = None
+    label: str = "beam"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    global_test_fraction: float = 0.15
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_scheme(self.scheme)
+        if self.label not in LABEL_FIELDS:
+            raise ValueError(
+                f"partition label {self.label!r} is invalid: choose one of {sorted(LABEL_FIELDS)}"
+            )
+        if self.num_clients is not None and self.num_clients < 1:
+            raise ValueError(f"num_clients={self.num_clients} is invalid: expected >= 1")
+        for name in ("val_fraction", "test_fraction", "global_test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 0.5:
+                raise ValueError(f"{name}={value} is invalid: expected 0 <= {name} < 0.5")
+
+
+def parse_scheme(scheme: str) -> tuple[str, float | None]:
+    """Split ``dirichlet-0.1`` into ``("dirichlet", 0.1)``; validate the name."""
+    if scheme in ("natural", "iid", "quantity"):
+        return scheme, None
+    if scheme.startswith("dirichlet-"):
+        try:
+            alpha = float(scheme.removeprefix("dirichlet-"))
+        except ValueError:
+            alpha = -1.0
+        if alpha > 0:
+            return "dirichlet", alpha
+    raise ValueError(
+        f"partition scheme {scheme!r} is invalid: use natural, iid, quantity or "
+        "dirichlet-<alpha> with alpha > 0 (e.g. dirichlet-0.1)"
+    )
+
+
+@dataclass(frozen=True)
+class ClientSplit:
+    """Indices into the pooled data set of one client's train/val/test rows."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    @property
+    def all(self) -> np.ndarray:
+        return np.concatenate([self.train, self.val, self.test])
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """Result of :func:`partition`: per-client splits plus the global test set."""
+
+    clients: tuple[ClientSplit, ...]
+    global_test: np.ndarray
+    config: PartitionConfig
+
+
+def _hold_out_global_test(site_index: np.ndarray, fraction: float, rng) -> np.ndarray:
+    held = []
+    for site in np.unique(site_index):
+        rows = np.flatnonzero(site_index == site)
+        count = int(round(fraction * len(rows)))
+        held.append(rng.choice(rows, size=count, replace=False))
+    return np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+
+
+def _flower_partitions(
+    rows: np.ndarray, labels: np.ndarray, kind: str, alpha: float | None, n: int, seed: int
+) -> list[np.ndarray]:
+    """Split ``rows`` with a flwr-datasets partitioner; returns one index array per client."""
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, LinearPartitioner
+
+    table = Dataset.from_dict({"row": rows.astype(np.int64), "label": labels.astype(np.int64)})
+    if kind == "dirichlet":
+        min_size = max(1, min(10, len(rows) // (4 * n)))
+        partitioner = DirichletPartitioner(
+            num_partitions=n,
+            partition_by="label",
+            alpha=alpha,
+            min_partition_size=min_size,
+            self_balancing=False,
+            shuffle=True,
+            seed=seed,
+        )
+    elif kind == "quantity":
+        partitioner = LinearPartitioner(num_partitions=n)
+    else:
+        partitioner = IidPartitioner(num_partitions=n)
+    partitioner.dataset = table
+    return [np.asarray(partitioner.load_partition(i)["row"], dtype=np.int64) for i in range(n)]
+
+
+def _split_client(rows: np.ndarray, cfg: PartitionConfig, rng) -> ClientSplit:
+    rows = rng.permutation(rows)
+    n_test = int(round(cfg.test_fraction * len(rows)))
+    n_val = int(round(cfg.val_fraction * len(rows)))
+    return ClientSplit(
+        train=np.sort(rows[n_test + n_val :]),
+        val=np.sort(rows[n_test : n_test + n_val]),
+        test=np.sort(rows[:n_test]),
+    )
+
+
+def partition(site_index: np.ndarray, labels: dict[str, np.ndarray], cfg: PartitionConfig) -> Partitioning:
+    """Partition pooled samples into clients.
+
+    Parameters
+    ----------
+    site_index : ``[N]`` int, the site of every pooled sample.
+    labels : ``{"beam": [N] int, "los": [N] int}`` labels available for skew.
+    cfg : the partition configuration.
+
+    Returns
+    -------
+    Partitioning
+        Disjoint index arrays whose union (clients + global test) is ``range(N)``.
+    """
+    kind, alpha = parse_scheme(cfg.scheme)
+    rng = np.random.default_rng(cfg.seed)
+    num_sites = int(site_index.max()) + 1 if len(site_index) else 0
+    n = cfg.num_clients or num_sites
+    if kind == "natural" and n != num_sites:
+        raise ValueError(
+            f"natural partitioning gives one client per site ({num_sites} sites) but "
+            f"num_clients={n}; drop num_clients or use dirichlet-<alpha>/iid/quantity"
+        )
+    global_test = _hold_out_global_test(site_index, cfg.global_test_fraction, rng)
+    remaining = np.setdiff1d(np.arange(len(site_index)), global_test)
+    if len(remaining) < 3 * n:
+        raise ValueError(
+            f"{len(remaining)} samples cannot be split into {n} clients with train/val/test; "
+            "use more samples per site or fewer clients"
+        )
+    if kind == "natural":
+        shares = [remaining[site_index[remaining] == s] for s in range(num_sites)]
+    else:
+        label = labels[cfg.label][remaining]
+        shares = _flower_partitions(remaining, label, kind, alpha, n, cfg.seed)
+    clients = tuple(_split_client(rows, cfg, rng) for rows in shares)
+    return Partitioning(clients=clients, global_test=global_test, config=cfg)
+
+
+def label_histograms(labels: np.ndarray, parts: Partitioning, num_classes: int) -> np.ndarray:
+    """``[num_clients, num_classes]`` counts of ``labels`` over each client's rows."""
+    return np.stack([np.bincount(labels[c.all], minlength=num_classes) for c in parts.clients])
+
+
+def label_skew(histograms: np.ndarray) -> float:
+    """Mean total-variation distance between client label distributions and the pooled one.
+
+    0 = every client has the pooled distribution; 1 = disjoint supports.
+    """
+    pooled = histograms.sum(0) / max(histograms.sum(), 1)
+    per_client = histograms / np.maximum(histograms.sum(1, keepdims=True), 1)
+    return float(0.5 * np.abs(per_client - pooled).sum(1).mean())

@@ -1,0 +1,90 @@
+"""Data presets: named TOML files listing base-station sites.
+
+Built-in presets live beside this module (``smoke``, ``default``, ``pretrain``,
+``large``). A user preset is any TOML file of the same form::
+
+    name = "my-network"
+    [radio]
+    num_bs_antennas = 16
+    num_subcarriers = 32
+    [[sites]]
+    name = "downtown"
+    scenario = "umi"
+    num_samples = 1000
+
+``load_preset`` accepts a built-in name or a path to such a file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from rantune.config import DataConfig, RadioConfig, SiteConfig, build_dataclass
+
+PRESET_DIR = Path(__file__).parent
+
+
+def builtin_presets() -> list[str]:
+    """Names of the presets shipped with rantune."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def _generated_sites(spec: dict, where: str) -> list[dict]:
+    """Expand a ``[generate]`` table into many sites cycling through templates.
+
+    ``[generate] count = 64`` with ``[[generate.templates]]`` entries makes ``count``
+    sites named ``<template name>-<i>``, each with its own seed.
+    """
+    count = spec.get("count")
+    templates = spec.get("templates", [])
+    if not isinstance(count, int) or count < 1 or not templates:
+        raise ValueError(f"{where}: [generate] needs count >= 1 and at least one template")
+    sites = []
+    for i in range(count):
+        template = dict(templates[i % len(templates)])
+        template["name"] = f"{template.get('name', 'site')}-{i:03d}"
+        template["seed"] = int(template.get("seed", 0)) + i
+        sites.append(template)
+    return sites
+
+
+def parse_preset(raw: dict, where: str) -> DataConfig:
+    """Turn a parsed TOML document into a validated ``DataConfig``."""
+    allowed = {"name", "description", "radio", "sites", "generate", "test_fraction"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown top-level key(s) {unknown}; valid: {sorted(allowed)}")
+    radio = build_dataclass(RadioConfig, dict(raw.get("radio", {})), f"{where} [radio]")
+    site_dicts = list(raw.get("sites", []))
+    if "generate" in raw:
+        site_dicts += _generated_sites(raw["generate"], where)
+    sites = []
+    for i, site in enumerate(site_dicts):
+        sites.append(build_dataclass(SiteConfig, dict(site), f"{where} [[sites]] #{i}"))
+    extra = {"test_fraction": raw["test_fraction"]} if "test_fraction" in raw else {}
+    return DataConfig(name=str(raw.get("name", Path(where).stem)), radio=radio, sites=sites, **extra)
+
+
+def load_preset(name_or_path: str | Path) -> DataConfig:
+    """Load a built-in preset by name or a user preset from a TOML file.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown, the file cannot be read or parsed, or a value is invalid.
+    """
+    text_name = str(name_or_path)
+    path = Path(text_name)
+    if not path.suffix and (PRESET_DIR / f"{text_name}.toml").exists():
+        path = PRESET_DIR / f"{text_name}.toml"
+    if not path.exists():
+        raise ValueError(
+            f"preset {text_name!r} not found: use one of {builtin_presets()} "
+            "or the path to a preset .toml file"
+        )
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"cannot read preset file {path}: {err}") from err
+    return parse_preset(raw, str(path))

@@ -1,0 +1,1 @@
+"""rantune's command line, presets glue, sweeps and reports."""

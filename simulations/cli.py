@@ -1,0 +1,29 @@
+"""The ``rantune`` command: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from simulations.commands import data as data_command
+
+app = typer.Typer(
+    name="rantune",
+    help="Federated LoRA fine-tuning and edge deployment of wireless channel foundation models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_command.register(app)
+
+
+@app.callback()
+def _root() -> None:
+    """Federated LoRA fine-tuning and edge deployment of wireless channel foundation models."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
