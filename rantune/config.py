@@ -168,7 +168,5 @@ def build_dataclass(cls: type, values: dict, where: str):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(
-            f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}"
-        )
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
     return cls(**values)

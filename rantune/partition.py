@@ -146,7 +146,9 @@ def _split_client(rows: np.ndarray, cfg: PartitionConfig, rng) -> ClientSplit:
     )
 
 
-def partition(site_index: np.ndarray, labels: dict[str, np.ndarray], cfg: PartitionConfig) -> Partitioning:
+def partition(
+    site_index: np.ndarray, labels: dict[str, np.ndarray], cfg: PartitionConfig
+) -> Partitioning:
     """Partition pooled samples into clients.
 
     Parameters

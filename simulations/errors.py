@@ -39,12 +39,16 @@ def ensure_output_dir(path: Path) -> Path:
     """Create ``path`` as a directory or fail clearly if it is a file or unwritable."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} is a file; give a directory path (it is created if missing)")
+        raise ValueError(
+            f"--out {path} is a file; give a directory path (it is created if missing)"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".rantune-write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"--out {path} is not writable ({err.strerror}); choose another directory") from err
+        raise ValueError(
+            f"--out {path} is not writable ({err.strerror}); choose another directory"
+        ) from err
     return path

@@ -29,8 +29,12 @@ def partition_report(
     beam_hist = label_histograms(labels["beam"], parts, cfg.radio.num_beams)
     los_hist = label_histograms(labels["los"], parts, 2)
     fig, (ax_beam, ax_los) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=[3, 1])
-    image = ax_beam.imshow(beam_hist / np.maximum(beam_hist.sum(1, keepdims=True), 1), aspect="auto")
-    ax_beam.set(xlabel="beam index", ylabel="client", title=f"beam labels per client ({part_cfg.scheme})")
+    image = ax_beam.imshow(
+        beam_hist / np.maximum(beam_hist.sum(1, keepdims=True), 1), aspect="auto"
+    )
+    ax_beam.set(
+        xlabel="beam index", ylabel="client", title=f"beam labels per client ({part_cfg.scheme})"
+    )
     fig.colorbar(image, ax=ax_beam, label="fraction of client samples")
     los_share = los_hist[:, 1] / np.maximum(los_hist.sum(1), 1)
     ax_los.barh(np.arange(len(los_share)), los_share, color="tab:orange")

@@ -117,7 +117,9 @@ class ShardCache:
         try:
             return _from_tensors(load_file(str(shard)))
         except Exception as err:  # safetensors raises its own error types
-            raise CorruptCacheError(f"cache shard {shard} cannot be parsed ({err}); {hint}") from err
+            raise CorruptCacheError(
+                f"cache shard {shard} cannot be parsed ({err}); {hint}"
+            ) from err
 
     def remove(self, key: str) -> None:
         for path in self.paths(key):

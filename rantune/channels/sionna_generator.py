@@ -168,6 +168,10 @@ def generate_site(
         bs_orientation[..., 1] = downtilt
         velocity = torch.tensor(users["velocity"])[:, None, :]
         in_state = torch.tensor(users["indoor"])[:, None]
+        if start > 0:
+            # Sionna freezes the topology's shapes (the last batch may be smaller) and
+            # copies later values into the first call's tensors: start afresh per batch.
+            model.reset_topology()
         model.set_topology(ut_loc, bs_loc, ut_orientation, bs_orientation, velocity, in_state)
         a, tau = model(num_time_samples=num_slots, sampling_frequency=1.0 / radio.slot_duration_s)
         response = cir_to_ofdm_channel(frequencies, a, tau, normalize=False)

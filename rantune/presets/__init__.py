@@ -63,7 +63,9 @@ def parse_preset(raw: dict, where: str) -> DataConfig:
     for i, site in enumerate(site_dicts):
         sites.append(build_dataclass(SiteConfig, dict(site), f"{where} [[sites]] #{i}"))
     extra = {"test_fraction": raw["test_fraction"]} if "test_fraction" in raw else {}
-    return DataConfig(name=str(raw.get("name", Path(where).stem)), radio=radio, sites=sites, **extra)
+    return DataConfig(
+        name=str(raw.get("name", Path(where).stem)), radio=radio, sites=sites, **extra
+    )
 
 
 def load_preset(name_or_path: str | Path) -> DataConfig:

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rantune.fileio import atomic_write_json
 from rantune.channels import load_sites
+from rantune.fileio import atomic_write_json
 from rantune.partition import PartitionConfig
 from rantune.presets import load_preset
 from simulations.errors import cli_errors, ensure_output_dir
@@ -49,10 +49,14 @@ def register(app: typer.Typer) -> None:
         preset: str = typer.Option("default", help="Built-in preset name or path to a .toml."),
         out: Path = typer.Option(Path("runs/data"), help="Directory for summary.json and plots."),
         seed: int = typer.Option(0, help="Offset added to every site's seed."),
-        partition: str = typer.Option("natural", help="natural | iid | quantity | dirichlet-<alpha>"),
+        partition: str = typer.Option(
+            "natural", help="natural | iid | quantity | dirichlet-<alpha>"
+        ),
         label: str = typer.Option("beam", help="Label for Dirichlet skew: beam or los."),
         cache: Path | None = typer.Option(None, help="Cache directory (default $RANTUNE_CACHE)."),
-        rebuild: bool = typer.Option(False, help="Regenerate even if cached (fixes corrupt shards)."),
+        rebuild: bool = typer.Option(
+            False, help="Regenerate even if cached (fixes corrupt shards)."
+        ),
     ) -> None:
         """Generate (or load from cache) a preset's Sionna channels and summarize them."""
         cfg = load_preset(preset).with_seed(seed)
@@ -61,7 +65,16 @@ def register(app: typer.Typer) -> None:
         sites = load_sites(cfg, cache_root=cache, rebuild=rebuild)
         rows = site_summary(cfg, sites)
         table = Table(title=f"preset {cfg.name} ({cfg.config_hash()})")
-        for column in ("site", "scenario", "samples", "LoS", "indoor", "dist m", "speed m/s", "SNR dB"):
+        for column in (
+            "site",
+            "scenario",
+            "samples",
+            "LoS",
+            "indoor",
+            "dist m",
+            "speed m/s",
+            "SNR dB",
+        ):
             table.add_column(column, justify="right" if column != "site" else "left", no_wrap=True)
         for row in rows:
             table.add_row(

@@ -1,0 +1,83 @@
+"""LoRA adapters (peft) on the task model: only adapters and the head train and travel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from torch import Tensor, nn
+
+PROJECTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters.
+
+    Attributes
+    ----------
+    r : adapter rank.
+    alpha : scaling numerator (``scale = alpha / r``).
+    dropout : dropout on the adapter input.
+    targets : projection names to adapt (subset of ``PROJECTION_NAMES``).
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"lora rank r={self.r!r} is invalid: expected an integer >= 1")
+        if self.alpha <= 0:
+            raise ValueError(f"lora alpha={self.alpha} is invalid: expected > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora dropout={self.dropout} is invalid: expected 0 <= dropout < 1")
+        unknown = sorted(set(self.targets) - set(PROJECTION_NAMES))
+        if unknown or not self.targets:
+            raise ValueError(
+                f"lora targets {list(self.targets)} are invalid: choose from {list(PROJECTION_NAMES)}"
+            )
+
+
+def apply_lora(model: nn.Module, settings: LoraSettings) -> PeftModel:
+    """Wrap a task model with LoRA adapters; the base is frozen, the ``head`` trains.
+
+    Adapter weights are initialised from torch's global RNG (seed it first).
+    """
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.targets),
+        modules_to_save=["head"],
+        bias="none",
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_state(model: PeftModel) -> dict[str, Tensor]:
+    """Adapter and head tensors (what travels): ``{peft key: tensor}``, detached copies."""
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def load_trainable_state(model: PeftModel, state: dict[str, Tensor]) -> None:
+    """Load adapter + head tensors produced by :func:`trainable_state` (strict on keys)."""
+    expected = set(get_peft_model_state_dict(model))
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise ValueError(
+            f"adapter state does not fit the model: missing {missing[:4]}, extra {extra[:4]}"
+        )
+    result = set_peft_model_state_dict(model, {k: torch.as_tensor(v) for k, v in state.items()})
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"adapter state has keys the model does not use: {unexpected[:4]}")
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

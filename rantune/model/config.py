@@ -1,0 +1,84 @@
+"""Model configuration of the channel transformer and its named sizes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Channel transformer hyper-parameters.
+
+    Attributes
+    ----------
+    d_model : token width.
+    num_layers : number of pre-norm transformer blocks.
+    num_heads : attention heads per block (``d_model`` must be divisible by it).
+    ffn_dim : hidden width of each block's feed-forward network.
+    patch_antennas, patch_subcarriers : 2-D patch size over (antenna, subcarrier);
+        every patch holds ``2 * patch_antennas * patch_subcarriers`` real values
+        (real and imaginary parts together).
+    max_grid_rows, max_grid_cols : largest patch grid the positional embedding
+        covers, i.e. up to ``max_grid_rows * patch_antennas`` antennas and
+        ``max_grid_cols * patch_subcarriers`` subcarriers.
+    dropout : dropout inside attention outputs and FFN.
+    """
+
+    d_model: int = 64
+    num_layers: int = 6
+    num_heads: int = 4
+    ffn_dim: int = 256
+    patch_antennas: int = 4
+    patch_subcarriers: int = 4
+    max_grid_rows: int = 32
+    max_grid_cols: int = 32
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "d_model",
+            "num_layers",
+            "num_heads",
+            "ffn_dim",
+            "patch_antennas",
+            "patch_subcarriers",
+            "max_grid_rows",
+            "max_grid_cols",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"model.{name}={value!r} is invalid: expected an integer >= 1")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"model.d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
+                "choose num_heads that divides d_model"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout={self.dropout} is invalid: expected 0 <= dropout < 1")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    @property
+    def patch_dim(self) -> int:
+        """Real values per patch: 2 (re, im) x patch_antennas x patch_subcarriers."""
+        return 2 * self.patch_antennas * self.patch_subcarriers
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MODEL_SIZES: dict[str, ModelConfig] = {
+    # ~0.33M parameters: trains on a 2-core CPU.
+    "tiny": ModelConfig(d_model=64, num_layers=6, num_heads=4, ffn_dim=256),
+    # ~2.4M parameters: LWM 1.1 scale.
+    "small": ModelConfig(d_model=128, num_layers=12, num_heads=8, ffn_dim=512),
+}
+
+
+def model_config(size: str) -> ModelConfig:
+    """Named model size (``tiny`` or ``small``)."""
+    if size not in MODEL_SIZES:
+        raise ValueError(f"model size {size!r} is unknown: choose one of {sorted(MODEL_SIZES)}")
+    return MODEL_SIZES[size]

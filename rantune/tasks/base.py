@@ -1,0 +1,92 @@
+"""Task interface and the task model (encoder + small head)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rantune.channels.dataset import ChannelDataset
+from rantune.config import RadioConfig
+from rantune.model.config import ModelConfig
+from rantune.model.encoder import ChannelEncoder
+
+
+class Task(ABC):
+    """A downstream task: which data it reads, its head, loss, metrics and baseline.
+
+    Subclasses set ``name``, ``primary_metric`` and ``higher_is_better``.
+    """
+
+    name: str
+    primary_metric: str
+    higher_is_better: bool = True
+    label_names: tuple[str, ...] = ()
+
+    @abstractmethod
+    def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Model inputs and targets of rows ``index`` (see each task for shapes)."""
+
+    @abstractmethod
+    def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
+        """Head ``head(x, cls, patches) -> output`` for data of the given radio geometry."""
+
+    @abstractmethod
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """Scalar training loss."""
+
+    @abstractmethod
+    def metrics(self, output: Tensor, target: Tensor) -> dict[str, float]:
+        """Evaluation metrics over a whole split (``primary_metric`` among them)."""
+
+    @abstractmethod
+    def baseline(
+        self, data: ChannelDataset, train: np.ndarray, test: np.ndarray
+    ) -> dict[str, float]:
+        """Classical (non-learned) baseline fitted on ``train`` rows, scored on ``test``."""
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether metric value ``a`` is better than ``b``."""
+        return a > b if self.higher_is_better else a < b
+
+
+class TaskModel(nn.Module):
+    """Channel encoder plus a task head.
+
+    ``forward(x)``: ``x`` is ``[B, 2, A, S]`` for snapshot tasks or ``[B, T, 2, A, S]``
+    for sequence tasks (each slot is encoded by the shared encoder).
+    """
+
+    def __init__(self, encoder: ChannelEncoder, head: nn.Module, task_name: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.task_name = task_name
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 5:
+            batch, slots = x.shape[:2]
+            cls, patches = self.encoder(x.flatten(0, 1))  # [B*T, d], [B*T, P, d]
+            cls = cls.view(batch, slots, -1)  # [B, T, d]
+            patches = patches.view(batch, slots, *patches.shape[1:])  # [B, T, P, d]
+        else:
+            cls, patches = self.encoder(x)  # [B, d], [B, P, d]
+        return self.head(x, cls, patches)
+
+
+def build_task_model(task: Task, encoder: ChannelEncoder, radio: RadioConfig) -> TaskModel:
+    """Attach ``task``'s head (fresh, seeded by the caller's torch RNG) to ``encoder``."""
+    encoder.grid(radio.num_bs_antennas, radio.num_subcarriers)  # fails early if unpatchable
+    return TaskModel(encoder, task.build_head(encoder.config, radio), task.name)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Model outputs for all rows of ``x`` in eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    outputs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(outputs)

@@ -1,0 +1,144 @@
+"""LoS/NLoS classification and beam selection from the noisy CSI estimate."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rantune.channels.beams import beam_gains, dft_codebook
+from rantune.channels.dataset import ChannelDataset
+from rantune.config import RadioConfig
+from rantune.model.config import ModelConfig
+from rantune.model.encoder import csi_to_real
+from rantune.tasks.base import Task
+from rantune.tasks.metrics import accuracy, f1_score, gain_ratio, roc_auc, topk_accuracy
+
+
+class PooledLinearHead(nn.Module):
+    """LayerNorm + linear on ``[CLS, mean(patches)]``: ``[B, 2d]`` -> ``[B, num_outputs]``."""
+
+    def __init__(self, d_model: int, num_outputs: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(2 * d_model)
+        self.classifier = nn.Linear(2 * d_model, num_outputs)
+
+    def forward(self, x: Tensor, cls: Tensor, patches: Tensor) -> Tensor:
+        pooled = torch.cat([cls, patches.mean(dim=1)], dim=-1)  # [B, 2d]
+        return self.classifier(self.norm(pooled))  # [B, num_outputs]
+
+
+def strongest_tap_ratio(csi: np.ndarray) -> np.ndarray:
+    """Power of the strongest delay tap over the total, ``[N, A, S]`` -> ``[N]``.
+
+    A Rician-K proxy: LoS channels concentrate power in one tap.
+    """
+    taps = np.fft.ifft(csi, axis=-1)  # [N, A, S] delay domain
+    power = (np.abs(taps) ** 2).sum(axis=1)  # [N, S]
+    return power.max(axis=1) / np.maximum(power.sum(axis=1), 1e-30)
+
+
+class LosTask(Task):
+    """LoS/NLoS from ``csi_noisy``.
+
+    Inputs ``[B, 2, A, S]`` float32; targets ``[B]`` int64 (1 = LoS); output logits ``[B, 2]``.
+    """
+
+    name = "los"
+    primary_metric = "accuracy"
+    label_names = ("nlos", "los")
+
+    def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
+        return csi_to_real(data["csi_noisy"][index]), torch.as_tensor(
+            data["los"][index].astype(np.int64)
+        )
+
+    def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
+        return PooledLinearHead(cfg.d_model, 2)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output, target)
+
+    def metrics(self, output: Tensor, target: Tensor) -> dict[str, float]:
+        label = target.numpy()
+        score = torch.softmax(output.float(), dim=-1)[:, 1].numpy()
+        pred = output.argmax(dim=-1).numpy()
+        return {
+            "accuracy": accuracy(pred, label),
+            "f1": f1_score(pred, label),
+            "auc": roc_auc(score, label),
+        }
+
+    def baseline(
+        self, data: ChannelDataset, train: np.ndarray, test: np.ndarray
+    ) -> dict[str, float]:
+        """Strongest-tap power-ratio threshold, fitted for accuracy on ``train``."""
+        ratio_train = strongest_tap_ratio(data["csi_noisy"][train])
+        label_train = data["los"][train].astype(np.int64)
+        candidates = np.unique(ratio_train)
+        accs = [accuracy((ratio_train >= t).astype(np.int64), label_train) for t in candidates]
+        threshold = float(candidates[int(np.argmax(accs))]) if len(candidates) else 0.5
+        ratio_test = strongest_tap_ratio(data["csi_noisy"][test])
+        label_test = data["los"][test].astype(np.int64)
+        pred = (ratio_test >= threshold).astype(np.int64)
+        return {
+            "accuracy": accuracy(pred, label_test),
+            "f1": f1_score(pred, label_test),
+            "auc": roc_auc(ratio_test, label_test),
+            "threshold": threshold,
+        }
+
+
+class BeamTask(Task):
+    """Beam selection from ``csi_noisy`` over the preset's DFT codebook.
+
+    Inputs ``[B, 2, A, S]`` float32; targets: noiseless codebook gains ``[B, K]``
+    float32 (label = argmax); output logits ``[B, K]``.
+    """
+
+    name = "beam"
+    primary_metric = "top1"
+
+    def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
+        return csi_to_real(data["csi_noisy"][index]), torch.as_tensor(data["beam_gains"][index])
+
+    def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
+        return PooledLinearHead(cfg.d_model, radio.num_beams)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output, target.argmax(dim=-1))
+
+    def metrics(self, output: Tensor, target: Tensor) -> dict[str, float]:
+        scores, gains = output.float().numpy(), target.numpy()
+        label = gains.argmax(axis=1)
+        return {
+            "top1": topk_accuracy(scores, label, 1),
+            "top3": topk_accuracy(scores, label, 3),
+            "gain_ratio": gain_ratio(scores.argmax(axis=1), gains),
+        }
+
+    def baseline(
+        self, data: ChannelDataset, train: np.ndarray, test: np.ndarray
+    ) -> dict[str, float]:
+        """Exhaustive codebook search on the noisy estimate (needs no training)."""
+        gains = data["beam_gains"][test]
+        num_beams = gains.shape[1]
+        codebook = _codebook_like(data, num_beams)
+        noisy_scores = beam_gains(data["csi_noisy"][test], codebook)
+        label = gains.argmax(axis=1)
+        return {
+            "top1": topk_accuracy(noisy_scores, label, 1),
+            "top3": topk_accuracy(noisy_scores, label, 3),
+            "gain_ratio": gain_ratio(noisy_scores.argmax(axis=1), gains),
+        }
+
+
+def _codebook_like(data: ChannelDataset, num_beams: int) -> np.ndarray:
+    """The DFT codebook that produced ``beam_gains`` (recovered and checked on one row)."""
+    antennas = data["csi"].shape[1]
+    for spacing in (0.5,):
+        codebook = dft_codebook(antennas, num_beams, spacing)
+        if np.allclose(beam_gains(data["csi"][:1], codebook), data["beam_gains"][:1], rtol=1e-3):
+            return codebook
+    raise ValueError("cannot reproduce the data set's beam codebook (non-standard element spacing)")

@@ -1,0 +1,118 @@
+"""Local training and evaluation loops shared by centralized and federated training."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rantune.tasks.base import Task, predict
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of one local training call.
+
+    Attributes
+    ----------
+    epochs : passes over the local training rows.
+    batch_size : mini-batch size.
+    lr : AdamW learning rate.
+    weight_decay : AdamW weight decay.
+    prox_mu : FedProx proximal coefficient; adds ``mu / 2 * ||w - w_ref||^2``.
+    max_grad_norm : gradient clipping norm (0 = off).
+    seed : seeds shuffling and dropout.
+    """
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    prox_mu: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs!r} is invalid: expected an integer >= 1")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} is invalid: expected >= 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr={self.lr} is invalid: expected a finite value > 0")
+        if self.prox_mu < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError("prox_mu, weight_decay and max_grad_norm must be >= 0")
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    x: Tensor,
+    y: Tensor,
+    settings: TrainSettings,
+    reference: dict[str, Tensor] | None = None,
+) -> dict[str, float]:
+    """Train ``model``'s trainable parameters on ``(x, y)`` in place.
+
+    Parameters
+    ----------
+    model : task model (possibly peft-wrapped); only ``requires_grad`` params train.
+    task : gives the loss.
+    x, y : inputs and targets of the local training rows (shapes per task).
+    settings : optimisation settings.
+    reference : ``{parameter name: tensor}`` anchor of the proximal term (FedProx);
+        defaults to the parameters at the start of this call.
+
+    Returns
+    -------
+    dict
+        ``loss`` (mean over steps, task loss only), ``num_examples``, ``steps``.
+    """
+    if len(x) == 0:
+        raise ValueError("no training rows: this client's training split is empty")
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    params = trainable_parameters(model)
+    if settings.prox_mu > 0:
+        anchor = {n: (reference[n] if reference else p.detach().clone()) for n, p in params.items()}
+    optimizer = torch.optim.AdamW(
+        params.values(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    model.train()
+    total, steps = 0.0, 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), settings.batch_size):
+            batch = order[start : start + settings.batch_size]
+            loss = task.loss(model(x[batch]), y[batch])
+            objective = loss
+            if settings.prox_mu > 0:
+                prox = sum((p - anchor[n]).pow(2).sum() for n, p in params.items())
+                objective = loss + 0.5 * settings.prox_mu * prox
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if settings.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params.values(), settings.max_grad_norm)
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+    model.eval()
+    return {"loss": total / max(steps, 1), "num_examples": int(len(x)), "steps": steps}
+
+
+def evaluate(
+    model: nn.Module, task: Task, x: Tensor, y: Tensor, batch_size: int = 512
+) -> dict[str, float]:
+    """Task metrics plus ``loss`` and ``num_examples`` on ``(x, y)``."""
+    if len(x) == 0:
+        return {"num_examples": 0}
+    output = predict(model, x, batch_size)
+    result = task.metrics(output, y)
+    result["loss"] = float(task.loss(output, y))
+    result["num_examples"] = int(len(x))
+    return result
