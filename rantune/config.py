@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 SCENARIOS = ("umi", "uma", "rma")
+# Largest 2-D BS-UT distance for which TR 38.901 (Table 7.4.1-1) defines the scenario.
+MAX_DISTANCE_M = {"umi": 5_000.0, "uma": 5_000.0, "rma": 10_000.0}
 
 
 def _fail(name: str, value: object, hint: str) -> None:
@@ -25,8 +28,23 @@ def _check_positive_int(name: str, value: object, minimum: int = 1) -> None:
         _fail(name, value, f"expected an integer >= {minimum}")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_number(name: str, value: object, low: float, high: float, unit: str = "") -> None:
+    if not _is_number(value) or not (low <= float(value) <= high):
+        _fail(name, value, f"expected a number in {low:g}..{high:g}{unit}")
+
+
+def _as_pair(name: str, value: object) -> tuple:
+    if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != 2:
+        _fail(name, value, "expected a pair [min, max] of numbers")
+    return tuple(value)
+
+
 def _check_range(name: str, value: tuple[float, float], low: float, high: float) -> None:
-    if len(value) != 2 or not all(isinstance(v, int | float) for v in value):
+    if len(value) != 2 or not all(_is_number(v) for v in value):
         _fail(name, value, "expected a pair [min, max] of numbers")
     lo, hi = float(value[0]), float(value[1])
     if not (low <= lo <= hi <= high) or math.isnan(lo) or math.isnan(hi):
@@ -44,7 +62,8 @@ class SiteConfig:
     num_samples : number of user snapshots (samples) generated at this site.
     speed_range_mps : UT speed range in m/s, drawn uniformly per user.
     indoor_probability : probability that a user is indoors (indoor links are NLoS).
-    distance_range_m : min and max BS-UT 2-D distance in metres.
+    distance_range_m : min and max BS-UT 2-D distance in metres, within 10 m and the
+        scenario's TR 38.901 limit (5 km for UMi/UMa, 10 km for RMa).
     snr_range_db : SNR range of the noisy channel estimate ``csi_noisy``, in dB.
     seed : seed of this site's random generators.
     """
@@ -59,18 +78,21 @@ class SiteConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "speed_range_mps", tuple(self.speed_range_mps))
-        object.__setattr__(self, "distance_range_m", tuple(self.distance_range_m))
-        object.__setattr__(self, "snr_range_db", tuple(self.snr_range_db))
         if not isinstance(self.name, str) or not self.name:
             _fail("name", self.name, "give each site a non-empty name")
+        for pair in ("speed_range_mps", "distance_range_m", "snr_range_db"):
+            object.__setattr__(self, pair, _as_pair(f"{self.name}.{pair}", getattr(self, pair)))
         if self.scenario not in SCENARIOS:
             _fail(f"{self.name}.scenario", self.scenario, f"choose one of {', '.join(SCENARIOS)}")
         _check_positive_int(f"{self.name}.num_samples", self.num_samples)
         _check_range(f"{self.name}.speed_range_mps", self.speed_range_mps, 0.0, 150.0)
-        if not (0.0 <= float(self.indoor_probability) <= 1.0):
-            _fail(f"{self.name}.indoor_probability", self.indoor_probability, "expected 0..1")
-        _check_range(f"{self.name}.distance_range_m", self.distance_range_m, 10.0, 1.0e5)
+        _check_number(f"{self.name}.indoor_probability", self.indoor_probability, 0.0, 1.0)
+        _check_range(
+            f"{self.name}.distance_range_m",
+            self.distance_range_m,
+            10.0,
+            MAX_DISTANCE_M[self.scenario],
+        )
         _check_range(f"{self.name}.snr_range_db", self.snr_range_db, -30.0, 60.0)
         _check_positive_int(f"{self.name}.seed", self.seed, minimum=0)
 
@@ -103,17 +125,16 @@ class RadioConfig:
     pilot_spacing: int = 1
 
     def __post_init__(self) -> None:
-        if not (0.5e9 <= float(self.carrier_frequency_hz) <= 100e9):
-            _fail("carrier_frequency_hz", self.carrier_frequency_hz, "expected 0.5e9..100e9 Hz")
+        _check_number("carrier_frequency_hz", self.carrier_frequency_hz, 0.5e9, 100e9, " Hz")
         _check_positive_int("num_subcarriers", self.num_subcarriers)
-        if not float(self.subcarrier_spacing_hz) > 0:
+        if not _is_number(self.subcarrier_spacing_hz) or not self.subcarrier_spacing_hz > 0:
             _fail("subcarrier_spacing_hz", self.subcarrier_spacing_hz, "expected > 0 Hz")
         _check_positive_int("num_bs_antennas", self.num_bs_antennas)
         _check_positive_int("num_beams", self.num_beams)
         _check_positive_int("num_time_steps", self.num_time_steps, minimum=0)
         if self.num_time_steps == 1:
             _fail("num_time_steps", 1, "use 0 (no sequence) or >= 2 snapshots")
-        if not float(self.slot_duration_s) > 0:
+        if not _is_number(self.slot_duration_s) or not self.slot_duration_s > 0:
             _fail("slot_duration_s", self.slot_duration_s, "expected > 0 s")
         _check_positive_int("pilot_spacing", self.pilot_spacing)
         if self.pilot_spacing > self.num_subcarriers:
@@ -136,7 +157,7 @@ class DataConfig:
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
             _fail(f"{self.name}.sites", names, "site names must be unique")
-        if not (0.0 < float(self.test_fraction) < 0.5):
+        if not _is_number(self.test_fraction) or not (0.0 < self.test_fraction < 0.5):
             _fail("test_fraction", self.test_fraction, "expected 0 < test_fraction < 0.5")
 
     def to_dict(self) -> dict:
@@ -159,12 +180,17 @@ class DataConfig:
         """The same preset with every site's seed offset by ``seed``."""
         from dataclasses import replace
 
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            seed = int(seed)
+        _check_positive_int("seed", seed, minimum=0)
         sites = tuple(replace(s, seed=s.seed + 1000 * seed) for s in self.sites)
         return replace(self, sites=sites)
 
 
 def build_dataclass(cls: type, values: dict, where: str):
     """Build ``cls`` from a dict, failing loudly on unknown keys."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a table of key = value pairs, got {values!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -36,15 +36,36 @@ def _generated_sites(spec: dict, where: str) -> list[dict]:
     ``[generate] count = 64`` with ``[[generate.templates]]`` entries makes ``count``
     sites named ``<template name>-<i>``, each with its own seed.
     """
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: [generate] must be a table with count and templates")
+    unknown = sorted(set(spec) - {"count", "templates"})
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {unknown} in [generate]; valid: count, templates"
+        )
     count = spec.get("count")
     templates = spec.get("templates", [])
-    if not isinstance(count, int) or count < 1 or not templates:
-        raise ValueError(f"{where}: [generate] needs count >= 1 and at least one template")
+    if (
+        not isinstance(count, int)
+        or isinstance(count, bool)
+        or count < 1
+        or not isinstance(templates, list)
+        or not templates
+        or not all(isinstance(t, dict) for t in templates)
+    ):
+        raise ValueError(
+            f"{where}: [generate] needs count >= 1 and at least one [[generate.templates]] table"
+        )
     sites = []
     for i in range(count):
         template = dict(templates[i % len(templates)])
+        seed = template.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(
+                f"{where}: [[generate.templates]] seed={seed!r} is invalid: expected an integer >= 0"
+            )
         template["name"] = f"{template.get('name', 'site')}-{i:03d}"
-        template["seed"] = int(template.get("seed", 0)) + i
+        template["seed"] = seed + i
         sites.append(template)
     return sites
 
@@ -55,13 +76,16 @@ def parse_preset(raw: dict, where: str) -> DataConfig:
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ValueError(f"{where}: unknown top-level key(s) {unknown}; valid: {sorted(allowed)}")
-    radio = build_dataclass(RadioConfig, dict(raw.get("radio", {})), f"{where} [radio]")
-    site_dicts = list(raw.get("sites", []))
+    radio = build_dataclass(RadioConfig, raw.get("radio", {}), f"{where} [radio]")
+    site_dicts = raw.get("sites", [])
+    if not isinstance(site_dicts, list):
+        raise ValueError(f"{where}: 'sites' must be an array of [[sites]] tables")
+    site_dicts = list(site_dicts)
     if "generate" in raw:
         site_dicts += _generated_sites(raw["generate"], where)
     sites = []
     for i, site in enumerate(site_dicts):
-        sites.append(build_dataclass(SiteConfig, dict(site), f"{where} [[sites]] #{i}"))
+        sites.append(build_dataclass(SiteConfig, site, f"{where} [[sites]] #{i}"))
     extra = {"test_fraction": raw["test_fraction"]} if "test_fraction" in raw else {}
     return DataConfig(
         name=str(raw.get("name", Path(where).stem)), radio=radio, sites=sites, **extra
