@@ -1,0 +1,429 @@
+"""A local Flower federation on loopback: one SuperLink and N SuperNodes (base stations).
+
+``up`` starts ``flower-superlink`` and N ``flower-supernode`` processes, each
+SuperNode with ``--node-config "partition-id=i num-partitions=N"`` (plus
+``data-preset``), optionally with TLS (generated CA) and SuperNode
+authentication (generated, registered keys). It records every process in
+``DIR/federation.json`` as soon as it starts, logs each to ``DIR/logs/NAME.log``
+and writes a ``[superlink.NAME]`` connection to ``$FLWR_HOME/config.toml`` so
+that ``flwr run . NAME`` reaches it. ``down`` stops exactly those processes.
+If ``up`` fails half-way, it stops what it started before raising.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simulations.federation import auth, connection, processes, tls
+from simulations.federation.files import atomic_write
+from simulations.federation.node_config import build_node_config, check_partitions
+
+STATE_FILE = "federation.json"
+DEFAULT_NAME = "rantune-local"
+MAX_NODES = 64
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """What ``up`` starts.
+
+    Attributes
+    ----------
+    out_dir : Path
+        Directory for ``federation.json``, ``logs/``, ``tls/`` and ``keys/``.
+    num_nodes : int
+        Number of SuperNodes (base stations), 1..64.
+    use_tls : bool
+        Serve the SuperLink over TLS (a CA and certificate are generated unless
+        ``tls_files`` is given).
+    use_auth : bool
+        Enable SuperNode authentication (needs TLS): one key pair per node,
+        registered before the node starts.
+    preset : str, optional
+        Data preset sent to every SuperNode as ``data-preset``.
+    name : str
+        Connection name written to ``$FLWR_HOME/config.toml``.
+    superlink_port : int, optional
+        SuperLink port (Control, Fleet and Runtime APIs); a free one if omitted.
+    node_ports : tuple of int, optional
+        Each SuperNode's Runtime API port; free ones if omitted.
+    node_configs : tuple of str, optional
+        Explicit ``--node-config`` strings (one per node) instead of the
+        generated ones; each must name its partition.
+    tls_files : tls.TlsFiles, optional
+        Existing CA/server certificate/key to use instead of generating them.
+    tls_hosts : tuple of str
+        Extra SAN host names for a generated server certificate.
+    flwr_home : Path, optional
+        Flower CLI home (default ``$FLWR_HOME`` or ``~/.flwr``).
+    host : str
+        Loopback address to bind and connect to.
+    wait_nodes : bool
+        Wait until every SuperNode is online at the SuperLink.
+    timeout_s : float
+        Upper bound for the SuperLink to listen and for the nodes to come online.
+    """
+
+    out_dir: Path
+    num_nodes: int
+    use_tls: bool = False
+    use_auth: bool = False
+    preset: str | None = None
+    name: str = DEFAULT_NAME
+    superlink_port: int | None = None
+    node_ports: tuple[int, ...] | None = None
+    node_configs: tuple[str, ...] | None = None
+    tls_files: tls.TlsFiles | None = None
+    tls_hosts: tuple[str, ...] = ()
+    flwr_home: Path | None = None
+    host: str = "127.0.0.1"
+    wait_nodes: bool = True
+    timeout_s: float = 60.0
+
+
+@dataclass
+class Federation:
+    """A launched federation, as recorded in ``DIR/federation.json``."""
+
+    out_dir: Path
+    name: str
+    address: str
+    flwr_home: Path
+    ca_cert: str | None
+    auth: bool
+    processes: list[processes.ProcessRecord] = field(default_factory=list)
+    nodes: list[dict] = field(default_factory=list)
+
+    def save(self) -> None:
+        """Write the state atomically (called after every started process)."""
+        data = {
+            "name": self.name,
+            "address": self.address,
+            "flwr_home": str(self.flwr_home),
+            "ca_cert": self.ca_cert,
+            "auth": self.auth,
+            "processes": [p.to_json() for p in self.processes],
+            "nodes": self.nodes,
+        }
+        atomic_write(self.out_dir / STATE_FILE, json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, out_dir: Path) -> Federation:
+        """Read ``out_dir/federation.json``; ValueError if absent or unreadable."""
+        path = Path(out_dir) / STATE_FILE
+        if not path.is_file():
+            raise ValueError(
+                f"no federation recorded in {out_dir} ({STATE_FILE} is missing); pass the --out "
+                "directory given to `rantune federation up`"
+            )
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                out_dir=Path(out_dir),
+                name=data["name"],
+                address=data["address"],
+                flwr_home=Path(data["flwr_home"]),
+                ca_cert=data["ca_cert"],
+                auth=bool(data["auth"]),
+                processes=[processes.ProcessRecord.from_json(p) for p in data["processes"]],
+                nodes=list(data["nodes"]),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path} is corrupt ({err!r}); stop leftover processes by hand (see logs/) "
+                "and delete it"
+            ) from err
+
+    def running(self) -> list[processes.ProcessRecord]:
+        """Return the recorded processes that are still alive (and still ours)."""
+        return [p for p in self.processes if processes.matches(p)]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Raise ValueError with a hint if ``host:port`` cannot be bound."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{what} port {port} is out of range; use 1..65535 or omit it")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise ValueError(
+                f"{what} port {port} on {host} is already in use ({err.strerror}); pass another "
+                "port, or omit it to pick a free one"
+            ) from err
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _executable(bin_dir: Path, name: str) -> str:
+    candidate = bin_dir / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise ValueError(
+            f"{name!r} not found next to {sys.executable} or on PATH; install "
+            "'flwr[simulation]==1.41.0' in this environment"
+        )
+    return found
+
+
+def _validate(cfg: LaunchConfig) -> list[str]:
+    """Check the launch request and return the node-config strings."""
+    if not 1 <= cfg.num_nodes <= MAX_NODES:
+        raise ValueError(f"--nodes must be in 1..{MAX_NODES}, got {cfg.num_nodes}")
+    if cfg.use_auth and not cfg.use_tls:
+        raise ValueError(
+            "--auth needs --tls: Flower authenticates SuperNodes only over TLS; add --tls"
+        )
+    if cfg.tls_files is not None and not cfg.use_tls:
+        raise ValueError("TLS files were given without --tls; add --tls or drop the files")
+    try:
+        loopback = ipaddress.ip_address(cfg.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback or ipaddress.ip_address(cfg.host).version != 4:
+        raise ValueError(
+            f"host {cfg.host!r} is not an IPv4 loopback address; the local launcher binds "
+            "127.0.0.1 only (see the multi-host guide for separate machines)"
+        )
+    connection.check_connection_name(cfg.name)
+    if cfg.node_configs is not None:
+        configs = list(cfg.node_configs)
+        if len(configs) != cfg.num_nodes:
+            raise ValueError(
+                f"{len(configs)} node-configs for {cfg.num_nodes} SuperNodes; give one per node"
+            )
+    else:
+        configs = [build_node_config(i, cfg.num_nodes, cfg.preset) for i in range(cfg.num_nodes)]
+    check_partitions(configs)
+    if cfg.node_ports is not None and len(cfg.node_ports) != cfg.num_nodes:
+        raise ValueError(f"{len(cfg.node_ports)} node ports for {cfg.num_nodes} SuperNodes")
+    return configs
+
+
+def _ports(cfg: LaunchConfig) -> tuple[int, list[int]]:
+    """Check given ports, pick free ones for the rest; all distinct."""
+    if cfg.superlink_port is not None:
+        check_port_free(cfg.host, cfg.superlink_port, "SuperLink")
+    if cfg.node_ports is not None:
+        for port in cfg.node_ports:
+            check_port_free(cfg.host, port, "SuperNode")
+    taken: set[int] = set()
+
+    def pick(given: int | None) -> int:
+        if given is not None and given in taken:
+            raise ValueError(f"port {given} is given twice; every process needs its own port")
+        port = given
+        while port is None or port in taken:
+            port = free_port(cfg.host)
+        taken.add(port)
+        return port
+
+    link = pick(cfg.superlink_port)
+    nodes = [pick(cfg.node_ports[i] if cfg.node_ports else None) for i in range(cfg.num_nodes)]
+    return link, nodes
+
+
+def _fail_with_log(record: processes.ProcessRecord, what: str) -> None:
+    tail = processes.log_tail(record.log)
+    if "address already in use" in tail.lower() or "errno 98" in tail.lower():
+        raise ValueError(
+            f"{what} could not bind its port (address already in use); pass another port or "
+            f"omit it to pick a free one. Log {record.log}:\n{tail}"
+        )
+    raise RuntimeError(f"{what} exited during start-up. Last lines of {record.log}:\n{tail}")
+
+
+def _wait_listening(record: processes.ProcessRecord, host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not processes.is_running(record.pid):
+            _fail_with_log(record, "SuperLink")
+        if _port_open(host, port):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"SuperLink did not listen on {host}:{port} within {timeout:.0f} s")
+
+
+def _wait_online(fed: Federation, nodes: list[processes.ProcessRecord], timeout: float) -> None:
+    """Wait until every SuperNode is online at the SuperLink.
+
+    Cheap first: each SuperNode logs ``SuperNode ID: ...`` once the SuperLink
+    activated it (a refused node exits instead). Then the Control API
+    (``flwr supernode list``, ~1 s per call) confirms that all are online.
+    """
+    flwr_bin = _executable(Path(sys.executable).parent, "flwr")
+    deadline = time.monotonic() + timeout
+    online: list[str] = []
+    while time.monotonic() < deadline:
+        activated = 0
+        for record in nodes:
+            tail = processes.log_tail(record.log, lines=200)
+            if not processes.is_running(record.pid):
+                hint = ""
+                if "Failed to activate SuperNode" in tail:
+                    hint = " (the SuperLink refused it: is its public key registered?)"
+                raise RuntimeError(
+                    f"SuperNode {record.name} exited{hint}. Last lines of {record.log}:\n"
+                    + "\n".join(tail.splitlines()[-15:])
+                )
+            activated += "SuperNode ID:" in tail
+        if activated == len(nodes):
+            listed = auth.list_nodes(fed.name, fed.flwr_home, flwr_bin=flwr_bin)
+            online = [str(n["node-id"]) for n in listed if n.get("status") == "online"]
+            if len(online) >= len(nodes):
+                return
+        time.sleep(0.3)
+    raise RuntimeError(
+        f"only {len(online)} of {len(nodes)} SuperNodes came online within {timeout:.0f} s; "
+        f"see the logs in {fed.out_dir / 'logs'}"
+    )
+
+
+def _register_all(keys: list, name: str, home: Path, flwr_bin: str) -> list[int]:
+    """Register every node's public key (in parallel: each ``flwr`` call takes ~1 s)."""
+    with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
+        futures = [
+            pool.submit(auth.register_node, k.public_key, name, home, flwr_bin, k.name)
+            for k in keys
+        ]
+        return [f.result() for f in futures]
+
+
+def up(cfg: LaunchConfig) -> Federation:
+    """Start the SuperLink and the SuperNodes; return the recorded federation.
+
+    Raises
+    ------
+    ValueError
+        Bad input (ports in use, certificate paths, node-configs, --auth without --tls,
+        a federation already running in ``out_dir``).
+    RuntimeError
+        A process failed to start or a SuperNode did not come online. In every
+        failure case the processes started so far are stopped first.
+    """
+    configs = _validate(cfg)
+    out_dir = Path(cfg.out_dir).resolve()
+    if (out_dir / STATE_FILE).is_file():
+        previous = Federation.load(out_dir)
+        if previous.running():
+            raise ValueError(
+                f"a federation started from {out_dir} is still running (pids "
+                f"{[p.pid for p in previous.running()]}); run `rantune federation down --out "
+                f"{out_dir}` first"
+            )
+    tls_files = cfg.tls_files
+    if tls_files is not None:  # re-check user files: they must exist and fit together
+        tls_files = tls.load_tls_files(
+            tls_files.ca_cert, tls_files.server_cert, tls_files.server_key
+        )
+    link_port, node_ports = _ports(cfg)
+    bin_dir = Path(sys.executable).parent
+    superlink_bin = _executable(bin_dir, "flower-superlink")
+    supernode_bin = _executable(bin_dir, "flower-supernode")
+    home = connection.flwr_home(cfg.flwr_home)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.use_tls and tls_files is None:
+        tls_files = tls.generate_tls(out_dir / "tls", extra_hosts=cfg.tls_hosts)
+
+    address = f"{cfg.host}:{link_port}"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(superlink_bin).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FLWR_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+    }
+    fed = Federation(
+        out_dir=out_dir,
+        name=cfg.name,
+        address=address,
+        flwr_home=home,
+        ca_cert=str(tls_files.ca_cert) if tls_files else None,
+        auth=cfg.use_auth,
+    )
+    link_argv = [superlink_bin, "--host", cfg.host, "--port", str(link_port)]
+    link_argv += tls_files.superlink_args() if tls_files else ["--insecure"]
+    link_argv += ["--enable-supernode-auth"] if cfg.use_auth else []
+    # The ServerApp runs in this environment; never `uv sync` app dependencies at run time.
+    link_argv += ["--disable-runtime-dependency-installation"]
+    try:
+        record = processes.start_process(
+            "superlink", link_argv, out_dir / "logs/superlink.log", env
+        )
+        fed.processes.append(record)
+        fed.save()
+        _wait_listening(record, cfg.host, link_port, cfg.timeout_s)
+        connection.write_connection(
+            home, cfg.name, address, tls_files.ca_cert if tls_files else None
+        )
+
+        names = [f"bs-{i}" for i in range(cfg.num_nodes)]
+        keys: list[auth.NodeKeys | None] = [None] * cfg.num_nodes
+        if cfg.use_auth:
+            keys = [auth.generate_node_keys(out_dir / "keys", name) for name in names]
+            node_ids = _register_all(keys, cfg.name, home, _executable(bin_dir, "flwr"))
+        node_records = []
+        for i, name in enumerate(names):
+            node: dict = {"name": name, "node_config": configs[i], "port": node_ports[i]}
+            argv = [supernode_bin, "--superlink", address, "--host", cfg.host]
+            argv += ["--port", str(node_ports[i])]
+            argv += ["--root-certificates", str(tls_files.ca_cert)] if tls_files else ["--insecure"]
+            if keys[i] is not None:
+                node.update(node_id=node_ids[i], private_key=str(keys[i].private_key))
+                argv += ["--auth-supernode-private-key", str(keys[i].private_key)]
+            argv += ["--node-config", configs[i]]
+            record = processes.start_process(name, argv, out_dir / f"logs/{name}.log", env)
+            fed.processes.append(record)
+            fed.nodes.append(node)
+            fed.save()
+            node_records.append(record)
+        if cfg.wait_nodes:
+            _wait_online(fed, node_records, cfg.timeout_s)
+    except BaseException:
+        _stop_all(fed)
+        raise
+    return fed
+
+
+def _stop_all(fed: Federation) -> dict[str, str]:
+    outcome = processes.stop_processes(fed.processes)
+    connection.remove_connection(fed.flwr_home, fed.name, fed.address)
+    return outcome
+
+
+def down(out_dir: Path) -> dict[str, str]:
+    """Stop exactly the processes ``up`` recorded in ``out_dir``; idempotent.
+
+    Returns
+    -------
+    dict
+        Process name -> ``"stopped"``, ``"not running"`` or ``"pid reused (left alone)"``.
+    """
+    return _stop_all(Federation.load(Path(out_dir).resolve()))
+
+
+def status(out_dir: Path) -> dict[str, str]:
+    """Return process name -> ``"running"`` / ``"not running"`` for a recorded federation."""
+    fed = Federation.load(Path(out_dir).resolve())
+    return {p.name: "running" if processes.matches(p) else "not running" for p in fed.processes}
