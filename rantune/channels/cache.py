@@ -70,7 +70,12 @@ class ShardCache:
         return shard.exists() and meta.exists()
 
     def save(self, key: str, data: ChannelDataset, info: dict) -> None:
-        """Write the shard first, then its metadata (the commit point)."""
+        """Write the shard first, then its metadata (the commit point).
+
+        An old metadata file is removed before the new shard replaces the old one, so
+        an interruption in between leaves an entry that :meth:`contains` reports as
+        missing (and is regenerated), never a shard paired with a stale checksum.
+        """
         shard, meta = self.paths(key)
         shard.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=shard.parent, prefix=f".{shard.name}.", suffix=".tmp")
@@ -78,6 +83,7 @@ class ShardCache:
         try:
             save_file(_to_tensors(data), tmp)
             checksum = sha256_file(Path(tmp))
+            meta.unlink(missing_ok=True)
             os.replace(tmp, shard)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
