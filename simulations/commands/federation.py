@@ -1,0 +1,154 @@
+"""``rantune federation up|down|status``: a local SuperLink + SuperNodes on loopback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simulations.errors import cli_errors, ensure_output_dir, fail
+from simulations.federation import launcher
+from simulations.federation.connection import flwr_home
+from simulations.federation.tls import TlsFiles
+
+console = Console()
+DEFAULT_OUT = Path("runs/federation")
+
+
+def _tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> TlsFiles | None:
+    given = [p for p in (ca, cert, key) if p is not None]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise ValueError(
+            "give all of --tls-ca-cert, --tls-cert and --tls-key, or none of them "
+            "(then `--tls` generates a CA and server certificate)"
+        )
+    return TlsFiles(ca_cert=ca, server_cert=cert, server_key=key)  # type: ignore[arg-type]
+
+
+def _print_federation(fed: launcher.Federation, states: dict[str, str]) -> None:
+    table = Table(title=f"federation {fed.name} at {fed.address}")
+    for column in ("process", "pid", "state", "node-config", "log"):
+        table.add_column(column)
+    configs = {n["name"]: n["node_config"] for n in fed.nodes}
+    for record in fed.processes:
+        table.add_row(
+            record.name,
+            str(record.pid),
+            states.get(record.name, "?"),
+            configs.get(record.name, ""),
+            record.log,
+        )
+    console.print(table)
+
+
+def _run_hint(fed: launcher.Federation) -> str:
+    env = os.environ.get("FLWR_HOME")
+    default_home = Path(env).expanduser().resolve() if env else Path.home() / ".flwr"
+    prefix = "" if fed.flwr_home == default_home else f"FLWR_HOME={fed.flwr_home} "
+    return f"{prefix}flwr run . {fed.name}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``federation`` command group to ``app``."""
+    group = typer.Typer(
+        name="federation",
+        help="Start/stop a local Flower federation (SuperLink + SuperNodes) on 127.0.0.1.",
+        no_args_is_help=True,
+    )
+    app.add_typer(group, name="federation")
+
+    @group.command("up")
+    @cli_errors
+    def up(
+        nodes: int = typer.Option(2, "--nodes", help="Number of SuperNodes (base stations)."),
+        tls: bool = typer.Option(False, "--tls", help="Serve the SuperLink over TLS."),
+        auth: bool = typer.Option(
+            False, "--auth", help="Admit only registered SuperNodes (needs --tls)."
+        ),
+        out: Path = typer.Option(DEFAULT_OUT, "--out", help="Directory for state, logs, keys."),
+        preset: str | None = typer.Option(
+            None, "--preset", help="Data preset sent to every SuperNode (data-preset)."
+        ),
+        name: str = typer.Option(
+            launcher.DEFAULT_NAME, "--name", help="Connection name for `flwr run . NAME`."
+        ),
+        port: int | None = typer.Option(None, "--port", help="SuperLink port (default: free)."),
+        node_config: list[str] | None = typer.Option(
+            None,
+            "--node-config",
+            help="Explicit --node-config per SuperNode (repeat once per node).",
+        ),
+        tls_ca_cert: Path | None = typer.Option(None, help="Existing CA certificate (PEM)."),
+        tls_cert: Path | None = typer.Option(None, help="Existing SuperLink certificate (PEM)."),
+        tls_key: Path | None = typer.Option(None, help="Existing SuperLink private key (PEM)."),
+        tls_host: list[str] | None = typer.Option(
+            None, "--tls-host", help="Extra host name for a generated certificate (repeatable)."
+        ),
+        home: Path | None = typer.Option(
+            None, "--flwr-home", help="Flower CLI home (default: $FLWR_HOME or ~/.flwr)."
+        ),
+        timeout: float = typer.Option(60.0, help="Seconds to wait for the SuperLink and nodes."),
+        wait: bool = typer.Option(True, help="Wait until every SuperNode is online."),
+    ) -> None:
+        """Start a SuperLink and N SuperNodes; print the `flwr run` connection."""
+        cfg = launcher.LaunchConfig(
+            out_dir=ensure_output_dir(out),
+            num_nodes=nodes,
+            use_tls=tls,
+            use_auth=auth,
+            preset=preset,
+            name=name,
+            superlink_port=port,
+            node_configs=tuple(node_config) if node_config else None,
+            tls_files=_tls_files(tls_ca_cert, tls_cert, tls_key),
+            tls_hosts=tuple(tls_host or ()),
+            flwr_home=home,
+            wait_nodes=wait,
+            timeout_s=timeout,
+        )
+        try:
+            fed = launcher.up(cfg)
+        except RuntimeError as err:
+            fail(f"{err}\n(all processes started for this federation were stopped)")
+        _print_federation(fed, {p.name: "running" for p in fed.processes})
+        security = "TLS" if fed.ca_cert else "plaintext"
+        if fed.auth:
+            security += " + SuperNode auth"
+        console.print(
+            f"[green]up[/]: {len(fed.nodes)} SuperNodes connected to {fed.address} ({security}).\n"
+            f"connection [bold]{fed.name}[/] in {fed.flwr_home / 'config.toml'}\n"
+            f"run:  {_run_hint(fed)}\nstop: rantune federation down --out {out}",
+            highlight=False,
+        )
+
+    @group.command("down")
+    @cli_errors
+    def down(
+        out: Path = typer.Option(DEFAULT_OUT, "--out", help="Directory given to `up`."),
+    ) -> None:
+        """Stop exactly the processes `up` started (verified by pid, start time, command)."""
+        outcome = launcher.down(out)
+        for process, state in outcome.items():
+            console.print(f"{process}: {state}", highlight=False)
+        console.print("[green]down[/]: no federation process left running", highlight=False)
+
+    @group.command("status")
+    @cli_errors
+    def status(
+        out: Path = typer.Option(DEFAULT_OUT, "--out", help="Directory given to `up`."),
+    ) -> None:
+        """Show which of the recorded processes are running."""
+        fed = launcher.Federation.load(out)
+        states = launcher.status(out)
+        _print_federation(fed, states)
+        running = sum(state == "running" for state in states.values())
+        console.print(
+            f"{running}/{len(states)} running; connection {fed.name} -> {fed.address} "
+            f"({flwr_home(fed.flwr_home) / 'config.toml'})",
+            highlight=False,
+        )
