@@ -17,6 +17,7 @@ is split into train/validation/test.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,7 @@ def parse_scheme(scheme: str) -> tuple[str, float | None]:
             alpha = float(scheme.removeprefix("dirichlet-"))
         except ValueError:
             alpha = -1.0
-        if alpha > 0:
+        if alpha > 0 and math.isfinite(alpha):
             return "dirichlet", alpha
     raise ValueError(
         f"partition scheme {scheme!r} is invalid: use natural, iid, quantity or "
@@ -115,6 +116,10 @@ def _flower_partitions(
     from datasets import Dataset
     from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, LinearPartitioner
 
+    # IidPartitioner and LinearPartitioner cut contiguous blocks: shuffle first, or the
+    # site-sorted rows would give each client whole sites instead of a random share.
+    order = np.random.default_rng([seed, 1]).permutation(len(rows))
+    rows, labels = rows[order], labels[order]
     table = Dataset.from_dict({"row": rows.astype(np.int64), "label": labels.astype(np.int64)})
     if kind == "dirichlet":
         min_size = max(1, min(10, len(rows) // (4 * n)))
