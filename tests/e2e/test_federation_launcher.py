@@ -1,0 +1,298 @@
+"""Real Flower 1.41 SuperLink/SuperNode processes on 127.0.0.1: TLS, node auth, clean shutdown.
+
+Every test stops what it starts (fixtures with ``finally``), and checks that no
+process mentioning one of the federation's ports is left (SuperExec included).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from simulations.commands.federation import register
+from simulations.federation import auth, connection, launcher, processes
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+TIMEOUT_S = 90.0  # generous: CI machines with 2 busy cores start Flower slowly
+
+
+def _ports(fed: launcher.Federation) -> list[int]:
+    return [int(fed.address.rsplit(":", 1)[1])] + [int(n["port"]) for n in fed.nodes]
+
+
+def _processes_using(ports: list[int]) -> list[tuple[int, str]]:
+    """Live processes whose command line names one of ``ports`` (Flower's and SuperExec's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(re.search(rf"(:|--port )({port})\b", cmd) for port in ports):
+            if processes.is_running(int(entry.name)):
+                found.append((int(entry.name), cmd))
+    return found
+
+
+def _assert_nothing_left(ports: list[int], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (left := _processes_using(ports)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"stray processes: {left}"
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home)}
+
+
+def _wait_exit(record: processes.ProcessRecord, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while processes.is_running(record.pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.Federation]:
+    """A TLS + SuperNode-auth federation of 2 registered SuperNodes (smoke preset)."""
+    root = tmp_path_factory.mktemp("secure-federation")
+    cfg = launcher.LaunchConfig(
+        out_dir=root / "fed",
+        num_nodes=2,
+        use_tls=True,
+        use_auth=True,
+        preset="smoke",
+        name="secure",
+        flwr_home=root / "flwr-home",
+        timeout_s=TIMEOUT_S,
+    )
+    fed = launcher.up(cfg)  # stops what it started if it raises
+    try:
+        yield fed
+    finally:
+        launcher.down(fed.out_dir)
+        _assert_nothing_left(_ports(fed))
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[list[processes.ProcessRecord]]:
+    """Processes a test starts by hand; all stopped afterwards, whatever happened."""
+    records: list[processes.ProcessRecord] = []
+    try:
+        yield records
+    finally:
+        processes.stop_processes(records, grace_s=5)
+
+
+def _supernode(
+    fed: launcher.Federation, tmp_path: Path, name: str, extra: list[str]
+) -> tuple[list[str], Path, int]:
+    port = launcher.free_port()
+    argv = [str(BIN / "flower-supernode"), "--superlink", fed.address, "--port", str(port)]
+    argv += extra + ["--node-config", "partition-id=0 num-partitions=2"]
+    return argv, tmp_path / f"{name}.log", port
+
+
+def test_tls_auth_federation_has_both_registered_nodes_online(
+    secure: launcher.Federation,
+) -> None:
+    # Execute
+    listed = auth.list_nodes(secure.name, secure.flwr_home, flwr_bin=str(BIN / "flwr"))
+
+    # Assert
+    online = {int(n["node-id"]) for n in listed if n["status"] == "online"}
+    assert online == {int(n["node_id"]) for n in secure.nodes}
+    assert connection.read_connection(secure.flwr_home, secure.name) == {
+        "address": secure.address,
+        "root-certificates": secure.ca_cert,
+    }
+    assert launcher.status(secure.out_dir) == dict.fromkeys(
+        ["superlink", "bs-0", "bs-1"], "running"
+    )
+    configs = [n["node_config"] for n in secure.nodes]
+    assert configs == [f'partition-id={i} num-partitions=2 data-preset="smoke"' for i in range(2)]
+    superlink_argv = secure.processes[0].argv
+    assert "--enable-supernode-auth" in superlink_argv and "--ssl-certfile" in superlink_argv
+
+
+def test_supernode_with_unregistered_key_is_refused(
+    secure: launcher.Federation, tmp_path: Path, started: list
+) -> None:
+    # Prepare: a valid key pair the SuperLink has never seen
+    keys = auth.generate_node_keys(tmp_path, "intruder")
+    argv, log, port = _supernode(
+        secure,
+        tmp_path,
+        "intruder",
+        ["--root-certificates", str(secure.ca_cert), "--auth-supernode-private-key"]
+        + [str(keys.private_key)],
+    )
+
+    # Execute
+    started.append(processes.start_process("intruder", argv, log, _env(secure.flwr_home)))
+
+    # Assert
+    assert _wait_exit(started[0], 60), "an unregistered SuperNode must not stay connected"
+    assert "Failed to activate SuperNode" in log.read_text()
+    listed = auth.list_nodes(secure.name, secure.flwr_home, flwr_bin=str(BIN / "flwr"))
+    assert sum(n["status"] == "online" for n in listed) == 2
+    _assert_nothing_left([port])
+
+
+def test_plaintext_connections_to_the_tls_superlink_fail(
+    secure: launcher.Federation, tmp_path: Path, started: list
+) -> None:
+    # Prepare
+    argv, log, port = _supernode(
+        secure, tmp_path, "plain", ["--insecure", "--max-retries", "1", "--max-wait-time", "5"]
+    )
+    connection.write_connection(secure.flwr_home, "plain-probe", secure.address, None)
+    host, link_port = secure.address.rsplit(":", 1)
+
+    # Execute / Assert: a SuperNode without TLS gives up
+    started.append(processes.start_process("plain", argv, log, _env(secure.flwr_home)))
+    assert _wait_exit(started[0], 60)
+    assert "could not establish a connection" in log.read_text()
+    # ... the flwr CLI without TLS gets no answer
+    with pytest.raises(RuntimeError, match="unavailable"):
+        auth.list_nodes("plain-probe", secure.flwr_home, flwr_bin=str(BIN / "flwr"))
+    # ... and neither does a raw HTTP request
+    plain_http = http.client.HTTPConnection(host, int(link_port), timeout=10)
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        plain_http.request("POST", "/v1/control/list-nodes", body=b"")
+        plain_http.getresponse()
+    plain_http.close()
+    _assert_nothing_left([port])
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """Test root."""
+
+    register(app)
+    return app
+
+
+def _invoke(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(_app(), args)
+    return result.exit_code, result.output  # click 8.2+: stdout and stderr together
+
+
+def test_cli_up_status_down_leaves_no_processes(tmp_path: Path) -> None:
+    out, home = tmp_path / "fed", tmp_path / "flwr-home"
+    base = ["--out", str(out)]
+    try:
+        # Execute: up
+        code, text = _invoke(["federation", "up", "--nodes", "2", "--flwr-home", str(home)] + base)
+        assert code == 0, text
+        assert "flwr run . rantune-local" in text
+        fed = launcher.Federation.load(out)
+        ports = _ports(fed)
+        family = [d for p in fed.processes for d in processes.descendants(p.pid)]
+        assert _processes_using(ports)
+
+        code, text = _invoke(["federation", "status", *base])
+        assert code == 0 and "3/3 running" in text, text
+
+        # Execute: down (twice: idempotent)
+        code, text = _invoke(["federation", "down", *base])
+        assert code == 0 and "superlink: stopped" in text, text
+        code, text = _invoke(["federation", "down", *base])
+        assert code == 0 and "superlink: not running" in text, text
+
+        # Assert
+        assert not any(processes.is_running(p.pid) for p in fed.processes)
+        assert not any(processes.is_running(pid) for pid, _ in family)
+        _assert_nothing_left(ports, timeout_s=2)
+        assert connection.read_connection(home, "rantune-local") is None
+    finally:
+        if (out / launcher.STATE_FILE).exists():
+            launcher.down(out)
+
+
+def test_port_in_use_gives_a_clear_error_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        code, text = _invoke(
+            ["federation", "up", "--nodes", "1", "--port", str(port), "--out", str(tmp_path)]
+        )
+
+    assert code == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in " ".join(text.split())
+    assert not (tmp_path / launcher.STATE_FILE).exists()
+    _assert_nothing_left([port], timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [
+                "--tls",
+                "--tls-ca-cert",
+                "/nonexistent/ca.pem",
+                "--tls-cert",
+                "/x",
+                "--tls-key",
+                "/y",
+            ],
+            "/nonexistent/ca.pem does not exist",
+        ),
+        (["--tls-ca-cert", "/nonexistent/ca.pem"], "give all of --tls-ca-cert"),
+        (["--node-config", "num-partitions=1"], "has no partition-id"),
+        (["--auth"], "--auth needs --tls"),
+    ],
+)
+def test_bad_input_fails_before_any_process_starts(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, text = _invoke(["federation", "up", "--nodes", "1", "--out", str(tmp_path), *args])
+
+    assert code == 2
+    assert message in " ".join(text.split())
+    assert not (tmp_path / launcher.STATE_FILE).exists()
+
+
+def test_failure_after_start_stops_what_was_started(tmp_path: Path) -> None:
+    # Prepare: a time limit no SuperLink can meet, so `up` fails after starting it
+    cfg = launcher.LaunchConfig(
+        out_dir=tmp_path, num_nodes=1, flwr_home=tmp_path / "home", timeout_s=0.05
+    )
+    try:
+        # Execute
+        with pytest.raises(RuntimeError, match="did not listen"):
+            launcher.up(cfg)
+
+        # Assert
+        fed = launcher.Federation.load(tmp_path)
+        assert [p.name for p in fed.processes] == ["superlink"]
+        assert not fed.running()
+        _assert_nothing_left(_ports(fed), timeout_s=5)
+    finally:
+        if (tmp_path / launcher.STATE_FILE).exists():
+            launcher.down(tmp_path)
