@@ -120,7 +120,12 @@ def validate_update(
     for key, value in state.items():
         if not isinstance(value, Tensor | np.ndarray):
             return f"{key}: {type(value).__name__} is not a tensor"
-        if not (torch.as_tensor(value).is_floating_point()):
+        floating = (
+            value.is_floating_point()
+            if isinstance(value, Tensor)
+            else np.issubdtype(value.dtype, np.floating)
+        )
+        if not floating:
             return f"{key}: dtype {value.dtype} is not floating point"
         reason = _shape_reason(
             key, tuple(int(s) for s in value.shape), tuple(expected[key]), flexible_rank, max_rank
