@@ -37,7 +37,15 @@ from rantune.aggregation.dense import (
     sum_deltas,
 )
 from rantune.aggregation.init import fresh_adapters
-from rantune.aggregation.lora_keys import State, a_key, b_key, group_state, is_lora, lora_scale
+from rantune.aggregation.lora_keys import (
+    State,
+    a_key,
+    b_key,
+    group_state,
+    is_lora,
+    lora_scale,
+    require_same_modules,
+)
 from rantune.aggregation.update import ClientUpdate, example_weights, weighted_average_states
 
 
@@ -105,24 +113,11 @@ def flora_aggregate(updates: Sequence[ClientUpdate], alpha: float | None = None)
     """
     weights = example_weights(updates)
     groups = [group_state(u.state) for u in updates]
-    prefixes = list(groups[0].pairs)
-    for update, group in zip(updates, groups, strict=True):
-        if set(group.pairs) != set(prefixes):
-            diff = sorted(set(group.pairs) ^ set(prefixes))
-            raise ValueError(
-                f"client {update.client_id!r} adapts different modules than client {updates[0].client_id!r}: {diff[:3]}"
-            )
-    if not prefixes:
-        raise ValueError("FLoRA needs LoRA adapters, but the updates hold none")
+    prefixes = require_same_modules(groups, [u.client_id for u in updates])
     dtype = groups[0].pairs[prefixes[0]].A.dtype
     modules: dict[str, StackedModule] = {}
     for prefix in prefixes:
         pairs = [g.pairs[prefix] for g in groups]
-        shapes = {(p.d_in, p.d_out) for p in pairs}
-        if len(shapes) != 1:
-            raise ValueError(
-                f"module {prefix}: clients disagree on (d_in, d_out): {sorted(shapes)}"
-            )
         a_stack = torch.cat([p.A.detach().to(torch.float64) for p in pairs], dim=0)  # [R, d_in]
         b_stack = torch.cat(
             [

@@ -22,7 +22,14 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from rantune.aggregation.lora_keys import LoraGroups, LoraPair, State, group_state, max_rank
+from rantune.aggregation.lora_keys import (
+    LoraGroups,
+    LoraPair,
+    State,
+    group_state,
+    max_rank,
+    require_same_modules,
+)
 from rantune.aggregation.update import (
     ClientUpdate,
     example_weights,
@@ -88,7 +95,7 @@ def hetlora_weights(
         raise ValueError(f"unknown HetLoRA weight scope {scope!r}: choose 'module' or 'global'")
     data_w = example_weights(updates)
     groups = [group_state(u.state) for u in updates]
-    prefixes = list(groups[0].pairs)
+    prefixes = require_same_modules(groups, [u.client_id for u in updates])
     norms = {
         p: torch.stack([torch.linalg.matrix_norm(g.pairs[p].delta(1.0)) for g in groups])  # [K]
         for p in prefixes
@@ -125,12 +132,7 @@ def hetlora_aggregate(
     """
     weights = hetlora_weights(updates, weight_by_examples, scope)
     groups = [group_state(u.state) for u in updates]
-    prefixes = list(groups[0].pairs)
-    for update, group in zip(updates, groups, strict=True):
-        if set(group.pairs) != set(prefixes):
-            raise ValueError(
-                f"client {update.client_id!r} adapts different modules: {sorted(set(group.pairs) ^ set(prefixes))[:3]}"
-            )
+    prefixes = list(groups[0].pairs)  # checked by hetlora_weights
     largest = max_rank([u.state for u in updates])
     r_max = largest if r_max is None else r_max
     if r_max < largest:

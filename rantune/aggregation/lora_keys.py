@@ -215,3 +215,29 @@ def state_nbytes(state: Mapping[str, Tensor | np.ndarray]) -> int:
         else:
             total += int(np.asarray(value).nbytes)
     return total
+
+
+def require_same_modules(groups: list[LoraGroups], names: list[object]) -> list[str]:
+    """The module prefixes shared by every client, in the first client's order.
+
+    Raises ``ValueError`` when a client adapts other modules or a module's ``(d_in,
+    d_out)`` differs between clients (ranks may differ). ``names`` label the clients.
+    """
+    if not groups:
+        raise ValueError("nothing to aggregate: no client updates")
+    prefixes = list(groups[0].pairs)
+    if not prefixes:
+        raise ValueError("the updates hold no LoRA adapters (lora_A/lora_B keys)")
+    for name, group in zip(names, groups, strict=True):
+        if set(group.pairs) != set(prefixes):
+            diff = sorted(set(group.pairs) ^ set(prefixes))
+            raise ValueError(
+                f"client {name!r} adapts different modules than client {names[0]!r}: {diff[:3]}"
+            )
+    for prefix in prefixes:
+        shapes = {(g.pairs[prefix].d_in, g.pairs[prefix].d_out) for g in groups}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"module {prefix}: clients disagree on (d_in, d_out): {sorted(shapes)}"
+            )
+    return prefixes

@@ -198,3 +198,10 @@ def test_fedex_rejects_mixed_ranks():
     u2 = ClientUpdate(state([[1, 0], [0, 1]], [[1, 0], [0, 1]]), 1)
     with pytest.raises(ValueError, match="same LoRA rank"):
         fedex_aggregate([u1, u2])
+
+
+def test_hetlora_rejects_clients_with_other_modules():
+    u1 = ClientUpdate(state([[1, 0]], [[1], [0]]), 1, "a")
+    u2 = ClientUpdate(state([[1, 0]], [[1], [0]], prefix="m.v"), 1, "b")
+    with pytest.raises(ValueError, match="different modules"):
+        hetlora_aggregate([u1, u2])
