@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,11 @@ from rantune.fileio import atomic_write_json
 from rantune.partition import PartitionConfig
 from rantune.presets import load_preset
 from simulations.errors import cli_errors, ensure_output_dir
-from simulations.partition_report import partition_report
+from simulations.partition_report import (
+    partition_sites,
+    plot_label_histograms,
+    summarize_partition,
+)
 
 console = Console()
 
@@ -42,6 +47,27 @@ def site_summary(cfg, sites) -> list[dict]:
     return rows
 
 
+def check_output_dir(path: Path) -> Path:
+    """Fail early, without creating anything, if ``path`` cannot become an output directory.
+
+    ``path`` must be a directory or not exist yet; its nearest existing ancestor must be
+    a writable directory. The directory itself is created later, once all inputs are good.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"--out {path} is a file; give a directory path (it is created if missing)"
+        )
+    ancestor = path.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"--out {path}: {ancestor} is a file, so the directory cannot be made")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path}: {ancestor} is not writable; choose another directory")
+    return path
+
+
 def register(app: typer.Typer) -> None:
     @app.command("data")
     @cli_errors
@@ -61,8 +87,10 @@ def register(app: typer.Typer) -> None:
         """Generate (or load from cache) a preset's Sionna channels and summarize them."""
         cfg = load_preset(preset).with_seed(seed)
         part_cfg = PartitionConfig(scheme=partition, label=label, seed=seed)
-        out = ensure_output_dir(out)
+        check_output_dir(out)
         sites = load_sites(cfg, cache_root=cache, rebuild=rebuild)
+        # Partition before creating --out: a failure here leaves nothing behind.
+        parts, beam_hist, los_hist = partition_sites(cfg, sites, part_cfg)
         rows = site_summary(cfg, sites)
         table = Table(title=f"preset {cfg.name} ({cfg.config_hash()})")
         for column in (
@@ -88,7 +116,9 @@ def register(app: typer.Typer) -> None:
                 "{:.0f}-{:.0f}".format(*row["snr_range_db"]),
             )
         console.print(table)
-        partitions = partition_report(cfg, sites, part_cfg, out)
+        out = ensure_output_dir(out)
+        plot_label_histograms(beam_hist, los_hist, part_cfg.scheme, out / "partition_labels.png")
+        partitions = summarize_partition(parts, beam_hist, los_hist)
         summary = {
             "preset": cfg.name,
             "config_hash": cfg.config_hash(),
