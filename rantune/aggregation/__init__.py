@@ -18,7 +18,7 @@ Modules, one concept each:
 """
 
 from rantune.aggregation.byzantine import ATTACKS, AttackSpec, attack_update, select_byzantine
-from rantune.aggregation.comm import MB, RoundBytes, round_bytes
+from rantune.aggregation.comm import MB, RoundBytes, payload_nbytes, record_nbytes, round_bytes
 from rantune.aggregation.dense import (
     CumulativeDelta,
     apply_dense_delta,
@@ -98,6 +98,8 @@ __all__ = [
     "merge_shared_local",
     "module_ranks",
     "pad_state",
+    "payload_nbytes",
+    "record_nbytes",
     "round_bytes",
     "seeded_lora_a",
     "select_byzantine",

@@ -84,10 +84,13 @@ def effective_deltas(aggregate: FedExAggregate, alpha: float | None = None) -> D
     }
 
 
-def fedex_round_bytes(updates: Sequence[ClientUpdate], aggregate: FedExAggregate) -> RoundBytes:
-    """Clients upload A, B, head; each downloads adapters, head and the dense residuals."""
+def fedex_round_bytes(
+    updates: Sequence[ClientUpdate], aggregate: FedExAggregate, measure: str = "record"
+) -> RoundBytes:
+    """Clients upload A, B, head; each downloads adapters, head and the dense residuals.
+    ``measure``: ``"record"`` (Flower's count) or ``"data"`` (tensor data only)."""
     dtype = next(iter(aggregate.state.values())).dtype
-    return round_bytes([u.state for u in updates], aggregate.downlink(dtype))
+    return round_bytes([u.state for u in updates], aggregate.downlink(dtype), measure)
 
 
 def residual_norms(aggregate: FedExAggregate) -> dict[str, float]:

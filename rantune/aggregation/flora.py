@@ -190,7 +190,11 @@ def flora_client_reset(
 
 
 def flora_round_bytes(
-    updates: Sequence[ClientUpdate], aggregate: FloraAggregate, mode: str = "dense"
+    updates: Sequence[ClientUpdate],
+    aggregate: FloraAggregate,
+    mode: str = "dense",
+    measure: str = "record",
 ) -> RoundBytes:
-    """Communication of a FLoRA round: clients upload A_i, B_i, head; each receives the downlink."""
-    return round_bytes([u.state for u in updates], flora_downlink(aggregate, mode))
+    """Communication of a FLoRA round: clients upload A_i, B_i, head; each receives the
+    downlink (``mode``). ``measure``: ``"record"`` (Flower's count) or ``"data"``."""
+    return round_bytes([u.state for u in updates], flora_downlink(aggregate, mode), measure)

@@ -207,7 +207,9 @@ def max_rank(states: list[Mapping[str, Tensor | np.ndarray]]) -> int:
 
 
 def state_nbytes(state: Mapping[str, Tensor | np.ndarray]) -> int:
-    """Payload size of ``state`` in bytes (tensor data only, like ``ArrayRecord.count_bytes``)."""
+    """Tensor data of ``state`` in bytes (``numel * element_size``); Flower's
+    ``ArrayRecord.count_bytes`` adds key names and ``.npy`` headers, see
+    :func:`rantune.aggregation.comm.record_nbytes`."""
     total = 0
     for value in state.values():
         if isinstance(value, Tensor):

@@ -167,8 +167,8 @@ def test_byte_accounting_stacked_grows_with_clients_dense_does_not():
     updates = [random_update(r, 1, gen) for r in (2, 4, 8)]
     agg = flora_aggregate(updates)
     up_per_client = [4 * 2 * (r * 6 + 5 * r) + 4 * 10 for r in (2, 4, 8)]
-    stacked = flora_round_bytes(updates, agg, "stacked")
-    dense = flora_round_bytes(updates, agg, "dense")
+    stacked = flora_round_bytes(updates, agg, "stacked", measure="data")
+    dense = flora_round_bytes(updates, agg, "dense", measure="data")
     assert stacked.up == dense.up == sum(up_per_client)
     assert stacked.down == 3 * (4 * 2 * (14 * 6 + 5 * 14) + 4 * 10)
     assert dense.down == 3 * (4 * 2 * (5 * 6) + 4 * 10)

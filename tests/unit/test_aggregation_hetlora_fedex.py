@@ -158,7 +158,7 @@ def test_effective_update_equals_mean_of_client_products():
     )
     assert torch.allclose(effective_deltas(agg, alpha)[P], expected, atol=1e-10)
     assert residual_norms(agg)[P] > 0.1
-    bytes_ = fedex_round_bytes(updates, agg)
+    bytes_ = fedex_round_bytes(updates, agg, measure="data")
     assert bytes_.down == 3 * 4 * (r * 6 + 5 * r + 5 * 6)
 
 
