@@ -1,0 +1,107 @@
+"""Message conventions of the rantune apps and the byte accounting of what travels.
+
+Records in every message: ``"arrays"`` (ArrayRecord), ``"metrics"`` (MetricRecord,
+``"num-examples"`` in it) and ``"config"`` (ConfigRecord). Only adapter and head
+tensors travel (keys as :func:`rantune.lora.trainable_state` names them); a key of
+the frozen base never appears in a message.
+
+Train config keys (server -> client): ``server-round``, ``local-epochs``,
+``batch-size``, ``lr``, ``weight-decay``, ``max-grad-norm``, ``proximal-mu``
+(FedProx), ``update-compression`` (+ ``.granularity``, ``.topk-fraction``,
+``.error-feedback``), and the strategy hooks ``keep-local`` (regex: keys kept on
+the client between rounds and never sent back, e.g. FedSA-LoRA's B) and
+``freeze`` (regex: keys not trained and not sent back, e.g. FFA-LoRA's A).
+Evaluate config keys: ``server-round``, ``personalized``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+
+ARRAYS, METRICS, CONFIG = "arrays", "metrics", "config"
+NUM_EXAMPLES = "num-examples"
+PARTITION_ID = "partition-id"
+LORA_RANK = "lora-r"
+# Metric keys that identify a reply rather than measure it: never averaged.
+BOOKKEEPING_METRICS = (PARTITION_ID, LORA_RANK)
+KEEP_LOCAL = "keep-local"
+FREEZE = "freeze"
+PERSONALIZED = "personalized"
+PERSONALIZED_PREFIX = "personalized-"
+HEAD_PREFIX = "base_model.model.head."
+
+
+def is_adapter_key(key: str) -> bool:
+    """Whether a state key may travel: a LoRA factor or a head tensor."""
+    return ".lora_" in key or key.startswith(HEAD_PREFIX)
+
+
+def to_numpy(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def state_to_record(state: Mapping[str, object]) -> ArrayRecord:
+    """``{key: tensor/ndarray}`` -> ArrayRecord (keys sorted, float32 kept as is)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(to_numpy(state[k]))) for k in sorted(state)})
+
+
+def record_to_state(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """ArrayRecord -> ``{key: ndarray}``."""
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def record_bytes(record: ArrayRecord | None) -> int:
+    """Bytes of an ArrayRecord as FlowerTune counts them (``count_bytes``)."""
+    return 0 if record is None else int(record.count_bytes())
+
+
+def message_array_bytes(content) -> int:
+    """Sum of ``count_bytes`` over every ArrayRecord of a RecordDict."""
+    return sum(record_bytes(r) for r in content.array_records.values())
+
+
+def select_keys(keys, pattern: str | None) -> set[str]:
+    """Keys matching a regex (``re.search``); none for an empty pattern."""
+    if not pattern:
+        return set()
+    regex = re.compile(pattern)
+    return {k for k in keys if regex.search(k)}
+
+
+def expected_reply_keys(sent_keys, config: Mapping[str, object]) -> list[str]:
+    """Keys a client must send back: what it received minus ``keep-local``/``freeze``."""
+    sent = set(sent_keys)
+    held = select_keys(sent, str(config.get(KEEP_LOCAL, "") or ""))
+    frozen = select_keys(sent, str(config.get(FREEZE, "") or ""))
+    return sorted(sent - held - frozen)
+
+
+def check_update(
+    update: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]
+) -> str | None:
+    """Why an update must not be aggregated, or ``None`` if it is sound.
+
+    Checks: exactly the expected keys, the expected shapes, a floating dtype, and
+    only finite values.
+    """
+    missing = sorted(set(expected) - set(update))
+    extra = sorted(set(update) - set(expected))
+    if missing or extra:
+        return f"wrong keys: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, extra {extra[:3]}{'...' if len(extra) > 3 else ''}"
+    for key in sorted(expected):
+        value = update[key]
+        if tuple(value.shape) != tuple(expected[key]):
+            return f"wrong shape for {key}: {tuple(value.shape)} instead of {tuple(expected[key])}"
+        if not np.issubdtype(value.dtype, np.floating):
+            return f"wrong dtype for {key}: {value.dtype} (expected a float type)"
+        if not np.all(np.isfinite(value)):
+            bad = int((~np.isfinite(value)).sum())
+            return f"non-finite values (NaN/Inf) in {key}: {bad} of {value.size}"
+    return None

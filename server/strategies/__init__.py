@@ -1,0 +1,169 @@
+"""Strategies by name: ``strategy.name`` in the run config -> a Flower ``Strategy``.
+
+>>> from server.strategies import build_strategy, strategy_names
+>>> strategy_names()
+['fedavg', 'fedprox']
+>>> strategy = build_strategy(cfg)          # cfg: rantune.federated.run_config.RunConfig
+
+Adding a strategy: write a factory ``(cfg, params) -> Strategy`` and call
+:func:`register` with a :class:`StrategySpec` that declares the ``strategy.<param>``
+keys it reads (with defaults). Every declared key must also be in
+``[tool.flwr.app.config]`` of pyproject.toml (a unit test checks this).
+
+Optional hooks a strategy object may define (read by ``server/loop.py``):
+
+- ``keep_local_pattern: str`` regex of keys each client keeps between rounds and
+  never sends back (personalized evaluation is then requested too);
+- ``freeze_pattern: str`` regex of keys clients must not train (and not send back);
+- ``state_dict() -> (arrays, meta)`` / ``load_state_dict(arrays, meta)`` for
+  checkpoints (otherwise :mod:`server.strategies.state` captures array and scalar
+  attributes generically).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from rantune.federated.messages import BOOKKEEPING_METRICS
+from rantune.federated.run_config import RunConfig, Scalar
+
+Factory = Callable[[RunConfig, Mapping[str, Scalar]], Strategy]
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy.
+
+    Attributes
+    ----------
+    name : the ``strategy.name`` value (lower case, kebab).
+    factory : builds the strategy from the run config and its ``strategy.*`` params
+        (keys without the ``strategy.`` prefix, defaults filled in).
+    params : ``{param: default}`` of the ``strategy.<param>`` keys it reads.
+    description : one line for ``--help`` and error messages.
+    heterogeneous_ranks : whether clients may train different LoRA ranks.
+    """
+
+    name: str
+    factory: Factory
+    params: Mapping[str, Scalar] = field(default_factory=dict)
+    description: str = ""
+    heterogeneous_ranks: bool = False
+
+
+REGISTRY: dict[str, StrategySpec] = {}
+
+
+def register(spec: StrategySpec) -> StrategySpec:
+    """Add a strategy; a param shared with another strategy must share its default."""
+    for other in REGISTRY.values():
+        for key in set(spec.params) & set(other.params):
+            if spec.params[key] != other.params[key]:
+                raise ValueError(
+                    f"strategy {spec.name!r} declares strategy.{key}={spec.params[key]!r} but "
+                    f"{other.name!r} declares {other.params[key]!r}: one key, one default"
+                )
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def strategy_names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_spec(name: str) -> StrategySpec:
+    key = name.strip().lower()
+    if key not in REGISTRY:
+        raise ValueError(
+            f"strategy {name!r} is unknown: choose one of {', '.join(strategy_names())}"
+        )
+    return REGISTRY[key]
+
+
+def strategy_param_defaults() -> dict[str, Scalar]:
+    """``{"strategy.<param>": default}`` over every registered strategy."""
+    return {f"strategy.{k}": v for spec in REGISTRY.values() for k, v in spec.params.items()}
+
+
+def strategy_params(cfg: RunConfig) -> dict[str, Scalar]:
+    """The chosen strategy's params (defaults filled in), after checking every
+    ``strategy.*`` key is declared by some registered strategy."""
+    spec = get_spec(cfg.strategy.name)
+    known = {k.removeprefix("strategy.") for k in strategy_param_defaults()}
+    unknown = sorted(set(dict(cfg.strategy.params)) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown strategy hyper-parameter(s) {['strategy.' + k for k in unknown]}; "
+            f"{spec.name} reads {sorted('strategy.' + k for k in spec.params) or 'none'}"
+        )
+    given = dict(cfg.strategy.params)
+    return {k: given.get(k, default) for k, default in spec.params.items()}
+
+
+def aggregate_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
+    """Flower's weighted metric average without the bookkeeping keys (partition-id, lora-r)."""
+    result = aggregate_metricrecords(records, weighting_key)
+    for key in BOOKKEEPING_METRICS:
+        if key in result:
+            del result[key]
+    return result
+
+
+def common_kwargs(cfg: RunConfig) -> dict:
+    """Sampling and metric-aggregation arguments every Flower FedAvg subclass takes."""
+    s = cfg.sampling
+    return {
+        "fraction_train": s.fraction_train,
+        "fraction_evaluate": s.fraction_evaluate,
+        "min_train_nodes": s.min_train_clients,
+        "min_evaluate_nodes": s.min_evaluate_clients,
+        "min_available_nodes": s.min_available_clients,
+        "train_metrics_aggr_fn": aggregate_metrics,
+        "evaluate_metrics_aggr_fn": aggregate_metrics,
+    }
+
+
+def check_compatible(cfg: RunConfig, node_ranks: Mapping[int, int] | None = None) -> StrategySpec:
+    """Fail before training on an unknown strategy or options it cannot handle."""
+    spec = get_spec(cfg.strategy.name)
+    strategy_params(cfg)
+    ranks = set((node_ranks or {}).values()) | {cfg.lora.r}
+    if len(ranks) > 1 and not spec.heterogeneous_ranks:
+        raise ValueError(
+            f"strategy {spec.name!r} needs every client to train the same LoRA rank, but node "
+            f"configs ask for ranks {sorted(ranks)}; choose a rank-aware strategy"
+        )
+    return spec
+
+
+def build_strategy(cfg: RunConfig) -> Strategy:
+    """The strategy named by ``cfg.strategy.name`` with its hyper-parameters."""
+    spec = check_compatible(cfg)
+    return spec.factory(cfg, strategy_params(cfg))
+
+
+def _fedavg(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
+    return FedAvg(**common_kwargs(cfg))
+
+
+def _fedprox(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
+    mu = float(params["proximal-mu"])
+    if not mu >= 0:
+        raise ValueError(f"strategy.proximal-mu={mu} is invalid: expected >= 0")
+    return FedProx(proximal_mu=mu, **common_kwargs(cfg))
+
+
+register(StrategySpec("fedavg", _fedavg, {}, "FedAvg of adapters and head (FedIT)"))
+register(
+    StrategySpec(
+        "fedprox",
+        _fedprox,
+        {"proximal-mu": 0.01},
+        "FedAvg + proximal term mu/2 ||w - w_global||^2 in each client's loss",
+    )
+)
