@@ -107,8 +107,3 @@ def weighted_average_states(
             tensors.append(state[key])
         out[key] = weighted_sum(tensors, weights).to(tensors[0].dtype)
     return out
-
-
-def cast_like(value: Tensor, like: Tensor) -> Tensor:
-    """``value`` in ``like``'s dtype and device."""
-    return value.to(dtype=like.dtype, device=like.device)
