@@ -4,8 +4,8 @@ A pid alone is not an identity: after a process exits its pid can be reused.
 A started process is therefore recorded as pid + kernel start time + argv, and
 is only signalled when all three still match. Flower's SuperLink and
 SuperNodes spawn ``flower-superexec`` (which spawns ServerApp/ClientApp
-processes) in new sessions; those exit on their own once their parent is gone,
-and :func:`stop_process` waits for them and stops any that linger.
+processes) in new sessions; those should exit once their parent is gone, and
+:func:`stop_processes` stops any that linger (see :func:`detached_children`).
 """
 
 from __future__ import annotations
@@ -130,6 +130,30 @@ def descendants(pid: int) -> list[tuple[int, int]]:
     return found
 
 
+def detached_children(record: ProcessRecord) -> list[tuple[int, int]]:
+    """Return live processes started by ``record`` with ``--parent-pid PID`` on their command line.
+
+    Flower's SuperLink/SuperNode start ``flower-superexec --parent-pid PID`` in a
+    new session. SuperExec is meant to exit when that parent is gone, but its
+    monitor raises SIGINT only once, and a SuperExec still starting up (e.g. when
+    the SuperLink refused its SuperNode) can miss it and linger, reparented to
+    init. Matching the flag (and a start time not before the parent's) finds it
+    even after its parent exited.
+    """
+    found = []
+    flag = ["--parent-pid", str(record.pid)]
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        cmdline = _cmdline(int(entry.name))
+        stat = _stat(int(entry.name))
+        if not cmdline or stat is None or stat[0] in ("Z", "X") or stat[2] < record.start_ticks:
+            continue
+        if any(cmdline[i : i + 2] == flag for i in range(len(cmdline) - 1)):
+            found.append((int(entry.name), stat[2]))
+    return found
+
+
 def start_process(name: str, argv: list[str], log: Path, env: dict[str, str]) -> ProcessRecord:
     """Start ``argv`` in its own session with stdout/stderr appended to ``log``.
 
@@ -199,12 +223,14 @@ def stop_processes(records: list[ProcessRecord], grace_s: float = 10.0) -> dict[
     for record in records:
         if not is_running(record.pid):
             outcome[record.name] = "not running"
+            family += detached_children(record)
         elif not matches(record):
             outcome[record.name] = "pid reused (left alone)"
         else:
             outcome[record.name] = "stopped"
             targets.append((record.pid, record.start_ticks))
-            family += descendants(record.pid)
+            family += descendants(record.pid) + detached_children(record)
+    family = sorted(set(family))
     _terminate(targets, grace_s)
     # SuperExec and app processes poll for their parent, but a parent that is an unreaped
     # zombie still "exists" to them: end them the way SuperLink does (SIGTERM, then SIGKILL).

@@ -7,9 +7,11 @@ process mentioning one of the federation's ports is left (SuperExec included).
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -90,23 +92,40 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.Federa
         _assert_nothing_left(_ports(fed))
 
 
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[processes.ProcessRecord]]:
-    """Processes a test starts by hand; all stopped afterwards, whatever happened."""
-    records: list[processes.ProcessRecord] = []
-    try:
-        yield records
-    finally:
-        processes.stop_processes(records, grace_s=5)
-
-
-def _supernode(
-    fed: launcher.Federation, tmp_path: Path, name: str, extra: list[str]
-) -> tuple[list[str], Path, int]:
-    port = launcher.free_port()
+def _supernode_argv(fed: launcher.Federation, port: int, extra: list[str]) -> list[str]:
     argv = [str(BIN / "flower-supernode"), "--superlink", fed.address, "--port", str(port)]
-    argv += extra + ["--node-config", "partition-id=0 num-partitions=2"]
-    return argv, tmp_path / f"{name}.log", port
+    return argv + extra + ["--node-config", "partition-id=0 num-partitions=2"]
+
+
+@pytest.fixture(scope="module")
+def refused(
+    secure: launcher.Federation, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, tuple[processes.ProcessRecord, int]]]:
+    """Two SuperNodes the secure SuperLink must refuse, started together to save time.
+
+    ``intruder``: TLS and a valid key pair that was never registered.
+    ``plain``: no TLS (``--insecure``), no key.
+    Each maps to (record, runtime port); all are stopped afterwards, whatever happened.
+    """
+    root = tmp_path_factory.mktemp("refused")
+    keys = auth.generate_node_keys(root, "intruder")
+    intruder = ["--root-certificates", str(secure.ca_cert)]
+    intruder += ["--auth-supernode-private-key", str(keys.private_key)]
+    plain = ["--insecure", "--max-retries", "1", "--max-wait-time", "5"]
+    started: dict[str, tuple[processes.ProcessRecord, int]] = {}
+    try:
+        for name, extra in (("intruder", intruder), ("plain", plain)):
+            port = launcher.free_port()
+            argv = _supernode_argv(secure, port, extra)
+            record = processes.start_process(
+                name, argv, root / f"{name}.log", _env(secure.flwr_home)
+            )
+            started[name] = (record, port)
+        for record, _ in started.values():
+            _wait_exit(record, 60)
+        yield started
+    finally:
+        processes.stop_processes([record for record, _ in started.values()], grace_s=5)
 
 
 def test_tls_auth_federation_has_both_registered_nodes_online(
@@ -132,43 +151,34 @@ def test_tls_auth_federation_has_both_registered_nodes_online(
 
 
 def test_supernode_with_unregistered_key_is_refused(
-    secure: launcher.Federation, tmp_path: Path, started: list
+    secure: launcher.Federation, refused: dict
 ) -> None:
-    # Prepare: a valid key pair the SuperLink has never seen
-    keys = auth.generate_node_keys(tmp_path, "intruder")
-    argv, log, port = _supernode(
-        secure,
-        tmp_path,
-        "intruder",
-        ["--root-certificates", str(secure.ca_cert), "--auth-supernode-private-key"]
-        + [str(keys.private_key)],
-    )
-
-    # Execute
-    started.append(processes.start_process("intruder", argv, log, _env(secure.flwr_home)))
+    # Prepare / Execute: the `refused` fixture started a SuperNode with an unregistered key
+    record, port = refused["intruder"]
 
     # Assert
-    assert _wait_exit(started[0], 60), "an unregistered SuperNode must not stay connected"
-    assert "Failed to activate SuperNode" in log.read_text()
+    assert not processes.is_running(record.pid), "an unregistered SuperNode must not stay"
+    assert "Failed to activate SuperNode" in Path(record.log).read_text()
     listed = auth.list_nodes(secure.name, secure.flwr_home, flwr_bin=str(BIN / "flwr"))
     assert sum(n["status"] == "online" for n in listed) == 2
+    # Its SuperExec can outlive it (Flower 1.41); stopping the record ends that too.
+    assert processes.stop_processes([record]) == {"intruder": "not running"}
     _assert_nothing_left([port])
 
 
 def test_plaintext_connections_to_the_tls_superlink_fail(
-    secure: launcher.Federation, tmp_path: Path, started: list
+    secure: launcher.Federation, refused: dict
 ) -> None:
     # Prepare
-    argv, log, port = _supernode(
-        secure, tmp_path, "plain", ["--insecure", "--max-retries", "1", "--max-wait-time", "5"]
-    )
+    record, port = refused["plain"]
     connection.write_connection(secure.flwr_home, "plain-probe", secure.address, None)
     host, link_port = secure.address.rsplit(":", 1)
 
     # Execute / Assert: a SuperNode without TLS gives up
-    started.append(processes.start_process("plain", argv, log, _env(secure.flwr_home)))
-    assert _wait_exit(started[0], 60)
-    assert "could not establish a connection" in log.read_text()
+    assert not processes.is_running(record.pid)
+    assert "could not establish a connection" in Path(record.log).read_text()
+    processes.stop_processes([record])
+    _assert_nothing_left([port])
     # ... the flwr CLI without TLS gets no answer
     with pytest.raises(RuntimeError, match="unavailable"):
         auth.list_nodes("plain-probe", secure.flwr_home, flwr_bin=str(BIN / "flwr"))
@@ -178,7 +188,113 @@ def test_plaintext_connections_to_the_tls_superlink_fail(
         plain_http.request("POST", "/v1/control/list-nodes", body=b"")
         plain_http.getresponse()
     plain_http.close()
-    _assert_nothing_left([port])
+
+
+# A minimal Flower App (not rantune's): checks that `flwr run . NAME` reaches the
+# launched TLS + auth federation and that each ClientApp sees its own node-config.
+TINY_PYPROJECT = """
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "tinyfed"
+version = "1.0.0"
+description = "launcher probe"
+license = "Apache-2.0"
+dependencies = ["flwr>=1.41"]
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "rantune"
+
+[tool.flwr.app.components]
+serverapp = "tinyfed.server:app"
+clientapp = "tinyfed.client:app"
+
+[tool.flwr.app.config]
+num-server-rounds = 2
+out-file = ""
+"""
+TINY_SERVER = """
+import json
+import numpy as np
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    strategy = FedAvg(fraction_evaluate=0.0, min_available_nodes=2, min_train_nodes=2)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord([np.zeros(3, dtype=np.float32)]),
+        num_rounds=int(context.run_config["num-server-rounds"]),
+    )
+    rounds = {str(k): dict(v) for k, v in result.train_metrics_clientapp.items()}
+    with open(str(context.run_config["out-file"]), "w") as f:
+        json.dump({"w": result.arrays.to_numpy_ndarrays()[0].tolist(), "rounds": rounds}, f)
+"""
+TINY_CLIENT = """
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    pid = int(context.node_config["partition-id"])
+    assert context.node_config["data-preset"] == "smoke"
+    w = msg.content["arrays"].to_numpy_ndarrays()[0] + pid + 1
+    metrics = {"num-examples": 10, "partition-id": pid,
+               "num-partitions": int(context.node_config["num-partitions"])}
+    content = RecordDict({"arrays": ArrayRecord([w.astype(np.float32)]),
+                          "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+"""
+
+
+def test_flwr_run_reaches_the_tls_auth_federation(
+    secure: launcher.Federation, tmp_path: Path
+) -> None:
+    # Prepare
+    app_dir = tmp_path / "tinyfed"
+    (app_dir / "tinyfed").mkdir(parents=True)
+    (app_dir / "pyproject.toml").write_text(TINY_PYPROJECT)
+    (app_dir / "tinyfed" / "__init__.py").write_text("")
+    (app_dir / "tinyfed" / "server.py").write_text(TINY_SERVER)
+    (app_dir / "tinyfed" / "client.py").write_text(TINY_CLIENT)
+    out_file = tmp_path / "result.json"
+
+    # Execute: the command `rantune federation up` prints
+    command = [str(BIN / "flwr"), "run", ".", secure.name, "--stream"]
+    command += ["--run-config", f'out-file="{out_file}"']
+    result = subprocess.run(
+        command,
+        cwd=app_dir,
+        env=_env(secure.flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+    # Assert: 2 rounds with both SuperNodes; each adds partition-id + 1, FedAvg averages
+    logs = result.stdout + result.stderr
+    assert result.returncode == 0, logs[-3000:]
+    assert out_file.exists(), logs[-3000:]
+    summary = json.loads(out_file.read_text())
+    assert summary["w"] == [3.0, 3.0, 3.0]  # 2 rounds x mean(1, 2)
+    assert summary["rounds"] == {
+        str(r): {"partition-id": 0.5, "num-partitions": 2.0} for r in (1, 2)
+    }
 
 
 # ---------------------------------------------------------------- the CLI
@@ -205,7 +321,7 @@ def test_cli_up_status_down_leaves_no_processes(tmp_path: Path) -> None:
     base = ["--out", str(out)]
     try:
         # Execute: up
-        code, text = _invoke(["federation", "up", "--nodes", "2", "--flwr-home", str(home)] + base)
+        code, text = _invoke(["federation", "up", "--nodes", "1", "--flwr-home", str(home)] + base)
         assert code == 0, text
         assert "flwr run . rantune-local" in text
         fed = launcher.Federation.load(out)
@@ -214,7 +330,7 @@ def test_cli_up_status_down_leaves_no_processes(tmp_path: Path) -> None:
         assert _processes_using(ports)
 
         code, text = _invoke(["federation", "status", *base])
-        assert code == 0 and "3/3 running" in text, text
+        assert code == 0 and "2/2 running" in text, text
 
         # Execute: down (twice: idempotent)
         code, text = _invoke(["federation", "down", *base])
