@@ -31,7 +31,7 @@ def _tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> TlsFiles
 
 
 def _print_federation(fed: launcher.Federation, states: dict[str, str]) -> None:
-    table = Table(title=f"federation {fed.name} at {fed.address}")
+    table = Table(title=f"federation {fed.name} at {fed.address} (logs in {fed.out_dir / 'logs'})")
     for column in ("process", "pid", "state", "node-config", "log"):
         table.add_column(column)
     configs = {n["name"]: n["node_config"] for n in fed.nodes}
@@ -41,7 +41,7 @@ def _print_federation(fed: launcher.Federation, states: dict[str, str]) -> None:
             str(record.pid),
             states.get(record.name, "?"),
             configs.get(record.name, ""),
-            record.log,
+            Path(record.log).name,
         )
     console.print(table)
 
