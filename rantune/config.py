@@ -143,7 +143,16 @@ class RadioConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """A preset: the radio geometry and the list of sites (base stations)."""
+    """A preset: the radio geometry and the list of sites (base stations).
+
+    Attributes
+    ----------
+    name : preset name.
+    radio : radio geometry shared by every site.
+    sites : the base stations, at least one, unique names.
+    test_fraction : share of every site held out as the global test set
+        (``PartitionConfig.global_test_fraction`` when partitioning this preset).
+    """
 
     name: str
     radio: RadioConfig

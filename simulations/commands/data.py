@@ -86,7 +86,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate (or load from cache) a preset's Sionna channels and summarize them."""
         cfg = load_preset(preset).with_seed(seed)
-        part_cfg = PartitionConfig(scheme=partition, label=label, seed=seed)
+        part_cfg = PartitionConfig(
+            scheme=partition, label=label, seed=seed, global_test_fraction=cfg.test_fraction
+        )
         check_output_dir(out)
         sites = load_sites(cfg, cache_root=cache, rebuild=rebuild)
         # Partition before creating --out: a failure here leaves nothing behind.

@@ -19,6 +19,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 TINY_PRESET = """
 name = "tiny"
+test_fraction = 0.2
 [radio]
 num_bs_antennas = 4
 num_subcarriers = 8
@@ -140,6 +141,7 @@ def test_data_seed_and_partition_options_reach_the_summary(tmp_path, fake_genera
     assert summary["seed"] == 3 and summary["preset"] == "tiny"
     assert summary["partition"]["scheme"] == "dirichlet-0.5"
     assert summary["partition"]["num_clients"] == 2
+    assert summary["partition"]["global_test_size"] == 16  # the preset's test_fraction 0.2
     assert list((tmp_path / "cache" / "sites").glob("*.safetensors"))
 
 
