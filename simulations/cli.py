@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from simulations.commands import data as data_command
+from simulations.commands import pretrain as pretrain_command
+from simulations.commands import simulate as simulate_command
 
 app = typer.Typer(
     name="rantune",
@@ -14,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_command.register(app)
+pretrain_command.register(app)
+simulate_command.register(app)
 
 
 @app.callback()

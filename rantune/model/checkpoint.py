@@ -89,7 +89,9 @@ def load_pretrained(name: str = "tiny") -> ChannelEncoder:
     """
     path = SHIPPED_DIR / f"{name}.safetensors"
     if not path.exists():
-        shipped = sorted(p.stem for p in SHIPPED_DIR.glob("*.safetensors"))
+        shipped = sorted(
+            p.stem for p in SHIPPED_DIR.glob("*.safetensors") if p.with_suffix(".json").exists()
+        )
         raise ValueError(
             f"no shipped checkpoint named {name!r}; available: {shipped or 'none'} "
             "(make one with `rantune pretrain`)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+INPUT_NORMS = ("frobenius", "none")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -22,6 +24,11 @@ class ModelConfig:
         covers, i.e. up to ``max_grid_rows * patch_antennas`` antennas and
         ``max_grid_cols * patch_subcarriers`` subcarriers.
     dropout : dropout inside attention outputs and FFN.
+    input_norm : how the encoder scales its input. ``"frobenius"`` (default): the
+        input is CSI with unit Frobenius norm per sample (as ``rantune.channels``
+        stores it) and is multiplied by ``sqrt(A * S)``, so every complex entry has
+        unit mean power whatever the shape (a fixed constant: no statistics of the
+        input are used, so masked patches never leak through it). ``"none"``: as is.
     """
 
     d_model: int = 64
@@ -33,6 +40,7 @@ class ModelConfig:
     max_grid_rows: int = 32
     max_grid_cols: int = 32
     dropout: float = 0.0
+    input_norm: str = "frobenius"
 
     def __post_init__(self) -> None:
         for name in (
@@ -55,6 +63,10 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout={self.dropout} is invalid: expected 0 <= dropout < 1")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(
+                f"model.input_norm={self.input_norm!r} is invalid: choose one of {list(INPUT_NORMS)}"
+            )
 
     @property
     def head_dim(self) -> int:

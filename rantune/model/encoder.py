@@ -123,6 +123,12 @@ class ChannelEncoder(nn.Module):
             )
         return rows, cols
 
+    def input_scale(self, num_antennas: int, num_subcarriers: int) -> float:
+        """Factor the encoder applies to its input (see ``ModelConfig.input_norm``)."""
+        if self.config.input_norm == "frobenius":
+            return float(num_antennas * num_subcarriers) ** 0.5
+        return 1.0
+
     def patchify(self, x: Tensor) -> Tensor:
         """``[B, 2, A, S]`` -> ``[B, P, patch_dim]`` (row-major over the patch grid)."""
         cfg = self.config
@@ -152,7 +158,8 @@ class ChannelEncoder(nn.Module):
 
         Parameters
         ----------
-        x : float32 ``[B, 2, A, S]``.
+        x : float32 ``[B, 2, A, S]``, unit Frobenius norm per sample for the default
+            ``input_norm`` (scaled by ``sqrt(A * S)`` inside).
         mask : optional bool ``[B, P]``; True patches are replaced by the mask token
             (both real and imaginary parts are hidden: they share a patch).
 
@@ -167,7 +174,13 @@ class ChannelEncoder(nn.Module):
                 "subcarriers] (use csi_to_real on complex CSI)"
             )
         rows, cols = self.grid(x.shape[2], x.shape[3])
-        tokens = self.patch_embed(self.patchify(x))  # [B, P, d]
+        if mask is not None and tuple(mask.shape) != (x.shape[0], rows * cols):
+            raise ValueError(
+                f"mask has shape {tuple(mask.shape)}; expected [batch, patches] = "
+                f"[{x.shape[0]}, {rows * cols}]"
+            )
+        scale = self.input_scale(x.shape[2], x.shape[3])
+        tokens = self.patch_embed(self.patchify(x * scale))  # [B, P, d]
         if mask is not None:
             tokens = torch.where(mask[..., None], self.mask_token.to(tokens.dtype), tokens)
         tokens = tokens + self.positions(rows, cols)  # [B, P, d]

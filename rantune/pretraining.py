@@ -1,0 +1,392 @@
+"""Masked channel modeling (MCM): self-supervised pretraining of the channel encoder.
+
+A share ``mask_ratio`` of each sample's 2-D patches is hidden (real and imaginary
+parts together: they share a patch) and a linear reconstruction head predicts them
+from the encoder's patch tokens. The loss is the per-sample NMSE over the masked
+patches only. Optional LWM-style 80/10/10 replacement: of the chosen patches, 80%
+become the mask token, 10% a random patch of the batch and 10% stay unchanged (all
+100% are scored). Optional noise augmentation feeds noisy inputs and scores the
+reconstruction against the clean channel.
+
+>>> settings = PretrainSettings(preset="pretrain", size="tiny", steps=3000)
+>>> card = pretrain(settings, run_dir="runs/pretrain", out_dir="runs/pretrain", name="tiny")
+
+Resumable: ``run_dir/state.pt`` holds model, optimizer, step and history; a rerun
+with the same settings continues from it. Every random draw (batch order, masks,
+noise) is a function of ``(seed, step)``, so a resumed run gives the same numbers
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from rantune.model.checkpoint import save_checkpoint
+from rantune.model.config import model_config
+from rantune.model.encoder import ChannelEncoder, csi_to_real
+from rantune.model.masking import (
+    MaskedChannelModel,
+    ReconstructionHead,
+    add_awgn,
+    evaluate_masked_nmse,
+    load_masked_model,
+    lwm_replacement,
+    masked_nmse,
+    random_mask,
+    save_reconstruction_head,
+    step_generator,
+)
+
+__all__ = [
+    "MaskedChannelModel",
+    "PretrainData",
+    "PretrainSettings",
+    "ReconstructionHead",
+    "evaluate_masked_nmse",
+    "learning_rate",
+    "load_masked_model",
+    "load_pretrain_data",
+    "pretrain",
+    "reproduce_command",
+]
+
+NOISE_MODES = ("none", "awgn", "dataset")
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Masked channel modeling settings.
+
+    Attributes
+    ----------
+    preset : data preset (built-in name or .toml path); its last ``held_out_sites``
+        sites are never trained on and give the reported masked NMSE.
+    size : model size (``tiny`` or ``small``).
+    steps : optimizer steps.
+    batch_size : samples per step.
+    lr : peak AdamW learning rate (after ``warmup_steps`` of linear warm-up, cosine
+        decay to ``lr * min_lr_ratio``).
+    weight_decay : AdamW weight decay.
+    mask_ratio : share of patches hidden per sample (0 < r < 1).
+    replacement : LWM 80/10/10 replacement of the chosen patches.
+    noise : ``none``; ``awgn``: with ``noise_probability`` add white Gaussian noise at
+        an SNR drawn uniformly from ``noise_snr_db``; ``dataset``: with
+        ``noise_probability`` use the preset's ``csi_noisy``. Targets stay clean.
+    held_out_sites : number of sites (from the end of the preset) kept for evaluation.
+    checkpoint_every : steps between resumable checkpoints.
+    seed : seeds the model init and every random draw.
+    """
+
+    preset: str = "pretrain"
+    size: str = "tiny"
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 150
+    weight_decay: float = 0.05
+    mask_ratio: float = 0.4
+    replacement: bool = False
+    noise: str = "awgn"
+    noise_probability: float = 0.5
+    noise_snr_db: tuple[float, float] = (-5.0, 25.0)
+    held_out_sites: int = 3
+    checkpoint_every: int = 250
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "noise_snr_db", tuple(float(v) for v in self.noise_snr_db))
+        model_config(self.size)  # raises on an unknown size
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"pretrain {name}={value!r} is invalid: expected an integer >= 1")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps={self.warmup_steps!r} is invalid: expected >= 0")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio={self.mask_ratio} is invalid: expected 0 < ratio < 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)) or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("lr must be finite and > 0, min_lr_ratio within 0..1")
+        if self.noise not in NOISE_MODES:
+            raise ValueError(f"noise={self.noise!r} is invalid: choose one of {list(NOISE_MODES)}")
+        if not 0.0 <= self.noise_probability <= 1.0:
+            raise ValueError(f"noise_probability={self.noise_probability} is not within 0..1")
+        low, high = self.noise_snr_db
+        if len(self.noise_snr_db) != 2 or low > high:
+            raise ValueError(f"noise_snr_db={self.noise_snr_db} is invalid: expected [min, max]")
+        if not isinstance(self.held_out_sites, int) or self.held_out_sites < 1:
+            raise ValueError("held_out_sites must be an integer >= 1 (the masked NMSE needs them)")
+
+    def to_dict(self) -> dict:
+        payload = asdict(self)
+        payload["noise_snr_db"] = list(self.noise_snr_db)
+        return payload
+
+
+def learning_rate(step: int, settings: PretrainSettings) -> float:
+    """Linear warm-up to ``lr`` then cosine decay to ``lr * min_lr_ratio``."""
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    span = max(settings.steps - settings.warmup_steps, 1)
+    progress = min((step - settings.warmup_steps) / span, 1.0)
+    floor = settings.lr * settings.min_lr_ratio
+    return floor + (settings.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def training_batch(
+    x_train: Tensor,
+    noisy_train: Tensor | None,
+    step: int,
+    settings: PretrainSettings,
+    num_patches: int,
+    encoder: ChannelEncoder,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Inputs, token mask, scored mask and clean targets (unscaled) of one step."""
+    per_epoch = max(len(x_train) // settings.batch_size, 1)
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(len(x_train), generator=step_generator(settings.seed, epoch, 1))
+    rows = order[position * settings.batch_size : (position + 1) * settings.batch_size]
+    generator = step_generator(settings.seed, step, 2)
+    clean = x_train[rows]  # [B, 2, A, S]
+    inputs = clean
+    if settings.noise == "awgn":
+        inputs = add_awgn(clean, settings.noise_probability, settings.noise_snr_db, generator)
+    elif settings.noise == "dataset" and noisy_train is not None:
+        use = torch.rand(len(rows), generator=generator) < settings.noise_probability
+        inputs = torch.where(use[:, None, None, None], noisy_train[rows], clean)
+    chosen = random_mask(len(rows), num_patches, settings.mask_ratio, generator)
+    token_mask = chosen
+    if settings.replacement:
+        patches, token_mask = lwm_replacement(encoder.patchify(inputs), chosen, generator)
+        inputs = encoder.unpatchify(patches, inputs.shape[2], inputs.shape[3])
+    return inputs, token_mask, chosen, clean
+
+
+def _atomic_torch_save(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class PretrainData:
+    """Pretraining tensors: train and held-out splits by site (float ``[N, 2, A, S]``)."""
+
+    train: Tensor
+    train_noisy: Tensor | None
+    held_out: Tensor
+    train_sites: list[str]
+    held_out_sites: list[str]
+    config_hash: str
+    preset_name: str
+
+
+def load_pretrain_data(settings: PretrainSettings, progress: bool = True) -> PretrainData:
+    """Load the preset and split it by site: the last ``held_out_sites`` are held out."""
+    from rantune.channels import load_pooled
+    from rantune.presets import load_preset
+
+    cfg = load_preset(settings.preset)
+    if settings.held_out_sites >= len(cfg.sites):
+        raise ValueError(
+            f"preset {cfg.name!r} has {len(cfg.sites)} sites; held_out_sites="
+            f"{settings.held_out_sites} leaves none to train on: lower it"
+        )
+    data = load_pooled(cfg, progress=progress)
+    first_held = len(cfg.sites) - settings.held_out_sites
+    held = data["site_index"] >= first_held
+    return PretrainData(
+        train=csi_to_real(data["csi"][~held]),
+        train_noisy=csi_to_real(data["csi_noisy"][~held]) if settings.noise == "dataset" else None,
+        held_out=csi_to_real(data["csi"][held]),
+        train_sites=[s.name for s in cfg.sites[:first_held]],
+        held_out_sites=[s.name for s in cfg.sites[first_held:]],
+        config_hash=cfg.config_hash(),
+        preset_name=cfg.name,
+    )
+
+
+def reproduce_command(settings: PretrainSettings, out_dir: Path | str, name: str) -> str:
+    """The ``rantune pretrain`` command line that reproduces a run with ``settings``."""
+    s = settings
+    parts = [
+        "rantune pretrain",
+        f"--preset {s.preset}",
+        f"--size {s.size}",
+        f"--steps {s.steps}",
+        f"--batch-size {s.batch_size}",
+        f"--lr {s.lr:g}",
+        f"--min-lr-ratio {s.min_lr_ratio:g}",
+        f"--warmup-steps {s.warmup_steps}",
+        f"--weight-decay {s.weight_decay:g}",
+        f"--mask-ratio {s.mask_ratio:g}",
+        "--replacement" if s.replacement else "--no-replacement",
+        f"--noise {s.noise}",
+        f"--noise-probability {s.noise_probability:g}",
+        f"--noise-snr-db {s.noise_snr_db[0]:g},{s.noise_snr_db[1]:g}",
+        f"--held-out-sites {s.held_out_sites}",
+        f"--seed {s.seed}",
+        f"--out {out_dir}",
+        f"--name {name}",
+    ]
+    return " ".join(parts)
+
+
+def pretrain(
+    settings: PretrainSettings,
+    run_dir: Path | str,
+    out_dir: Path | str,
+    name: str = "tiny",
+    data: PretrainData | None = None,
+    progress: bool = True,
+    fresh: bool = False,
+    log=print,
+) -> dict:
+    """Run (or resume) masked channel modeling and write the checkpoint and its card.
+
+    Parameters
+    ----------
+    settings : the run's settings.
+    run_dir : directory of the resumable ``state.pt``.
+    out_dir : where ``<name>.safetensors``, ``<name>.json`` (the model card) and
+        ``<name>.head.safetensors`` (reconstruction head) are written.
+    data : pre-loaded data (default: load ``settings.preset``).
+    fresh : ignore an existing ``state.pt`` and start over.
+
+    Returns
+    -------
+    dict
+        The model card.
+
+    Raises
+    ------
+    ValueError
+        If ``run_dir`` holds the state of a run with other settings (use another
+        directory or ``fresh``), or the data cannot be patched by the model.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    data = data or load_pretrain_data(settings, progress=progress)
+    state_path = run_dir / "state.pt"
+    torch.manual_seed(settings.seed)
+    model = MaskedChannelModel(ChannelEncoder(model_config(settings.size)))
+    rows, cols = model.encoder.grid(data.train.shape[2], data.train.shape[3])
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay}],
+        lr=settings.lr,
+        weight_decay=0.0,
+    )
+    step, train_seconds, history = 0, 0.0, []
+    if state_path.exists() and not fresh:
+        state = torch.load(state_path, weights_only=False)
+        if state["settings"] != settings.to_dict() or state["config_hash"] != data.config_hash:
+            raise ValueError(
+                f"{state_path} belongs to a run with other settings or data; pass --fresh "
+                "to start over or choose another --run-dir"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, train_seconds, history = state["step"], state["train_seconds"], state["history"]
+        log(f"resuming from step {step} ({state_path})")
+
+    def checkpoint() -> None:
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "train_seconds": train_seconds,
+            "history": history,
+            "settings": settings.to_dict(),
+            "config_hash": data.config_hash,
+        }
+        _atomic_torch_save(payload, state_path)
+
+    model.train()
+    window: list[float] = []
+    columns = (TextColumn("MCM"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
+    columns += (TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("pretrain", total=settings.steps, completed=step, info="")
+        while step < settings.steps:
+            started = time.perf_counter()
+            inputs, token_mask, chosen, clean = training_batch(
+                data.train, data.train_noisy, step, settings, rows * cols, model.encoder
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, settings)
+            loss = masked_nmse(model(inputs, token_mask), model.target(clean), chosen).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            train_seconds += time.perf_counter() - started
+            step += 1
+            window.append(float(loss.detach()))
+            if step % 50 == 0 or step == settings.steps:
+                mean = sum(window) / len(window)
+                history.append({"step": step, "train_nmse_db": 10 * math.log10(mean)})
+                window = []
+                bar.update(task, info=f"train NMSE {10 * math.log10(mean):6.2f} dB")
+            bar.update(task, completed=step)
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                checkpoint()
+    held_db = evaluate_masked_nmse(model, data.held_out, settings.mask_ratio, seed=12345)
+    train_db = evaluate_masked_nmse(model, data.train[:2048], settings.mask_ratio, seed=12345)
+    card = {
+        "name": name,
+        "model_size": settings.size,
+        "num_parameters": sum(p.numel() for p in model.encoder.parameters()),
+        "objective": "masked channel modeling (real/imag masked together), NMSE on masked patches",
+        "pretraining": settings.to_dict(),
+        "data": {
+            "preset": data.preset_name,
+            "config_hash": data.config_hash,
+            "csi_shape": [int(data.train.shape[2]), int(data.train.shape[3])],
+            "train_sites": data.train_sites,
+            "held_out_sites": data.held_out_sites,
+            "train_samples": int(len(data.train)),
+            "held_out_samples": int(len(data.held_out)),
+        },
+        "results": {
+            "steps": step,
+            "masked_nmse_db_held_out_sites": round(held_db, 3),
+            "masked_nmse_db_train_subset": round(train_db, 3),
+            "throughput_samples_per_s": round(step * settings.batch_size / train_seconds, 1),
+            "train_seconds": round(train_seconds, 1),
+            "torch_threads": torch.get_num_threads(),
+            "torch_version": torch.__version__,
+        },
+        "history": history,
+        "reproduce": reproduce_command(settings, out_dir, name),
+    }
+    weights = out_dir / f"{name}.safetensors"
+    head_path = out_dir / f"{name}.head.safetensors"
+    card["reconstruction_head"] = {
+        "file": head_path.name,
+        "sha256": save_reconstruction_head(model.head, head_path),
+    }
+    save_checkpoint(model.encoder, weights, card)
+    card = json.loads(weights.with_suffix(".json").read_text())
+    log(
+        f"masked NMSE on held-out sites {held_db:.2f} dB (train subset {train_db:.2f} dB); "
+        f"{card['results']['throughput_samples_per_s']} samples/s; wrote {weights}"
+    )
+    return card
