@@ -6,6 +6,7 @@ import typer
 
 from simulations.commands import data as data_command
 from simulations.commands import pretrain as pretrain_command
+from simulations.commands import simulate as simulate_command
 
 app = typer.Typer(
     name="rantune",
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 data_command.register(app)
 pretrain_command.register(app)
+simulate_command.register(app)
 
 
 @app.callback()
