@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -112,6 +113,99 @@ def evaluate(
     if len(x) == 0:
         return {"num_examples": 0}
     output = predict(model, x, batch_size)
+    result = task.metrics(output, y)
+    result["loss"] = float(task.loss(output, y))
+    result["num_examples"] = int(len(x))
+    return result
+
+
+def label_budget(rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded random share ``fraction`` (0 < f <= 1) of ``rows``, at least 2 rows, sorted.
+
+    The labelled-data budget of centralized reference runs (1%, 10%, 100%).
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"label budget {fraction} is invalid: expected 0 < budget <= 1")
+    count = min(len(rows), max(2, int(round(fraction * len(rows)))))
+    chosen = np.random.default_rng([seed, 7]).choice(len(rows), size=count, replace=False)
+    return np.sort(rows[chosen])
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, x: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """Frozen-encoder features of ``x`` in eval mode.
+
+    ``x``: ``[N, 2, A, S]`` -> (``[N, d]``, ``[N, P, d]``); or ``[N, T, 2, A, S]`` ->
+    (``[N, T, d]``, ``[N, T, P, d]``), as :class:`~rantune.tasks.TaskModel` passes them.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    cls_parts, patch_parts = [], []
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size]
+        flat = batch.flatten(0, 1) if batch.dim() == 5 else batch
+        cls, patches = encoder(flat)  # [b, d], [b, P, d]
+        if batch.dim() == 5:
+            cls = cls.view(*batch.shape[:2], -1)  # [B, T, d]
+            patches = patches.view(*batch.shape[:2], *patches.shape[1:])  # [B, T, P, d]
+        cls_parts.append(cls)
+        patch_parts.append(patches)
+    encoder.train(was_training)
+    return torch.cat(cls_parts), torch.cat(patch_parts)
+
+
+def train_probe(
+    model: nn.Module,
+    task: Task,
+    x: Tensor,
+    y: Tensor,
+    settings: TrainSettings,
+    features: tuple[Tensor, Tensor] | None = None,
+) -> dict[str, float]:
+    """Linear probe: train only ``model.head`` on the frozen encoder's features.
+
+    The encoder runs once (``features`` may pass its outputs for ``x`` in, see
+    :func:`encode`), then each step costs a head forward/backward only. Equivalent to
+    :func:`train` with a frozen, dropout-free encoder.
+    """
+    if len(x) == 0:
+        raise ValueError("no training rows: the training split is empty")
+    cls, patches = features if features is not None else encode(model.encoder, x)
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    params = [p for p in model.head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    model.head.train()
+    total, steps = 0.0, 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), settings.batch_size):
+            batch = order[start : start + settings.batch_size]
+            loss = task.loss(model.head(x[batch], cls[batch], patches[batch]), y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+    model.eval()
+    return {"loss": total / max(steps, 1), "num_examples": int(len(x)), "steps": steps}
+
+
+@torch.no_grad()
+def evaluate_features(
+    model: nn.Module, task: Task, x: Tensor, y: Tensor, features: tuple[Tensor, Tensor]
+) -> dict[str, float]:
+    """:func:`evaluate` from precomputed encoder ``features`` of ``x`` (head only)."""
+    model.eval()
+    cls, patches = features
+    output = torch.cat(
+        [
+            model.head(x[i : i + 512], cls[i : i + 512], patches[i : i + 512])
+            for i in range(0, len(x), 512)
+        ]
+    )
     result = task.metrics(output, y)
     result["loss"] = float(task.loss(output, y))
     result["num_examples"] = int(len(x))

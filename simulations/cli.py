@@ -6,7 +6,7 @@ import typer
 
 from simulations.commands import data as data_command
 from simulations.commands import pretrain as pretrain_command
-from simulations.commands import simulate as simulate_command
+from simulations.commands import train as train_command
 
 app = typer.Typer(
     name="rantune",
@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 data_command.register(app)
 pretrain_command.register(app)
-simulate_command.register(app)
+train_command.register(app)
 
 
 @app.callback()
