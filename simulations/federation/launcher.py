@@ -100,6 +100,8 @@ def check_port_free(host: str, port: int, what: str) -> None:
     if not 1 <= port <= 65535:
         raise ValueError(f"{what} port {port} is out of range; use 1..65535 or omit it")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As uvicorn binds: a port left in TIME_WAIT is usable, a listening one is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as err:
