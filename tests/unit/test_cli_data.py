@@ -250,25 +250,32 @@ def test_corrupt_cache_is_reported_and_rebuild_repairs_it(tmp_path, fake_generat
     assert first["sites"] == third["sites"]
 
 
-def test_console_script_exit_code_and_stderr(tmp_path):
-    # Prepare
+DATA_ONLY_APP = """
+import typer
+from simulations.commands.data import register
+app = typer.Typer(pretty_exceptions_enable=False)
+register(app)
+
+@app.callback()
+def root() -> None:
+    pass
+
+app()
+"""
+
+
+def test_real_process_exit_code_and_single_stderr_line(tmp_path):
+    # Prepare: the data command alone in a fresh interpreter (the full CLI also
+    # imports the other commands' heavy dependencies, which is not what this checks)
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "simulations.cli",
-        "data",
-        "--preset",
-        "nope",
-        "--out",
-        str(out),
-    ]
+    command = [sys.executable, "-c", DATA_ONLY_APP, "data", "--preset", "nope", "--out", str(out)]
 
     # Execute
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
     # Assert
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: preset 'nope' not found")
+    assert proc.stderr.strip().startswith("error: preset 'nope' not found"), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stdout == ""
     assert not out.exists()
