@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from simulations.commands import data as data_command
+from simulations.commands import federation as federation_command
 from simulations.commands import pretrain as pretrain_command
+from simulations.commands import simulate as simulate_command
 from simulations.commands import train as train_command
 
 app = typer.Typer(
@@ -18,6 +20,8 @@ app = typer.Typer(
 data_command.register(app)
 pretrain_command.register(app)
 train_command.register(app)
+simulate_command.register(app)
+federation_command.register(app)
 
 
 @app.callback()
