@@ -1,0 +1,400 @@
+"""``compress(run_dir, out_dir, variants)``: every edge artifact of a run, measured.
+
+Variants (each in ``ART/<variant>/`` with ``model.onnx`` and ``manifest.json``):
+
+``fp32``            merged teacher exported to ONNX (parity with PyTorch <= 1e-4).
+``int8-dynamic``    per-channel int8 weights, dynamic activations (onnxruntime).
+``int8-static``     per-channel int8 weights and activations (QDQ), calibrated on
+                    client training rows.
+``pruned-int8``     heads and FFN channels removed by importance, recovered by a short
+                    distillation, then dynamic int8.
+``distilled-int8``  smaller student distilled from the teacher, then dynamic int8.
+``sparse-int8``     (optional) magnitude-pruned weights + dynamic int8: size-only, the
+                    gain shows in the compressed (zip) size, not in latency.
+
+``ART/report.json``, ``ART/report.md`` and ``ART/pareto.png`` compare them with the
+PyTorch eager fp32 teacher. Everything is built in a hidden temporary directory next
+to ``ART`` and renamed into place at the end: a failure leaves ``ART`` untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from compression.data import CompressionData, run_data
+from compression.distill import DistillSettings, build_student, distill, student_config
+from compression.edge import session_options, time_calls
+from compression.export import check_parity, export_onnx, run_onnx
+from compression.manifest import MODEL_NAME, Manifest, write_manifest
+from compression.merge import SourceRun, load_run
+from compression.prune import PruneSettings, magnitude_prune, structured_prune
+from compression.quantize_edge import (
+    check_calibration,
+    preprocess,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+)
+from compression.report import assess_targets, write_pareto, write_report_md
+from rantune.federated.rundir import json_safe
+from rantune.fileio import atomic_write_json, sha256_file
+from rantune.lora import count_parameters
+from rantune.tasks import Task, predict
+
+VARIANTS = ("fp32", "int8-dynamic", "int8-static", "pruned-int8", "distilled-int8", "sparse-int8")
+DEFAULT_VARIANTS = VARIANTS[:5]
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    """Knobs of :func:`compress` (defaults are what ``rantune compress`` uses)."""
+
+    prune: PruneSettings = PruneSettings()
+    recover: DistillSettings = DistillSettings(epochs=2, label_weight=0.5)
+    student_layers: int = 2
+    student_ffn_dim: int | None = None
+    distill: DistillSettings = DistillSettings(epochs=4)
+    calibration_method: str = "minmax"
+    sparsity: float = 0.5
+    threads: int = 1
+    bench_warmup: int = 5
+    bench_repeats: int = 50
+    max_train: int | None = 4096
+    max_calib: int = 256
+    max_eval: int | None = 2048
+    extra: dict = field(default_factory=dict)
+
+
+def parse_variants(variants: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"fp32,int8-dynamic"``, a list, ``"all"`` or ``None`` (defaults) -> variant names."""
+    if variants is None:
+        return DEFAULT_VARIANTS
+    if isinstance(variants, str):
+        variants = [variants]
+    names: list[str] = []
+    for item in variants:
+        names += [v.strip() for v in str(item).split(",") if v.strip()]
+    if names == ["all"]:
+        return VARIANTS
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise ValueError(
+            f"unknown variant(s) {unknown or names}: choose from {', '.join(VARIANTS)} (or all)"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; give a directory path")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ValueError(
+            f"--out {out_dir} already holds files; choose a new directory or pass --force "
+            "to replace it"
+        )
+
+
+def torch_latency(model: nn.Module, x: Tensor, threads: int, warmup: int, repeats: int) -> dict:
+    """p50/p95 latency of PyTorch eager ``model(x)`` with ``threads`` intra-op threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return time_calls(lambda: model(x), warmup, repeats)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def onnx_latency(path: Path, x: np.ndarray, threads: int, warmup: int, repeats: int) -> dict:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(
+        str(path), session_options(threads), providers=["CPUExecutionProvider"]
+    )
+    return time_calls(lambda: session.run(None, {"csi": x}), warmup, repeats)
+
+
+def _quality(task: Task, output: Tensor, target: Tensor, teacher_out: Tensor) -> dict:
+    metrics = task.metrics(output, target)
+    if task.name == "prediction":
+        err = (output - teacher_out).pow(2).flatten(1).sum(1)
+        ref = teacher_out.pow(2).flatten(1).sum(1).clamp_min(1e-30)
+        metrics["nmse_vs_teacher_db"] = float(10 * torch.log10((err / ref).mean()))
+    else:
+        agree = (output.argmax(-1) == teacher_out.argmax(-1)).float().mean()
+        metrics["agreement_with_teacher"] = float(agree)
+    return metrics
+
+
+class _Job:
+    """One compression run: shared state of the variant builders."""
+
+    def __init__(
+        self, run: SourceRun, data: CompressionData, root: Path, settings: CompressSettings, log
+    ):
+        self.run, self.data, self.root, self.settings, self.log = run, data, root, settings, log
+        self.task = run.task
+        self.work = root / ".work"
+        self.work.mkdir()
+        self.teacher = run.model
+        self.teacher_out = predict(self.teacher, data.eval_x)
+        self.b1 = data.eval_x[:1].contiguous()
+        self.b64 = data.eval_x[:64].contiguous()
+        if len(self.b64) < 64:  # tile small eval sets up to a batch of 64
+            reps = -(-64 // len(self.b64))
+            self.b64 = self.b64.repeat(reps, *[1] * (self.b64.dim() - 1))[:64].contiguous()
+        self._teacher_onnx: Path | None = None
+        self._teacher_pre: Path | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def latency(self, model_or_path, kind: str) -> dict:
+        s = self.settings
+        out = {}
+        for name, x in (("b1", self.b1), ("b64", self.b64)):
+            if kind == "torch":
+                stats = torch_latency(model_or_path, x, s.threads, s.bench_warmup, s.bench_repeats)
+            else:
+                stats = onnx_latency(
+                    model_or_path, x.numpy(), s.threads, s.bench_warmup, s.bench_repeats
+                )
+            out[name] = {"p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"]}
+        out["threads"] = s.threads
+        return out
+
+    def export(self, model: nn.Module, name: str) -> tuple[Path, float]:
+        path = self.work / f"{name}.onnx"
+        export_onnx(model, self.data.eval_x[:2], path)
+        error = check_parity(model, path, self.data.eval_x[:64])
+        pre = preprocess(path, self.work / f"{name}.pre.onnx")
+        return pre, error
+
+    def teacher_onnx(self) -> tuple[Path, Path]:
+        if self._teacher_onnx is None:
+            self.log("exporting the fp32 teacher to ONNX")
+            self._teacher_pre, self.parity = self.export(self.teacher, "teacher")
+            self._teacher_onnx = self.work / "teacher.onnx"
+        return self._teacher_onnx, self._teacher_pre
+
+    def finish(self, variant: str, src: Path, params: int, details: dict) -> dict:
+        """Move ``src`` into ``variant/model.onnx``, measure it, write its manifest."""
+        directory = self.root / variant
+        directory.mkdir()
+        model_path = directory / MODEL_NAME
+        shutil.copyfile(src, model_path)
+        from compression.export import describe_onnx
+
+        info = describe_onnx(model_path)
+        output = torch.from_numpy(run_onnx(model_path, self.data.eval_x.numpy()))
+        quality = _quality(self.task, output, self.data.eval_y, self.teacher_out)
+        latency = self.latency(model_path, "onnx")
+        size = info["size_bytes"]
+        metrics = {
+            **quality,
+            "latency": latency,
+            "size_bytes": size,
+            "compressed_size_bytes": len(zlib.compress(model_path.read_bytes(), 9)),
+            "parameters": params,
+        }
+        manifest = Manifest(
+            task=self.task.name,
+            variant=variant,
+            input=info["input"],
+            output=info["output"],
+            label_names=list(self.task.label_names),
+            model={
+                "file": MODEL_NAME,
+                "sha256": sha256_file(model_path),
+                "size_bytes": size,
+                "opset": info["opset"],
+                "parameters": params,
+                "initializer_elements": info["parameters"],
+                "max_batch": info["max_batch"],
+            },
+            source=self.run.source_info(),
+            metrics=metrics,
+            details=details,
+        )
+        write_manifest(directory, manifest)
+        self.log(
+            f"{variant}: {size / 1e6:.3f} MB, {self.task.primary_metric} "
+            f"{quality[self.task.primary_metric]:.4f}"
+        )
+        return {"variant": variant, **metrics, "details": details}
+
+    # ----------------------------------------------------------------- variants
+    def fp32(self) -> dict:
+        onnx_path, _ = self.teacher_onnx()
+        params = count_parameters(self.teacher)
+        return self.finish("fp32", onnx_path, params, {"parity_max_abs": self.parity})
+
+    def int8_dynamic(self) -> dict:
+        _, pre = self.teacher_onnx()
+        out = quantize_dynamic_int8(pre, self.work / "int8-dynamic.onnx")
+        details = {"quantization": "dynamic int8, per-channel weights (MatMul/Gemm)"}
+        return self.finish("int8-dynamic", out, count_parameters(self.teacher), details)
+
+    def int8_static(self) -> dict:
+        _, pre = self.teacher_onnx()
+        method = self.settings.calibration_method
+        out = quantize_static_int8(
+            pre, self.work / "int8-static.onnx", self.data.calib_x, method=method
+        )
+        details = {
+            "quantization": "static int8 QDQ, per-channel weights, symmetric activations",
+            "calibration_rows": int(len(self.data.calib_x)),
+            "calibration_method": method,
+            "calibration_source": "client training rows",
+        }
+        return self.finish("int8-static", out, count_parameters(self.teacher), details)
+
+    def pruned_int8(self) -> dict:
+        s, d = self.settings, self.data
+        self.log("pruning heads and FFN channels")
+        pruned, summary = structured_prune(self.teacher, d.train_x, d.train_y, self.task, s.prune)
+        summary["recovery"] = distill(
+            self.teacher, pruned, self.task, d.train_x, d.train_y, settings=s.recover
+        )
+        pre, error = self.export(pruned, "pruned")
+        out = quantize_dynamic_int8(pre, self.work / "pruned-int8.onnx")
+        summary["parity_max_abs"] = error
+        return self.finish("pruned-int8", out, count_parameters(pruned), summary)
+
+    def distilled_int8(self) -> dict:
+        s, d = self.settings, self.data
+        cfg = student_config(
+            self.teacher.encoder.config, s.student_layers, ffn_dim=s.student_ffn_dim
+        )
+        self.log(f"distilling a {cfg.num_layers}-layer student")
+        radio = _radio(self.run)
+        student, init = build_student(self.teacher, self.task, radio, cfg, seed=s.distill.seed)
+        history = distill(
+            self.teacher, student, self.task, d.train_x, d.train_y, settings=s.distill
+        )
+        pre, error = self.export(student, "student")
+        out = quantize_dynamic_int8(pre, self.work / "distilled-int8.onnx")
+        details = {
+            "student_config": cfg.to_dict(),
+            "init": init,
+            "distill": {**asdict(s.distill), **history},
+            "parity_max_abs": error,
+        }
+        return self.finish("distilled-int8", out, count_parameters(student), details)
+
+    def sparse_int8(self) -> dict:
+        sparse, summary = magnitude_prune(self.teacher, self.settings.sparsity)
+        pre, _ = self.export(sparse, "sparse")
+        out = quantize_dynamic_int8(pre, self.work / "sparse-int8.onnx")
+        summary["note"] = "size-only: zeros keep shapes; see compressed_size_bytes"
+        return self.finish("sparse-int8", out, count_parameters(sparse), summary)
+
+
+def _radio(run: SourceRun):
+    from rantune.federated import workload
+
+    return workload.preset(run.config).radio
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        backup = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        out_dir.rename(backup)
+        tmp.rename(out_dir)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        tmp.rename(out_dir)
+
+
+def compress(
+    run_dir: Path | str,
+    out_dir: Path | str,
+    variants: str | Iterable[str] | None = None,
+    settings: CompressSettings = CompressSettings(),
+    data: CompressionData | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Build, measure and report the compressed variants of a run.
+
+    Parameters
+    ----------
+    run_dir : federated (or centralized) run directory.
+    out_dir : artifact directory ``ART`` (created; must be new or empty unless
+        ``overwrite``).
+    variants : names from :data:`VARIANTS` (default :data:`DEFAULT_VARIANTS`).
+    settings : pruning, distillation, calibration and benchmark knobs.
+    data : tensors to use instead of the run's own data (tests).
+    overwrite : replace an existing non-empty ``out_dir``.
+    log : progress callback (one line per step).
+
+    Returns
+    -------
+    dict
+        The report (also written to ``ART/report.json``).
+
+    Raises
+    ------
+    ValueError
+        Unknown variant, run without adapter, static quantization without calibration
+        data, ... (nothing is written into ``out_dir`` then).
+    """
+    log = log or (lambda message: None)
+    names = parse_variants(variants)
+    out_dir = Path(out_dir).expanduser().resolve()
+    _check_out_dir(out_dir, overwrite)
+    run = load_run(run_dir)
+    if data is None:
+        log(f"loading {run.config.data.preset} data of the run")
+        data = run_data(run.config, settings.max_train, settings.max_calib, settings.max_eval)
+    if "int8-static" in names:
+        shape = ["batch", *data.eval_x.shape[1:]]
+        check_calibration(data.calib_x, shape)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        job = _Job(run, data, tmp, settings, log)
+        teacher_metrics = run.task.metrics(job.teacher_out, data.eval_y)
+        reference = {
+            "variant": "torch-fp32-teacher",
+            **teacher_metrics,
+            "latency": job.latency(job.teacher, "torch"),
+            "parameters": count_parameters(job.teacher),
+        }
+        results = [getattr(job, name.replace("-", "_"))() for name in names]
+        fp32_size = job.teacher_onnx()[0].stat().st_size
+        reference["size_bytes"] = fp32_size
+        report = {
+            "task": run.task.name,
+            "primary_metric": run.task.primary_metric,
+            "higher_is_better": run.task.higher_is_better,
+            "source": run.source_info(),
+            "eval_rows": int(len(data.eval_x)),
+            "reference": reference,
+            "variants": results,
+            "settings": {
+                "threads": settings.threads,
+                "prune": asdict(settings.prune),
+                "student_layers": settings.student_layers,
+                "calibration_method": settings.calibration_method,
+            },
+        }
+        report["targets"] = assess_targets(report)
+        shutil.rmtree(job.work)
+        report = json_safe(report)
+        atomic_write_json(tmp / "report.json", report)
+        write_report_md(tmp / "report.md", report)
+        write_pareto(tmp / "pareto.png", report)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"wrote {out_dir}")
+    return report
