@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from simulations.commands import compress as compress_command
 from simulations.commands import data as data_command
+from simulations.commands import edge as edge_command
 from simulations.commands import federation as federation_command
 from simulations.commands import pretrain as pretrain_command
 from simulations.commands import simulate as simulate_command
@@ -18,6 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_command.register(app)
+compress_command.register(app)
+edge_command.register(app)
 pretrain_command.register(app)
 train_command.register(app)
 simulate_command.register(app)

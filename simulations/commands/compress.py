@@ -1,0 +1,72 @@
+"""``rantune compress``: edge artifacts (ONNX fp32/int8, pruned, distilled) of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simulations.errors import cli_errors
+
+console = Console()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compress")
+    @cli_errors
+    def compress_command(
+        run: Path = typer.Option(..., "--run", help="Fine-tuning run directory (federated)."),
+        out: Path = typer.Option(..., "--out", help="Artifact directory ART (new or empty)."),
+        variants: str = typer.Option(
+            "fp32,int8-dynamic,int8-static,pruned-int8,distilled-int8",
+            "--variants",
+            help="Comma list of fp32, int8-dynamic, int8-static, pruned-int8, "
+            "distilled-int8, sparse-int8, or 'all'.",
+        ),
+        force: bool = typer.Option(False, "--force", help="Replace a non-empty ART."),
+        threads: int = typer.Option(1, help="CPU threads for latency measurements."),
+        student_layers: int = typer.Option(2, help="Blocks of the distilled student."),
+        distill_epochs: int = typer.Option(4, help="Epochs of student distillation."),
+        recover_epochs: int = typer.Option(2, help="Epochs of post-pruning recovery."),
+        head_ratio: float = typer.Option(0.25, help="Share of attention heads pruned."),
+        ffn_ratio: float = typer.Option(0.5, help="Share of FFN channels pruned."),
+        calibration: str = typer.Option(
+            "minmax", help="Static int8 calibration: minmax, percentile or entropy."
+        ),
+        max_train: int = typer.Option(4096, help="Client rows for recovery/distillation."),
+        max_eval: int = typer.Option(2048, help="Global test rows for measuring."),
+    ) -> None:
+        """Quantize, prune and distill a run's global model into measured ONNX artifacts."""
+        from dataclasses import replace
+
+        from compression.distill import DistillSettings
+        from compression.pipeline import CompressSettings, compress, parse_variants
+        from compression.prune import PruneSettings
+
+        names = parse_variants(variants)  # fail on a typo before loading anything
+        settings = CompressSettings(
+            prune=PruneSettings(head_ratio=head_ratio, ffn_ratio=ffn_ratio),
+            recover=replace(CompressSettings().recover, epochs=recover_epochs),
+            distill=DistillSettings(epochs=distill_epochs),
+            student_layers=student_layers,
+            calibration_method=calibration,
+            threads=threads,
+            max_train=max_train,
+            max_eval=max_eval,
+        )
+        report = compress(run, out, names, settings, overwrite=force, log=console.log)
+        table = Table(title=f"{report['task']}: {report['primary_metric']} vs size and latency")
+        from compression.report import markdown_table
+
+        rows = [line.strip("|").split("|") for line in markdown_table(report).splitlines()]
+        for cell in rows[0]:
+            table.add_column(cell.strip(), no_wrap=True)
+        for row in rows[2:]:
+            table.add_row(*(cell.strip() for cell in row))
+        console.print(table)
+        for check in report["targets"]:
+            colour = "green" if check["met"] else "yellow"
+            console.print(f"[{colour}]{check['variant']}: {'met' if check['met'] else 'missed'}")
+        console.print(f"wrote {out}/report.md, report.json, pareto.png and one folder per variant")
