@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from rantune.federated.run_config import RunConfig
 from rantune.lora import LoraSettings, apply_lora, trainable_state
 from rantune.model import ChannelEncoder, load_checkpoint, model_config
 from rantune.model.checkpoint import SHIPPED_DIR
-from rantune.partition import Partitioning, partition
+from rantune.partition import PartitionConfig, Partitioning, partition
 from rantune.presets import load_preset
 from rantune.tasks import Task, build_task_model, get_task
 
@@ -213,6 +213,13 @@ class FederatedData:
 
 
 _DATA: dict[tuple, FederatedData] = {}
+
+
+def partition_config(cfg: RunConfig) -> PartitionConfig:
+    """The run's partition config; the global test share is the preset's ``test_fraction``."""
+    return replace(cfg.partition, global_test_fraction=preset(cfg).test_fraction)
+
+
 _TENSORS: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 

@@ -1,0 +1,654 @@
+"""Federated LoRA benchmark (issue 4 acceptance) on the ``default`` preset.
+
+Parts (each resumable: finished pieces are kept under ``--work`` and skipped):
+
+``accuracy``  natural per-site split, LoS and beam tasks, several seeds. Per (task,
+              seed): federated LoRA with FedAvg, the same with int8 update
+              compression, centralized LoRA on the pooled training rows (same epochs
+              as rounds x local epochs), and local-only training on each site alone.
+              Metrics on the global test set; local-only also on each site's own test.
+``overhead``  in-process engine wall time / plain sequential loop doing the same
+              local training and evaluation (same process, warm caches, interleaved).
+``ray``       ``flwr run .`` (Ray simulation): start-up (launch -> first round) and
+              per-round wall time, next to the in-process engine's.
+``scale``     the ``large`` preset (64 clients, a fraction per round) on the
+              in-process engine, and optionally ``flwr run``; peak memory.
+
+Writes ``benchmarks/results/federated.json`` and ``federated.md``.
+
+Usage::
+
+    python benchmarks/federated.py all --workers 2          # everything (long)
+    python benchmarks/federated.py accuracy --rounds 5 --seeds 0,1,2
+    python benchmarks/federated.py report                    # rebuild JSON + Markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "runs" / "bench-federated"
+
+
+def _base(args, task: str, seed: int, **extra) -> dict:
+    return {
+        "data.preset": args.preset,
+        "partition.scheme": "natural",
+        "task": task,
+        "seed": seed,
+        "num-server-rounds": args.rounds,
+        "model.pretrained": args.pretrained,
+        "min-available-clients": 2,
+        **extra,
+    }
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _save(path: Path, payload: dict) -> None:
+    from rantune.fileio import atomic_write_json
+
+    atomic_write_json(path, payload)
+
+
+# ----------------------------------------------------------------- accuracy
+def centralized_and_local(cfg, rounds: int) -> dict:
+    """Centralized LoRA on pooled client training rows and local-only per site."""
+    import numpy as np
+    import torch
+
+    from rantune.federated import workload
+    from rantune.lora import load_trainable_state, trainable_state
+    from rantune.tasks import get_task
+    from rantune.training import TrainSettings, evaluate, train
+
+    workload.apply_threads(cfg)
+    task = get_task(cfg.task)
+    data = workload.federated_data(cfg)
+    init = trainable_state(workload.build_model(cfg))
+    model = workload.cached_model(cfg)
+    xg, yg = workload.tensors(cfg, None, "test")
+    settings = dict(
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        max_grad_norm=cfg.train.max_grad_norm,
+    )
+    epochs = rounds * cfg.train.local_epochs
+    # centralized: the union of every client's training rows
+    xs, ys = zip(*(workload.tensors(cfg, c, "train") for c in range(data.num_clients)), strict=True)
+    load_trainable_state(model, init)
+    t0 = time.perf_counter()
+    train(
+        model,
+        task,
+        torch.cat(xs),
+        torch.cat(ys),
+        TrainSettings(epochs=epochs, seed=workload.derive_seed(cfg.seed, "central"), **settings),
+    )
+    central = evaluate(model, task, xg, yg)
+    central_s = time.perf_counter() - t0
+    local = {}
+    for c in range(data.num_clients):
+        x, y = workload.tensors(cfg, c, "train")
+        load_trainable_state(model, init)
+        train(
+            model,
+            task,
+            x,
+            y,
+            TrainSettings(
+                epochs=epochs, seed=workload.client_round_seed(cfg.seed, 0, c), **settings
+            ),
+        )
+        xt, yt = workload.tensors(cfg, c, "test")
+        local[str(c)] = {
+            "global-test": evaluate(model, task, xg, yg),
+            "own-test": evaluate(model, task, xt, yt),
+        }
+    primary = task.primary_metric
+    return {
+        "centralized": central,
+        "centralized-s": central_s,
+        "local": local,
+        "local-mean-global-test": float(
+            np.mean([v["global-test"][primary] for v in local.values()])
+        ),
+        "local-mean-own-test": float(np.mean([v["own-test"][primary] for v in local.values()])),
+    }
+
+
+def _fl_summary(history: dict) -> dict:
+    primary = history["primary-metric"]
+    last = history["rounds"][-1]
+    rounds = [r for r in history["rounds"] if r["round"] > 0]
+    ups = [r["bytes"]["up-per-client"] for r in rounds]
+    return {
+        "global": last["server"],
+        "curve": [r["server"][primary] for r in history["rounds"]],
+        "client-mean": last["evaluate"].get("mean", {}).get(primary),
+        "client-worst": last["evaluate"].get("worst", {}).get(primary),
+        "up-per-client-round": float(statistics.mean(ups)),
+        "down-per-client-round": float(
+            statistics.mean(r["bytes"]["down-per-client"] for r in rounds)
+        ),
+        "full-model-bytes": history["full-model-bytes"],
+        "up-ratio": float(statistics.mean(r["bytes"]["up-ratio"] for r in rounds)),
+        "round-s": float(statistics.mean(r["wall-time-s"] for r in rounds)),
+    }
+
+
+def accuracy_unit(args, task: str, seed: int) -> dict:
+    """One (task, seed): FedAvg, FedAvg + int8, centralized, local-only."""
+    import logging
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    from simulations.engine import resolve_config, run_simulation
+
+    out = {}
+    for name, extra in (("fedavg", {}), ("fedavg-int8", {"update-compression.method": "int8"})):
+        cfg = resolve_config(
+            _base(
+                args, task, seed, **extra, **{"out-dir": str(args.work / f"{task}-s{seed}-{name}")}
+            )
+        )
+        out[name] = _fl_summary(run_simulation(cfg))
+    cfg = resolve_config(_base(args, task, seed, **{"out-dir": str(args.work / "unused")}))
+    out.update(centralized_and_local(cfg, args.rounds))
+    return out
+
+
+def run_accuracy(args) -> None:
+    units = [(t, s) for t in args.tasks for s in args.seeds]
+    todo = [(t, s) for t, s in units if _load(args.work / f"acc-{t}-s{s}.json") is None]
+    print(f"accuracy: {len(units) - len(todo)} done, {len(todo)} to run", flush=True)
+
+    def finish(t, s, result):
+        _save(
+            args.work / f"acc-{t}-s{s}.json",
+            {"task": t, "seed": s, "rounds": args.rounds, **result},
+        )
+        print(f"accuracy {t} seed {s} done", flush=True)
+
+    if args.workers <= 1:
+        for t, s in todo:
+            finish(t, s, accuracy_unit(args, t, s))
+        return
+    import multiprocessing
+
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(accuracy_unit, args, t, s): (t, s) for t, s in todo}
+        for future, (t, s) in futures.items():
+            finish(t, s, future.result())
+
+
+# ----------------------------------------------------------------- overhead
+def plain_loop(cfg) -> float:
+    """The same work as the engine, as a plain loop over rantune functions."""
+    import numpy as np
+    import torch
+
+    from rantune.federated import workload
+    from rantune.lora import load_trainable_state, trainable_state
+    from rantune.tasks import get_task
+    from rantune.training import TrainSettings, evaluate, train
+
+    workload.apply_threads(cfg)
+    task = get_task(cfg.task)
+    n = workload.federated_data(cfg).num_clients
+    model = workload.cached_model(cfg)
+    start = time.perf_counter()
+    state = {k: v.numpy() for k, v in workload.initial_global_state(cfg).items()}
+    xg, yg = workload.tensors(cfg, None, "test")
+
+    def load(s):
+        load_trainable_state(model, {k: torch.from_numpy(np.array(v)) for k, v in s.items()})
+
+    load(state)
+    evaluate(model, task, xg, yg)
+    for r in range(1, cfg.num_server_rounds + 1):
+        states, weights = [], []
+        for c in range(n):
+            load(state)
+            x, y = workload.tensors(cfg, c, "train")
+            settings = TrainSettings(
+                epochs=cfg.train.local_epochs,
+                batch_size=cfg.train.batch_size,
+                lr=cfg.train.lr,
+                max_grad_norm=cfg.train.max_grad_norm,
+                seed=workload.client_round_seed(cfg.seed, r, c),
+            )
+            train(model, task, x, y, settings)
+            evaluate(model, task, *workload.tensors(cfg, c, "val"))
+            states.append({k: v.numpy() for k, v in trainable_state(model).items()})
+            weights.append(len(x))
+        total = sum(weights)
+        state = {
+            k: sum(w / total * s[k] for w, s in zip(weights, states, strict=True)) for k in state
+        }
+        for c in range(n):
+            load(state)
+            evaluate(model, task, *workload.tensors(cfg, c, "test"))
+        load(state)
+        evaluate(model, task, xg, yg)
+    return time.perf_counter() - start
+
+
+def run_overhead(args) -> None:
+    import logging
+    import shutil
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    from rantune.federated import workload
+    from simulations.engine import last_stats, resolve_config, run_simulation
+
+    path = args.work / "overhead.json"
+    if _load(path):
+        print("overhead: done", flush=True)
+        return
+    out_dir = args.work / "overhead-engine"
+    cfg = resolve_config(
+        _base(
+            args, "los", 0, **{"num-server-rounds": args.overhead_rounds, "out-dir": str(out_dir)}
+        )
+    )
+    workload.federated_data(cfg)
+    workload.cached_model(cfg)
+    plain_loop(cfg.with_overrides(**{"num-server-rounds": 1}))  # warm every cache
+    engine, loop = [], []
+    for _ in range(args.overhead_repeats):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        t0 = time.perf_counter()
+        run_simulation(cfg)
+        engine.append(time.perf_counter() - t0)
+        client_s = last_stats.client_s
+        loop.append(plain_loop(cfg))
+        print(
+            f"overhead: engine {engine[-1]:.1f} s (clients {client_s:.1f} s), loop {loop[-1]:.1f} s",
+            flush=True,
+        )
+    _save(
+        path,
+        {
+            "rounds": args.overhead_rounds,
+            "engine-s": engine,
+            "loop-s": loop,
+            "ratio-median": statistics.median(e / p for e, p in zip(engine, loop, strict=True)),
+            "ratio-of-medians": statistics.median(engine) / statistics.median(loop),
+        },
+    )
+
+
+# ---------------------------------------------------------------------- ray
+def run_ray(args) -> None:
+    from simulations.engine.flwr_cli import flwr_simulation
+
+    path = args.work / "ray.json"
+    if _load(path):
+        print("ray: done", flush=True)
+        return
+    out_dir = args.work / "ray-run"
+    import shutil
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    config = _base(
+        args, "los", 0, **{"num-server-rounds": args.ray_rounds, "out-dir": str(out_dir)}
+    )
+    from rantune.federated import workload
+    from simulations.engine import resolve_config
+
+    n = workload.federated_data(resolve_config(config)).num_clients
+    with flwr_simulation() as sim:
+        launched = time.time()
+        result = sim.run(config, num_supernodes=n, timeout=args.timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"flwr run failed:\n{result.output[-3000:]}")
+    history = json.loads((out_dir / "history.json").read_text())
+    rounds = [r for r in history["rounds"] if r["round"] > 0]
+    first = rounds[0]["started-at"]
+    _save(
+        path,
+        {
+            "rounds": args.ray_rounds,
+            "num-supernodes": n,
+            "total-s": result.total_s,
+            "submit-s": result.submitted_s,
+            "startup-s": first - launched,
+            "round-s": [r["wall-time-s"] for r in rounds],
+            "final": history["final"],
+        },
+    )
+    print(
+        f"ray: startup {first - launched:.1f} s, rounds {[round(r['wall-time-s'], 1) for r in rounds]}",
+        flush=True,
+    )
+
+
+# -------------------------------------------------------------------- scale
+class _PeakSampler:
+    """Peak summed RSS of a process tree (this process and its descendants), via /proc."""
+
+    def __init__(self, root_pid: int, interval: float = 0.5) -> None:
+        self.root, self.interval, self.peak = root_pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _children(self) -> dict[int, int]:
+        parents = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    parents[int(entry.name)] = int(fields[1])
+                except (OSError, IndexError, ValueError):
+                    pass
+        return parents
+
+    def _rss(self) -> int:
+        parents = self._children()
+        tree, frontier = {self.root}, [self.root]
+        while frontier:
+            pid = frontier.pop()
+            kids = [p for p, pp in parents.items() if pp == pid and p not in tree]
+            tree.update(kids)
+            frontier.extend(kids)
+        total = 0
+        for pid in tree:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_scale(args) -> None:
+    import logging
+    import shutil
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    from rantune.federated import workload
+    from simulations.engine import resolve_config, run_simulation
+
+    path = args.work / "scale.json"
+    result = _load(path) or {}
+    extra = {
+        "data.preset": "large",
+        "fraction-train": args.scale_fraction,
+        "fraction-evaluate": args.scale_fraction,
+        "num-server-rounds": args.scale_rounds,
+    }
+    if "engine" not in result:
+        out_dir = args.work / "scale-engine"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        cfg = resolve_config(_base(args, "los", 0, **extra, **{"out-dir": str(out_dir)}))
+        t0 = time.perf_counter()
+        workload.federated_data(cfg)  # generates the large preset once if not cached
+        data_s = time.perf_counter() - t0
+        with _PeakSampler(os.getpid()) as sampler:
+            t0 = time.perf_counter()
+            history = run_simulation(cfg)
+            total = time.perf_counter() - t0
+        rounds = [r for r in history["rounds"] if r["round"] > 0]
+        result["engine"] = {
+            "clients": history["num-clients"],
+            "sampled-per-round": [len(r["train"]["sampled"]) for r in rounds],
+            "data-load-s": data_s,
+            "total-s": total,
+            "round-s": [r["wall-time-s"] for r in rounds],
+            "peak-rss-bytes": sampler.peak,
+            "ru-maxrss-bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "final": history["final"],
+        }
+        _save(path, result)
+        print(f"scale engine: {total:.0f} s, peak {sampler.peak / 2**30:.2f} GiB", flush=True)
+    if args.scale_ray and "ray" not in result:
+        from simulations.engine.flwr_cli import flwr_simulation
+
+        out_dir = args.work / "scale-ray"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        config = _base(args, "los", 0, **extra, **{"out-dir": str(out_dir)})
+        with flwr_simulation() as sim, _PeakSampler(os.getpid()) as sampler:
+            res = sim.run(config, num_supernodes=64, timeout=args.timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"flwr run (large) failed:\n{res.output[-3000:]}")
+        history = json.loads((out_dir / "history.json").read_text())
+        result["ray"] = {
+            "num-supernodes": 64,
+            "total-s": res.total_s,
+            "round-s": [r["wall-time-s"] for r in history["rounds"] if r["round"] > 0],
+            "peak-rss-bytes": sampler.peak,
+            "final": history["final"],
+        }
+        _save(path, result)
+        print(f"scale ray: {res.total_s:.0f} s, peak {sampler.peak / 2**30:.2f} GiB", flush=True)
+
+
+# ------------------------------------------------------------------- report
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def report(args) -> dict:
+    units = [_load(p) for p in sorted(args.work.glob("acc-*.json"))]
+    units = [u for u in units if u]
+    summary: dict = {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load-average": os.getloadavg(),
+        "preset": args.preset,
+        "pretrained": args.pretrained,
+        "accuracy": {},
+    }
+    for task in sorted({u["task"] for u in units}):
+        rows = [u for u in units if u["task"] == task]
+        primary = "accuracy" if task == "los" else ("top1" if task == "beam" else "nmse_db")
+        fed = [u["fedavg"]["global"][primary] for u in rows]
+        q8 = [u["fedavg-int8"]["global"][primary] for u in rows]
+        cen = [u["centralized"][primary] for u in rows]
+        loc = [u["local-mean-global-test"] for u in rows]
+        loc_own = [u["local-mean-own-test"] for u in rows]
+        entry = {
+            "metric": primary,
+            "seeds": [u["seed"] for u in rows],
+            "rounds": rows[0]["rounds"],
+            "fedavg": _mean_std(fed),
+            "fedavg-int8": _mean_std(q8),
+            "centralized": _mean_std(cen),
+            "local-only-global-test": _mean_std(loc),
+            "local-only-own-test": _mean_std(loc_own),
+            "fedavg-client-mean": _mean_std([u["fedavg"]["client-mean"] for u in rows]),
+            "fedavg-client-worst": _mean_std([u["fedavg"]["client-worst"] for u in rows]),
+            "fed-over-central": statistics.mean(f / c for f, c in zip(fed, cen, strict=True)),
+            "int8-minus-fedavg-points": 100
+            * statistics.mean(q - f for q, f in zip(q8, fed, strict=True)),
+            "fed-minus-local-points": 100
+            * statistics.mean(f - lo for f, lo in zip(fed, loc, strict=True)),
+            "up-bytes-per-client-round": rows[0]["fedavg"]["up-per-client-round"],
+            "up-bytes-int8": rows[0]["fedavg-int8"]["up-per-client-round"],
+            "full-model-bytes": rows[0]["fedavg"]["full-model-bytes"],
+            "up-ratio": rows[0]["fedavg"]["up-ratio"],
+            "up-ratio-int8": rows[0]["fedavg-int8"]["up-ratio"],
+            "fedavg-round-s": statistics.mean(u["fedavg"]["round-s"] for u in rows),
+            "curves": {str(u["seed"]): u["fedavg"]["curve"] for u in rows},
+        }
+        summary["accuracy"][task] = entry
+    for part in ("overhead", "ray", "scale"):
+        loaded = _load(args.work / f"{part}.json")
+        if loaded:
+            summary[part] = loaded
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    _save(RESULTS / "federated.json", summary)
+    (RESULTS / "federated.md").write_text(markdown(summary))
+    print((RESULTS / "federated.md").read_text())
+    return summary
+
+
+def markdown(s: dict) -> str:
+    def ms(pair, scale=1.0, digits=3):
+        m, d = pair
+        return f"{m * scale:.{digits}f} ± {d * scale:.{digits}f}"
+
+    lines = [
+        "# Federated LoRA benchmark",
+        "",
+        f"Generated {s['generated']} on {s['machine']} (load average at the end "
+        f"{', '.join(f'{x:.1f}' for x in s['load-average'])}; the machine is shared, so "
+        "timings are noisy). Preset `" + s["preset"] + "`, natural per-site split (one base "
+        f"station = one client), encoder `model.pretrained = {s['pretrained']!r}`, LoRA r=4 "
+        "on q/v + head, 1 local epoch per round, batch 32, AdamW lr 3e-3. Produced by "
+        "`python benchmarks/federated.py all`.",
+        "",
+        "## Accuracy (global test set, mean ± std over seeds)",
+        "",
+        "| task | metric | FedAvg | FedAvg + int8 | centralized LoRA | local-only (global test) | local-only (own test) | FedAvg / central | int8 − FedAvg (points) | FedAvg − local (points) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, e in s["accuracy"].items():
+        lines.append(
+            f"| {task} | {e['metric']} | {ms(e['fedavg'])} | {ms(e['fedavg-int8'])} | {ms(e['centralized'])} | "
+            f"{ms(e['local-only-global-test'])} | {ms(e['local-only-own-test'])} | {e['fed-over-central']:.3f} | "
+            f"{e['int8-minus-fedavg-points']:+.2f} | {e['fed-minus-local-points']:+.2f} |"
+        )
+    lines += [
+        "",
+        "Rounds: "
+        + ", ".join(
+            f"{t}: {e['rounds']} ({len(e['seeds'])} seeds {e['seeds']})"
+            for t, e in s["accuracy"].items()
+        )
+        + ". Centralized LoRA trains as many epochs on the union of the clients' training rows as a "
+        "client trains in the whole federated run; local-only trains each site alone for the same "
+        "epochs, from the same initial adapters.",
+        "",
+        "Worst client (client-side evaluation on each site's own test split, last round): "
+        + ", ".join(
+            f"{t}: mean {ms(e['fedavg-client-mean'])}, worst {ms(e['fedavg-client-worst'])}"
+            for t, e in s["accuracy"].items()
+        )
+        + ".",
+        "",
+        "## Communication (uplink per client per round, `ArrayRecord.count_bytes()`)",
+        "",
+        "| task | full-model FedAvg | LoRA adapters + head | ratio | int8 update | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, e in s["accuracy"].items():
+        lines.append(
+            f"| {task} | {e['full-model-bytes'] / 1024:.1f} KiB | {e['up-bytes-per-client-round'] / 1024:.1f} KiB | "
+            f"{100 * e['up-ratio']:.2f}% | {e['up-bytes-int8'] / 1024:.1f} KiB | {100 * e['up-ratio-int8']:.2f}% |"
+        )
+    if "overhead" in s:
+        o = s["overhead"]
+        lines += [
+            "",
+            "## Engine overhead",
+            "",
+            f"In-process engine (ServerApp + ClientApp + FedAvg through an in-process Grid, with "
+            f"checkpoints and history) vs a plain sequential loop doing the same local training and "
+            f"evaluation, `default` preset, LoS, {o['rounds']} round(s), interleaved repeats: engine "
+            f"{', '.join(f'{x:.1f}' for x in o['engine-s'])} s, loop {', '.join(f'{x:.1f}' for x in o['loop-s'])} s; "
+            f"ratio (median of pairs) **{o['ratio-median']:.3f}** (target <= 1.10).",
+        ]
+    if "ray" in s:
+        r = s["ray"]
+        lines += [
+            "",
+            "## `flwr run` (Ray simulation)",
+            "",
+            f"{r['num-supernodes']} SuperNodes, {r['rounds']} rounds, LoS: launch to first round "
+            f"(SuperLink accepts the run, Ray starts, ServerApp loads data and evaluates round 0) "
+            f"**{r['startup-s']:.1f} s** (run accepted after {r['submit-s']:.1f} s); per round "
+            f"{', '.join(f'{x:.1f}' for x in r['round-s'])} s; total {r['total-s']:.1f} s.",
+        ]
+    if "scale" in s:
+        lines += ["", "## Scale: `large` preset", ""]
+        for kind, e in s["scale"].items():
+            lines.append(
+                f"- {kind}: {e.get('clients', e.get('num-supernodes'))} clients, "
+                f"{e.get('sampled-per-round', ['?'])[0]} sampled per round, rounds "
+                f"{', '.join(f'{x:.1f}' for x in e['round-s'])} s, total {e['total-s']:.0f} s, "
+                f"peak RSS (process tree) **{e['peak-rss-bytes'] / 2**30:.2f} GiB** of 24 GiB; "
+                f"final accuracy {e['final'].get('accuracy', float('nan')):.3f}."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("part", choices=["all", "accuracy", "overhead", "ray", "scale", "report"])
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--tasks", default="los,beam")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pretrained", default=None, help="default: tiny if shipped, else none")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--overhead-rounds", type=int, default=1)
+    parser.add_argument("--overhead-repeats", type=int, default=2)
+    parser.add_argument("--ray-rounds", type=int, default=2)
+    parser.add_argument("--scale-rounds", type=int, default=3)
+    parser.add_argument("--scale-fraction", type=float, default=0.25)
+    parser.add_argument("--scale-ray", action="store_true")
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    args = parser.parse_args()
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    if args.pretrained is None:
+        from rantune.federated.workload import resolve_checkpoint
+
+        try:
+            resolve_checkpoint("tiny")
+            args.pretrained = "tiny"
+        except ValueError:
+            args.pretrained = "none"
+    args.work = args.work / args.pretrained
+    args.work.mkdir(parents=True, exist_ok=True)
+    steps = ["accuracy", "overhead", "ray", "scale"] if args.part == "all" else [args.part]
+    for step in steps:
+        if step != "report":
+            globals()[f"run_{step}"](args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
