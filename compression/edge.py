@@ -211,8 +211,8 @@ class EdgeModel:
         """Random unit-norm-like input of the manifest's shape with ``batch`` rows."""
         shape = tuple(batch if d is None else d for d in self.input_shape)
         rng = np.random.default_rng(seed)
-        x = rng.standard_normal(shape).astype(self.input_dtype)
-        return x / np.sqrt(np.prod(shape[-2:]) * 2)
+        x = rng.standard_normal(shape) / np.sqrt(2.0 * np.prod(shape[-2:]))
+        return x.astype(self.input_dtype)
 
     def bench(
         self,

@@ -56,3 +56,39 @@ def smoke_run(
     )
     _CACHE[key] = run_dir
     return run_dir
+
+
+def smoke_onnx(root: Path | str, task: str = "los") -> dict:
+    """The merged model of :func:`smoke_run` exported once per process.
+
+    Returns ``{"run": SourceRun, "onnx": fp32 path, "pre": pre-processed path,
+    "x": eval inputs, "y": eval targets, "calib": calibration rows}``.
+    """
+    from compression.data import run_data
+    from compression.export import export_onnx
+    from compression.merge import load_run
+    from compression.quantize_edge import preprocess
+
+    root = Path(root)
+    key = ("onnx", str(root.resolve()), task)
+    if key in _EXPORTS:
+        return _EXPORTS[key]
+    run = load_run(smoke_run(root, task, epochs=2 if task != "prediction" else 1))
+    data = run_data(run.config, max_train=256, max_calib=64, max_eval=128)
+    path = root / f"{task}-fp32.onnx"
+    export_onnx(run.model, data.eval_x[:2], path)
+    pre = preprocess(path, root / f"{task}-fp32.pre.onnx")
+    _EXPORTS[key] = {
+        "run": run,
+        "onnx": path,
+        "pre": pre,
+        "x": data.eval_x,
+        "y": data.eval_y,
+        "calib": data.calib_x,
+        "train_x": data.train_x,
+        "train_y": data.train_y,
+    }
+    return _EXPORTS[key]
+
+
+_EXPORTS: dict[tuple, dict] = {}
