@@ -2,7 +2,9 @@
 
 A thin adapter over :mod:`rantune.federated.local`: the node config's
 ``partition-id`` / ``num-partitions`` pick the base station's data (loaded from the
-channel cache once per process), an optional ``lora-r`` sets its LoRA rank.
+channel cache once per process), an optional ``lora-r`` sets its LoRA rank (else the
+run config's ``lora.client-ranks`` schedule or ``lora.r``). A ``query`` message returns
+the node's partition id and rank (asked by rank-aware strategies).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.secagg import default_mods
 from rantune.federated.local import local_evaluate, local_train, node_identity
-from rantune.federated.messages import ARRAYS, CONFIG, METRICS
+from rantune.federated.messages import ARRAYS, CONFIG, LORA_RANK, METRICS, PARTITION_ID
 from rantune.federated.run_config import RunConfig, parse_run_config
 
 _PARSED: dict[tuple, RunConfig] = {}
@@ -54,7 +57,16 @@ def build_client_app(mods: list | None = None) -> ClientApp:
         metrics = local_evaluate(cfg, node, arrays, config, context.state)
         return Message(RecordDict({METRICS: MetricRecord(metrics)}), reply_to=message)
 
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        """Who this node is (rank-aware strategies ask before sending rank-shaped adapters)."""
+        cfg = run_config_of(context)
+        node = node_identity(cfg, context.node_config)
+        metrics = MetricRecord({PARTITION_ID: node.partition_id, LORA_RANK: node.rank})
+        return Message(RecordDict({METRICS: metrics}), reply_to=message)
+
     return app
 
 
-app = build_client_app()
+# SecAgg+ and DP-clipping mods: inert unless the run config enables them (client/secagg.py).
+app = build_client_app(mods=default_mods())

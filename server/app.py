@@ -1,7 +1,9 @@
 """Flower ServerApp of rantune: ``[tool.flwr.app.components] serverapp = "server.app:app"``.
 
 A thin adapter: parse ``context.run_config`` once, build the strategy by name and
-hand both to the round loop (:func:`server.loop.run_server`). The same ``main`` runs
+hand both to the round loop (:func:`server.loop.run_server`). ``dp.mode`` wraps the
+strategy with a Flower DP wrapper (:mod:`server.privacy`); ``secagg.enabled`` runs
+the training rounds through SecAgg+ (:mod:`server.secagg`). The same ``main`` runs
 under ``flwr run`` (Ray simulation or deployment) and in the in-process engine of
 ``simulations.engine``.
 """
@@ -13,6 +15,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from rantune.federated.run_config import parse_run_config
 from server.loop import run_server
+from server.privacy import with_privacy
+from server.secagg import run_secagg_server, secagg_enabled
 from server.strategies import build_strategy
 
 app = ServerApp()
@@ -22,5 +26,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run (or resume) the federated LoRA fine-tuning described by the run config."""
     cfg = parse_run_config(context.run_config)
-    strategy = build_strategy(cfg)
+    strategy = with_privacy(cfg, build_strategy(cfg))  # dp.mode (server/privacy.py)
+    if secagg_enabled(cfg):  # secagg.enabled: SecAgg+ training rounds (server/secagg.py)
+        run_secagg_server(grid, cfg, strategy)
+        return
     run_server(grid, cfg, strategy)

@@ -55,6 +55,7 @@ from rantune.federated.messages import (
 from rantune.federated.run_config import RunConfig
 from rantune.federated.rundir import RunDir
 from rantune.tasks import get_task
+from server.strategies.hooks import evaluate_global, write_dense_deltas
 from server.strategies.state import load_strategy_state, strategy_state
 
 
@@ -391,7 +392,7 @@ class RoundRunner:
             t_train = time.perf_counter()
             evaluation, eval_clients = self._evaluate(server_round, global_state)
             t_eval = time.perf_counter()
-            server_metrics = evaluator(global_state)
+            server_metrics = evaluate_global(evaluator, self.strategy, global_state)
             t_end = time.perf_counter()
             for cid, entry in eval_clients.items():
                 clients.setdefault(cid, {}).update(entry)
@@ -432,6 +433,7 @@ class RoundRunner:
             )
             self._commit(server_round, global_state, record, history)
         rundir.write_adapter(global_state, {"config-hash": cfg.identity_hash(), "task": cfg.task})
+        write_dense_deltas(rundir.root, self.strategy)
         history["final"] = history["rounds"][-1]["server"] if history["rounds"] else {}
         rundir.write_history(history)
         return history

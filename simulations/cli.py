@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from simulations.commands import compare as compare_command
 from simulations.commands import compress as compress_command
 from simulations.commands import data as data_command
 from simulations.commands import edge as edge_command
@@ -25,6 +26,7 @@ edge_command.register(app)
 pretrain_command.register(app)
 train_command.register(app)
 simulate_command.register(app)
+compare_command.register(app)
 federation_command.register(app)
 
 

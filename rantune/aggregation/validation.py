@@ -43,7 +43,7 @@ def _shape_reason(
             if rank < 1 or (max_rank is not None and rank > max_rank):
                 return f"{key}: rank {rank} outside 1..{max_rank}"
             return None
-    return f"{key}: shape {list(shape)}, expected {list(expected)}"
+    return f"wrong shape for {key}: shape {list(shape)}, expected {list(expected)}"
 
 
 def check_keys(state: Mapping[str, object], expected: ShapeSpec) -> str | None:
@@ -56,7 +56,7 @@ def check_keys(state: Mapping[str, object], expected: ShapeSpec) -> str | None:
             parts.append(f"missing {len(missing)} key(s) {missing[:3]}")
         if extra:
             parts.append(f"unexpected {len(extra)} key(s) {extra[:3]}")
-        return "; ".join(parts)
+        return "wrong keys: " + "; ".join(parts)
     return None
 
 
@@ -67,7 +67,7 @@ def check_finite(state: Mapping[str, Tensor | np.ndarray]) -> str | None:
         if tensor.is_floating_point() or tensor.is_complex():
             bad = (~torch.isfinite(tensor)).sum().item()
             if bad:
-                return f"{key}: {bad} non-finite value(s) (NaN/Inf)"
+                return f"non-finite values in {key}: {bad} non-finite value(s) (NaN/Inf)"
     return None
 
 
@@ -126,7 +126,7 @@ def validate_update(
             else np.issubdtype(value.dtype, np.floating)
         )
         if not floating:
-            return f"{key}: dtype {value.dtype} is not floating point"
+            return f"wrong dtype for {key}: {value.dtype} is not floating point"
         reason = _shape_reason(
             key, tuple(int(s) for s in value.shape), tuple(expected[key]), flexible_rank, max_rank
         )

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
-from rantune.federated import workload
+from rantune.federated import downlink, ranks, workload
+from rantune.federated.attacks import maybe_attack
 from rantune.federated.compression import encode_update, settings_from_config
 from rantune.federated.messages import (
     FREEZE,
@@ -63,7 +64,7 @@ def node_identity(cfg: RunConfig, node_config: Mapping[str, object]) -> NodeIden
             f"num-partitions={num} but the run config partitions the data into {num_clients} "
             "clients: run one SuperNode per client or set partition.num-clients"
         )
-    rank = node_config.get(LORA_RANK, cfg.lora.r)
+    rank = node_config.get(LORA_RANK, ranks.scheduled_rank(cfg, int(pid)))
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"node config lora-r={rank!r} is invalid: expected an integer >= 1")
     return NodeIdentity(int(pid), int(num_clients), int(rank))
@@ -135,13 +136,15 @@ def local_train(
     workload.apply_threads(cfg)
     task = get_task(cfg.task)
     server_round = int(config.get("server-round", 0))
-    received_state = record_to_state(received)
+    received_state, deltas = downlink.unpack(
+        record_to_state(received), config, _init_state(cfg, node.rank)
+    )
     keep_local = str(config.get(KEEP_LOCAL, "") or "")
     held = _held(node_state) if keep_local else {}
     held = {k: v for k, v in held.items() if k in select_keys(held, keep_local)}
     state = _compose(cfg, node, received_state, held)
 
-    model = workload.cached_model(cfg, node.rank)
+    model = downlink.model_for(cfg, node.rank, deltas)
     load_trainable_state(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     frozen = select_keys(state, str(config.get(FREEZE, "") or ""))
     switched = []
@@ -176,12 +179,16 @@ def local_train(
     residual = None
     if compression.error_feedback and RESIDUAL_KEY in node_state.array_records:
         residual = node_state.array_records[RESIDUAL_KEY]["residual"].numpy()
-    record, new_residual = encode_update(
-        {k: received_state[k] for k in reply_keys},
+    reference = {k: received_state[k] for k in reply_keys}
+    upload = maybe_attack(
+        cfg,
+        node.partition_id,
+        node.num_partitions,
+        server_round,
+        reference,
         {k: trained[k] for k in reply_keys},
-        compression,
-        residual,
     )
+    record, new_residual = encode_update(reference, upload, compression, residual)
     if new_residual is not None:
         node_state[RESIDUAL_KEY] = state_to_record({"residual": new_residual})
     metrics: dict[str, float | int] = {
@@ -209,8 +216,10 @@ def local_evaluate(
     """
     workload.apply_threads(cfg)
     task = get_task(cfg.task)
-    received_state = record_to_state(received)
-    model = workload.cached_model(cfg, node.rank)
+    received_state, deltas = downlink.unpack(
+        record_to_state(received), config, _init_state(cfg, node.rank)
+    )
+    model = downlink.model_for(cfg, node.rank, deltas)
     x, y = workload.tensors(cfg, node.partition_id, "test")
 
     def run(held):

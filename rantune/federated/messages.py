@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 
+from rantune.aggregation.validation import validate_update
+
 ARRAYS, METRICS, CONFIG = "arrays", "metrics", "config"
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
@@ -89,19 +91,10 @@ def check_update(
     """Why an update must not be aggregated, or ``None`` if it is sound.
 
     Checks: exactly the expected keys, the expected shapes, a floating dtype, and
-    only finite values.
+    only finite values. One implementation with the aggregation layer:
+    :func:`rantune.aggregation.validation.validate_update` (which also offers
+    flexible LoRA ranks).
     """
-    missing = sorted(set(expected) - set(update))
-    extra = sorted(set(update) - set(expected))
-    if missing or extra:
-        return f"wrong keys: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, extra {extra[:3]}{'...' if len(extra) > 3 else ''}"
-    for key in sorted(expected):
-        value = update[key]
-        if tuple(value.shape) != tuple(expected[key]):
-            return f"wrong shape for {key}: {tuple(value.shape)} instead of {tuple(expected[key])}"
-        if not np.issubdtype(value.dtype, np.floating):
-            return f"wrong dtype for {key}: {value.dtype} (expected a float type)"
-        if not np.all(np.isfinite(value)):
-            bad = int((~np.isfinite(value)).sum())
-            return f"non-finite values (NaN/Inf) in {key}: {bad} of {value.size}"
-    return None
+    if not update and not expected:
+        return None
+    return validate_update(update, expected)

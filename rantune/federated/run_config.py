@@ -47,6 +47,22 @@ DEFAULTS: dict[str, Scalar] = {
     "lora.dropout": 0.0,
     "lora.targets": "q_proj,v_proj",
     "strategy.name": "fedavg",
+    # Privacy (rantune.federated.privacy): dp.mode none|server-fixed|client-fixed|
+    # server-adaptive|client-adaptive; SecAgg+ training rounds with secagg.enabled.
+    "dp.mode": "none",
+    "dp.noise-multiplier": 1.0,
+    "dp.clipping-norm": 1.0,
+    "dp.delta": 1e-5,
+    "dp.target-quantile": 0.5,
+    "dp.clip-norm-lr": 0.2,
+    "dp.clipped-count-stddev": 0.0,
+    "dp.reproducible-noise": False,
+    "secagg.enabled": False,
+    "secagg.num-shares": 1.0,
+    "secagg.reconstruction-threshold": 0.67,
+    "secagg.clipping-range": 8.0,
+    "secagg.quantization-range": 4194304,
+    "secagg.max-weight": 0.0,
     "fraction-train": 1.0,
     "fraction-evaluate": 1.0,
     "min-available-clients": 2,
@@ -63,6 +79,16 @@ DEFAULTS: dict[str, Scalar] = {
     "update-compression.granularity": "tensor",
     "update-compression.topk-fraction": 0.1,
     "update-compression.error-feedback": False,
+    # Experiment options of the strategy comparison (rantune.federated.ranks/attacks):
+    # per-partition LoRA ranks cycled over partition ids ("4,8,16"; "" = lora.r for all),
+    # Byzantine clients (fraction of partitions, sign-flip|scaled|gaussian, factor;
+    # factor 0 = the kind's default), and row caps per client split (0 = all rows).
+    "lora.client-ranks": "",
+    "attack.fraction": 0.0,
+    "attack.kind": "sign-flip",
+    "attack.factor": 0.0,
+    "data.max-train-rows": 0,
+    "data.max-eval-rows": 0,
 }
 
 # Keys that do not change the numbers a run produces: a run may be resumed (or

@@ -248,14 +248,37 @@ def split_rows(cfg: RunConfig, client: int | None, split: str) -> np.ndarray:
     if client is None:
         if split != "test":
             raise ValueError("only the global test split exists without a client")
-        return data.parts.global_test
+        return cap_rows(cfg, data.parts.global_test, client, split)
     check_partition_id(client, data.num_clients)
-    return getattr(data.parts.clients[client], split)
+    return cap_rows(cfg, getattr(data.parts.clients[client], split), client, split)
+
+
+def row_caps(cfg: RunConfig) -> tuple[int, int]:
+    """``(data.max-train-rows, data.max-eval-rows)``; 0 = no cap."""
+    flat = cfg.flat_dict()
+    caps = (flat.get("data.max-train-rows", 0), flat.get("data.max-eval-rows", 0))
+    for key, value in zip(("data.max-train-rows", "data.max-eval-rows"), caps, strict=True):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"run config {key}={value!r} is invalid: expected an integer >= 0")
+    return int(caps[0]), int(caps[1])
+
+
+def cap_rows(cfg: RunConfig, rows: np.ndarray, client: int | None, split: str) -> np.ndarray:
+    """A seeded subset of ``rows`` when the split's cap (``data.max-train-rows`` for
+    ``train``, ``data.max-eval-rows`` for ``val``/``test``) is below its size; the
+    same rows every call (seeded by the data seed, client and split), original order."""
+    cap = row_caps(cfg)[0 if split == "train" else 1]
+    if cap == 0 or len(rows) <= cap:
+        return rows
+    rng = np.random.default_rng(
+        derive_seed(cfg.data.seed, "row-cap", split, -1 if client is None else client)
+    )
+    return np.sort(rng.choice(np.asarray(rows), size=cap, replace=False))
 
 
 def tensors(cfg: RunConfig, client: int | None, split: str) -> tuple[Tensor, Tensor]:
     """Task inputs and targets of one split (cached per process)."""
-    key = (_data_key(cfg), cfg.task, client, split)
+    key = (_data_key(cfg), row_caps(cfg), cfg.task, client, split)
     with _LOCK:
         if key not in _TENSORS:
             task: Task = get_task(cfg.task)

@@ -1,8 +1,8 @@
 """Strategies by name: ``strategy.name`` in the run config -> a Flower ``Strategy``.
 
 >>> from server.strategies import build_strategy, strategy_names
->>> strategy_names()
-['fedavg', 'fedprox']
+>>> strategy_names()[:3]
+['bulyan', 'fedadagrad', 'fedadam']
 >>> strategy = build_strategy(cfg)          # cfg: rantune.federated.run_config.RunConfig
 
 Adding a strategy: write a factory ``(cfg, params) -> Strategy`` and call
@@ -17,7 +17,14 @@ Optional hooks a strategy object may define (read by ``server/loop.py``):
 - ``freeze_pattern: str`` regex of keys clients must not train (and not send back);
 - ``state_dict() -> (arrays, meta)`` / ``load_state_dict(arrays, meta)`` for
   checkpoints (otherwise :mod:`server.strategies.state` captures array and scalar
-  attributes generically).
+  attributes generically);
+- ``dense_deltas() -> {module prefix: [d_out, d_in]} | None``: cumulative dense
+  updates of the frozen base weights (FLoRA, FedEx-LoRA), folded in for server-side
+  evaluation and saved with the run (:mod:`server.strategies.hooks`).
+
+Modules: :mod:`server.strategies.flower` (Flower's strategies by name),
+``ffa_lora``, ``fedsa_lora``, ``flora``, ``hetlora``, ``fedex_lora`` (LoRA-aware,
+on :mod:`rantune.aggregation`), ``lora_base`` (their shared plumbing).
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ class StrategySpec:
     params : ``{param: default}`` of the ``strategy.<param>`` keys it reads.
     description : one line for ``--help`` and error messages.
     heterogeneous_ranks : whether clients may train different LoRA ranks.
+    check : optional ``(cfg, params) -> None`` raising ``ValueError`` for options the
+        strategy cannot run with (e.g. too few clients for Krum); called before training.
+    lora_aware : aggregates LoRA factors with a LoRA-specific rule.
     """
 
     name: str
@@ -54,6 +64,8 @@ class StrategySpec:
     params: Mapping[str, Scalar] = field(default_factory=dict)
     description: str = ""
     heterogeneous_ranks: bool = False
+    check: Callable[[RunConfig, Mapping[str, Scalar]], None] | None = None
+    lora_aware: bool = False
 
 
 REGISTRY: dict[str, StrategySpec] = {}
@@ -130,14 +142,22 @@ def common_kwargs(cfg: RunConfig) -> dict:
 
 def check_compatible(cfg: RunConfig, node_ranks: Mapping[int, int] | None = None) -> StrategySpec:
     """Fail before training on an unknown strategy or options it cannot handle."""
+    from rantune.federated.attacks import attack_settings
+    from rantune.federated.ranks import rank_schedule
+
     spec = get_spec(cfg.strategy.name)
-    strategy_params(cfg)
-    ranks = set((node_ranks or {}).values()) | {cfg.lora.r}
+    params = strategy_params(cfg)
+    attack_settings(cfg)
+    ranks = set((node_ranks or {}).values()) | set(rank_schedule(cfg)) | {cfg.lora.r}
     if len(ranks) > 1 and not spec.heterogeneous_ranks:
+        aware = [s.name for s in REGISTRY.values() if s.heterogeneous_ranks]
         raise ValueError(
             f"strategy {spec.name!r} needs every client to train the same LoRA rank, but node "
-            f"configs ask for ranks {sorted(ranks)}; choose a rank-aware strategy"
+            f"configs / lora.client-ranks / lora.r ask for ranks {sorted(ranks)}; choose a "
+            f"rank-aware strategy ({', '.join(sorted(aware))}) or one rank for all"
         )
+    if spec.check is not None:
+        spec.check(cfg, params)
     return spec
 
 
@@ -166,4 +186,16 @@ register(
         {"proximal-mu": 0.01},
         "FedAvg + proximal term mu/2 ||w - w_global||^2 in each client's loss",
     )
+)
+
+
+# Registered on import (each module calls register): Flower's strategies, then the
+# LoRA-aware ones.
+from server.strategies import (  # noqa: E402,F401
+    fedex_lora,
+    fedsa_lora,
+    ffa_lora,
+    flora,
+    flower,
+    hetlora,
 )

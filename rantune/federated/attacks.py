@@ -1,0 +1,107 @@
+"""Byzantine clients for robustness experiments, applied on the client to what it sends.
+
+Run config: ``attack.fraction`` of the partitions (chosen deterministically from the
+run seed by :func:`rantune.aggregation.select_byzantine`) replace their update
+``delta = trained - received`` by ``attack.kind``:
+
+- ``sign-flip``: ``-factor * delta`` (factor 0 -> 1);
+- ``scaled``: ``factor * delta`` (factor 0 -> 10, a boosting attack);
+- ``gaussian``: noise ``N(0, factor^2)`` instead of the update (factor 0 -> 1).
+
+Attackers train and evaluate honestly; only the uploaded tensors are corrupted, so
+the server sees a well-formed update and must rely on its aggregation rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from rantune.aggregation.byzantine import ATTACKS, AttackSpec, attack_update, select_byzantine
+from rantune.aggregation.init import derive_seed
+from rantune.federated.run_config import RunConfig
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """``attack.*`` of a run: who attacks and how."""
+
+    fraction: float
+    kind: str
+    factor: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.fraction > 0
+
+    def spec(self) -> AttackSpec:
+        if self.kind == "gaussian":
+            return AttackSpec("gaussian", noise_std=self.factor or 1.0)
+        return AttackSpec(self.kind, self.factor or None)
+
+
+def attack_settings(cfg: RunConfig) -> AttackSettings:
+    """Parse and check ``attack.fraction``, ``attack.kind``, ``attack.factor``."""
+    flat = cfg.flat_dict()
+    fraction = flat.get("attack.fraction", 0.0)
+    kind = flat.get("attack.kind", "sign-flip")
+    factor = flat.get("attack.factor", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise ValueError(f"run config attack.fraction={fraction!r} is invalid: expected a number")
+    if not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"run config attack.fraction={fraction} is invalid: expected 0..1")
+    if kind not in ATTACKS:
+        raise ValueError(
+            f"run config attack.kind={kind!r} is invalid: choose one of {', '.join(ATTACKS)}"
+        )
+    if isinstance(factor, bool) or not isinstance(factor, int | float):
+        raise ValueError(f"run config attack.factor={factor!r} is invalid: expected a number")
+    if not np.isfinite(factor) or factor < 0:
+        raise ValueError(
+            f"run config attack.factor={factor} is invalid: expected >= 0 (0 = the kind's default)"
+        )
+    settings = AttackSettings(float(fraction), str(kind), float(factor))
+    settings.spec()  # the aggregation module's own checks
+    return settings
+
+
+@lru_cache(maxsize=64)
+def _byzantine(num_clients: int, fraction: float, seed: int) -> frozenset[int]:
+    return frozenset(int(c) for c in select_byzantine(list(range(num_clients)), fraction, seed))
+
+
+def byzantine_partitions(cfg: RunConfig, num_clients: int) -> frozenset[int]:
+    """Partition ids that attack (deterministic in ``seed``, ``attack.fraction``)."""
+    settings = attack_settings(cfg)
+    if not settings.enabled:
+        return frozenset()
+    return _byzantine(num_clients, settings.fraction, cfg.seed)
+
+
+def maybe_attack(
+    cfg: RunConfig,
+    partition_id: int,
+    num_clients: int,
+    server_round: int,
+    reference: Mapping[str, np.ndarray],
+    upload: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """``upload`` unchanged for honest clients; the corrupted update for attackers.
+
+    ``reference``: what the client received for the uploaded keys (same shapes).
+    """
+    if partition_id not in byzantine_partitions(cfg, num_clients):
+        return dict(upload)
+    settings = attack_settings(cfg)
+    seed = derive_seed("attack", cfg.seed, server_round, partition_id)
+    attacked = attack_update(
+        {k: torch.from_numpy(np.asarray(v)) for k, v in upload.items()},
+        {k: torch.from_numpy(np.asarray(v)) for k, v in reference.items()},
+        settings.spec(),
+        seed,
+    )
+    return {k: v.numpy() for k, v in attacked.items()}

@@ -1,0 +1,417 @@
+"""SecAgg+ training rounds for the rantune ServerApp (``secagg.enabled = true``).
+
+Flower 1.41 has SecAgg+ only in its legacy workflow: ``SecAggPlusWorkflow`` drives
+one training round through a ``LegacyContext`` (legacy strategy, client manager)
+and four message exchanges with every sampled node (setup, share keys, collect
+masked vectors, unmask); the client side is ``secaggplus_mod`` (``client/secagg.py``).
+The server learns only the weighted *sum* of the quantized parameters.
+
+:class:`SecAggRoundRunner` is the normal round loop (:class:`server.loop.RoundRunner`:
+evaluation, history.json, checkpoints, resume) with the training step replaced by
+one SecAgg+ round per server round. Per round ``history.json`` records, under
+``train``: sampled/answered/failed base stations (a node that drops out is
+reported with the stage it was lost in; SecAgg+ recovers its masks if enough
+shares arrive), the train metrics the clients report in clear (loss,
+num-examples: not protected), and ``secagg``: shares, threshold, quantization
+step and error bound, and bytes/seconds per protocol stage. Per-client
+``bytes-up``/``bytes-down`` count every record of every stage (keys, shares,
+masked vectors), not only arrays.
+
+What SecAgg+ excludes (the server never sees one client's update): per-client
+validation and rejection of updates, robust aggregation (median, Krum, trimmed
+mean), LoRA-aware per-client rules (FLoRA stacking, HetLoRA, FedSA/FFA keep-local
+or freeze patterns), update compression, and (here) DP wrappers. Only plain
+weighted averaging (fedavg, fedprox) runs under it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common import FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.compat.grid_client_proxy import GridClientProxy
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.server_config import ServerConfig
+from flwr.server.strategy import FedAvg as LegacyFedAvg
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from flwr.supercore import log
+
+from client.secagg import KEYS_HASH, keys_hash
+from rantune.federated import workload
+from rantune.federated.messages import (
+    BOOKKEEPING_METRICS,
+    METRICS,
+    NUM_EXAMPLES,
+    PARTITION_ID,
+    check_update,
+)
+from rantune.federated.privacy import SecAggSettings, secagg_settings
+from rantune.federated.run_config import RunConfig
+from server.loop import RoundRunner, _client_id, _train_config
+from server.privacy import check_plain_averaging
+from server.strategies import aggregate_metrics
+
+STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
+
+
+def _value_bytes(value) -> int:
+    if isinstance(value, list):
+        return sum(_value_bytes(v) for v in value)
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, str | bytes):
+        return len(value)
+    return 8  # int/float: 64 bit on the wire
+
+
+def record_nbytes(record) -> int:
+    """Payload bytes of one record, counted as Flower's ``count_bytes`` does (keys
+    included) but also for empty strings and lists, which ``ConfigRecord.count_bytes``
+    of Flower 1.41 rejects."""
+    if isinstance(record, ArrayRecord):
+        return int(record.count_bytes())
+    return int(sum(len(k) + _value_bytes(v) for k, v in record.items()))
+
+
+def message_bytes(message: Message) -> int:
+    """Bytes of every record of a message (arrays, metrics, configs); 0 for an error."""
+    if not message.has_content():
+        return 0
+    return sum(record_nbytes(record) for record in message.content.values())
+
+
+def _stage(message: Message) -> str:
+    configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is not None and Key.STAGE in configs:
+        return str(configs[Key.STAGE])
+    return message.metadata.message_type
+
+
+class MeteringGrid(Grid):
+    """Delegates to a Grid and counts, per node and stage, the bytes of every message.
+
+    ``down[node]``/``up[node]``: bytes sent to / received from a node since
+    :meth:`reset`; ``stages[stage]``: ``{"bytes-down", "bytes-up", "seconds"}``;
+    ``errors[node]``: the last error reply's reason, with its stage.
+    """
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.reset()
+
+    def reset(self) -> None:
+        self.down: dict[int, int] = defaultdict(int)
+        self.up: dict[int, int] = defaultdict(int)
+        self.stages: dict[str, dict[str, float]] = {}
+        self.errors: dict[int, str] = {}
+        self.replied: dict[int, list[str]] = defaultdict(list)
+
+    def set_run(self, run) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self):
+        return self._grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages):
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if not messages:
+            return []
+        stage = _stage(messages[0])
+        totals = self.stages.setdefault(stage, {"bytes-down": 0, "bytes-up": 0, "seconds": 0.0})
+        for message in messages:
+            size = message_bytes(message)
+            self.down[message.metadata.dst_node_id] += size
+            totals["bytes-down"] += size
+        start = time.perf_counter()
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        totals["seconds"] += time.perf_counter() - start
+        answered = set()
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            answered.add(node)
+            if reply.has_error():
+                self.errors[node] = f"SecAgg+ stage {stage}: {reply.error.reason}"
+                continue
+            size = message_bytes(reply)
+            self.up[node] += size
+            totals["bytes-up"] += size
+            self.replied[node].append(stage)
+        for message in messages:
+            node = message.metadata.dst_node_id
+            if node not in answered:
+                self.errors.setdefault(
+                    node, f"SecAgg+ stage {stage}: no reply within round-timeout"
+                )
+        return replies
+
+
+class _RecordingFedAvg(LegacyFedAvg):
+    """The legacy strategy SecAggPlusWorkflow calls: samples, and records what it saw.
+
+    ``aggregate_fit`` receives results whose parameters the workflow has already
+    replaced by the securely aggregated weighted mean; it returns them unchanged.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fit_config: dict = {}
+        self.reset({})
+
+    def reset(self, fit_config: dict) -> None:
+        self.fit_config = dict(fit_config)
+        self.sampled: list[int] = []
+        self.results: list[tuple[GridClientProxy, FitRes]] = []
+        self.failures: list = []
+        self.aggregated: Parameters | None = None
+
+    def configure_fit(self, server_round, parameters, client_manager):
+        pairs = super().configure_fit(server_round, parameters, client_manager)
+        self.sampled = [proxy.node_id for proxy, _ in pairs]
+        return pairs
+
+    def aggregate_fit(self, server_round, results, failures):
+        self.results, self.failures = list(results), list(failures)
+        if not self.results:
+            return None, {}
+        self.aggregated = self.results[0][1].parameters
+        return self.aggregated, {}
+
+
+def max_client_weight(cfg: RunConfig) -> float:
+    """Largest number of training rows of any client: the weights never exceed it."""
+    data = workload.federated_data(cfg)
+    return float(max(len(workload.split_rows(cfg, i, "train")) for i in range(data.num_clients)))
+
+
+def resolved_shares(settings: SecAggSettings, num_sampled: int) -> tuple[int, int]:
+    """``(num_shares, threshold)`` as SecAggPlusWorkflow derives them for ``num_sampled``."""
+    if isinstance(settings.num_shares, float):
+        shares = round(settings.num_shares * num_sampled)
+        if shares < num_sampled and shares % 2 == 0:
+            shares += 1
+        if shares <= 2:
+            shares = num_sampled
+    else:
+        shares = settings.num_shares
+    if isinstance(settings.reconstruction_threshold, float):
+        threshold = max(round(settings.reconstruction_threshold * shares), 2)
+    else:
+        threshold = settings.reconstruction_threshold
+    return shares, threshold
+
+
+class SecAggRoundRunner(RoundRunner):
+    """The rantune round loop with SecAgg+ training rounds (see the module docstring)."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        cfg: RunConfig,
+        strategy: Strategy,
+        settings: SecAggSettings,
+        out_dir=None,
+    ) -> None:
+        self.meter = MeteringGrid(grid)
+        super().__init__(self.meter, cfg, strategy, out_dir)
+        self.settings = settings
+        self.max_weight = settings.max_weight or max_client_weight(cfg)
+        self.workflow = SecAggPlusWorkflow(
+            settings.num_shares,
+            settings.reconstruction_threshold,
+            max_weight=self.max_weight,
+            clipping_range=settings.clipping_range,
+            quantization_range=settings.quantization_range,
+            timeout=cfg.round_timeout,
+        )
+        s = cfg.sampling
+        self.legacy = _RecordingFedAvg(
+            fraction_fit=s.fraction_train,
+            fraction_evaluate=0.0,
+            min_fit_clients=max(2, s.min_train_clients),
+            min_evaluate_clients=0,
+            min_available_clients=max(2, s.min_available_clients),
+            on_fit_config_fn=lambda _round: dict(self.legacy.fit_config),
+            accept_failures=True,
+        )
+        self.client_manager = SimpleClientManager()
+        self._proxies: dict[int, GridClientProxy] = {}
+
+    # ---------------------------------------------------------------- nodes
+    def _sync_nodes(self) -> None:
+        """Register the connected nodes with the legacy client manager (wait for enough)."""
+        need = self.legacy.min_available_clients
+        waited = False
+        while len(ids := list(self.grid.get_node_ids())) < need:
+            if not waited:
+                log(INFO, "SecAgg+: waiting for %d nodes (%d connected)", need, len(ids))
+                waited = True
+            time.sleep(1.0)
+        current = set(ids)
+        for node_id in [n for n in self._proxies if n not in current]:
+            self.client_manager.unregister(self._proxies.pop(node_id))
+        for node_id in sorted(current - set(self._proxies)):
+            proxy = GridClientProxy(node_id=node_id, grid=self.grid, run_id=self.grid.run.run_id)
+            self.client_manager.register(proxy)
+            self._proxies[node_id] = proxy
+
+    def _context(self, server_round: int, arrays: list[np.ndarray]) -> LegacyContext:
+        base = Context(
+            run_id=self.grid.run.run_id,
+            node_id=SUPERLINK_NODE_ID,
+            node_config={},
+            state=RecordDict(),
+            run_config=dict(self.cfg.flat_dict()),
+        )
+        context = LegacyContext(
+            base,
+            config=ServerConfig(num_rounds=self.cfg.num_server_rounds),
+            strategy=self.legacy,
+            client_manager=self.client_manager,
+        )
+        context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+            ndarrays_to_parameters(arrays), keep_input=True
+        )
+        context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
+            {WorkflowKey.CURRENT_ROUND: server_round, WorkflowKey.START_TIME: time.time()}
+        )
+        return context
+
+    def _fit_config(self, server_round: int, keys: list[str]) -> dict:
+        config = dict(_train_config(self.cfg, self.strategy))
+        config["server-round"] = server_round
+        config[KEYS_HASH] = keys_hash(keys)
+        mu = getattr(self.strategy, "proximal_mu", None)
+        if mu is not None:
+            config["proximal-mu"] = float(mu)
+        return config
+
+    # ---------------------------------------------------------------- train
+    def _train(
+        self, server_round: int, global_state: dict[str, np.ndarray]
+    ) -> tuple[dict, dict, dict]:
+        cfg = self.cfg
+        keys = sorted(global_state)
+        random.seed(workload.derive_seed(cfg.seed, "sample-train", server_round))
+        self._sync_nodes()
+        self.legacy.reset(self._fit_config(server_round, keys))
+        context = self._context(server_round, [np.asarray(global_state[k]) for k in keys])
+        self.meter.reset()
+        self.workflow(self.grid, context)
+
+        results = {proxy.node_id: fitres for proxy, fitres in self.legacy.results}
+        for node_id, fitres in results.items():
+            if PARTITION_ID in fitres.metrics:
+                self.node_pid[node_id] = int(fitres.metrics[PARTITION_ID])
+        clients, failed, records = {}, [], []
+        for node_id in self.legacy.sampled:
+            cid = _client_id(node_id, self.node_pid)
+            entry = {
+                "bytes-down": int(self.meter.down[node_id]),
+                "bytes-up": int(self.meter.up[node_id]),
+            }
+            fitres = results.get(node_id)
+            if fitres is None:
+                reason = self.meter.errors.get(node_id, "left the SecAgg+ protocol")
+                failed.append({"client": cid, "reason": reason})
+                log(WARNING, "round %s: client %s failed: %s", server_round, cid, reason)
+            else:
+                metrics = {**dict(fitres.metrics), NUM_EXAMPLES: int(fitres.num_examples)}
+                entry["train"] = {k: v for k, v in metrics.items() if k not in BOOKKEEPING_METRICS}
+                records.append(RecordDict({METRICS: MetricRecord(metrics)}))
+            clients[cid] = entry
+        answered = sorted(_client_id(n, self.node_pid) for n in results)
+        weights = [float(f.num_examples) / self.max_weight for f in results.values()]
+        shares, threshold = resolved_shares(self.settings, len(self.legacy.sampled))
+        info = {
+            "sampled": sorted(_client_id(n, self.node_pid) for n in self.legacy.sampled),
+            "answered": answered,
+            "failed": failed,
+            "rejected": [],
+            "aggregated": False,
+            "secagg": {
+                "num-shares": shares,
+                "reconstruction-threshold": threshold,
+                "clipping-range": self.settings.clipping_range,
+                "quantization-range": self.settings.quantization_range,
+                "max-weight": self.max_weight,
+                "quantization-step": self.settings.step(),
+                "error-bound": quantization_error_bound(self.settings, weights),
+                "stages": {k: dict(v) for k, v in self.meter.stages.items()},
+            },
+        }
+        new_state = dict(global_state)
+        minimum = max(2, cfg.sampling.min_train_clients)
+        if self.legacy.aggregated is None or len(results) < minimum:
+            info["skipped"] = (
+                f"SecAgg+ round produced no aggregate ({len(results)} masked update(s), "
+                f"need >= {minimum} and enough shares)"
+            )
+            log(WARNING, "round %s: %s; the global model is kept", server_round, info["skipped"])
+            return new_state, info, clients
+        if records:
+            info["metrics"] = {
+                k: v for k, v in dict(aggregate_metrics(records, NUM_EXAMPLES)).items()
+            }
+        arrays = parameters_to_ndarrays(self.legacy.aggregated)
+        aggregate = dict(zip(keys, arrays, strict=True)) if len(arrays) == len(keys) else {}
+        reason = check_update(aggregate, {k: v.shape for k, v in global_state.items()})
+        if reason is not None:
+            info["skipped"] = f"aggregate rejected: {reason}"
+            log(WARNING, "round %s: %s; the global model is kept", server_round, info["skipped"])
+            return new_state, info, clients
+        new_state.update({k: aggregate[k].astype(global_state[k].dtype) for k in keys})
+        info["aggregated"] = True
+        return new_state, info, clients
+
+
+def quantization_error_bound(settings: SecAggSettings, weights: list[float]) -> float:
+    """Largest possible |SecAgg+ mean - exact weighted mean| per parameter.
+
+    Each client quantizes ``w_i x_i`` (``w_i = num-examples / max-weight <= 1``)
+    with stochastic rounding (error < one step ``2 r / Q``), and its weight to a
+    multiple of ``1 / Q`` (error < ``1 / (2 Q)``, worth at most half a step on
+    ``|x| <= r``); the sum is divided by ``sum w_i``: ``1.5 n (2 r / Q) / sum w_i``.
+    Parameters outside ``[-r, r]`` are clipped (not covered by the bound).
+    """
+    if not weights or sum(weights) <= 0:
+        return float("inf")
+    return 1.5 * len(weights) * settings.step() / sum(weights)
+
+
+def run_secagg_server(grid: Grid, cfg: RunConfig, strategy: Strategy, out_dir=None) -> dict:
+    """Run (or resume) a federated run whose training rounds use SecAgg+."""
+    settings = secagg_settings(cfg)
+    check_plain_averaging(strategy, cfg.strategy.name, "secagg.enabled")
+    return SecAggRoundRunner(grid, cfg, strategy, settings, out_dir).run()
+
+
+def secagg_enabled(cfg: RunConfig) -> bool:
+    """Whether the run asks for SecAgg+ (validates the ``secagg.*`` keys)."""
+    return secagg_settings(cfg).enabled
