@@ -25,6 +25,7 @@ class TrainSettings:
     prox_mu : FedProx proximal coefficient; adds ``mu / 2 * ||w - w_ref||^2``.
     max_grad_norm : gradient clipping norm (0 = off).
     seed : seeds shuffling and dropout.
+    max_steps : stop after this many optimizer steps (0 = no cap; a compute budget).
     """
 
     epochs: int = 1
@@ -34,6 +35,7 @@ class TrainSettings:
     prox_mu: float = 0.0
     max_grad_norm: float = 1.0
     seed: int = 0
+    max_steps: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -42,6 +44,8 @@ class TrainSettings:
             raise ValueError(f"batch_size={self.batch_size!r} is invalid: expected >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr={self.lr} is invalid: expected a finite value > 0")
+        if not isinstance(self.max_steps, int) or self.max_steps < 0:
+            raise ValueError(f"max_steps={self.max_steps!r} is invalid: expected an integer >= 0")
         if self.prox_mu < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError("prox_mu, weight_decay and max_grad_norm must be >= 0")
 
@@ -89,6 +93,8 @@ def train(
     for _ in range(settings.epochs):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), settings.batch_size):
+            if settings.max_steps and steps >= settings.max_steps:
+                break
             batch = order[start : start + settings.batch_size]
             loss = task.loss(model(x[batch]), y[batch])
             objective = loss
@@ -180,6 +186,8 @@ def train_probe(
     for _ in range(settings.epochs):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), settings.batch_size):
+            if settings.max_steps and steps >= settings.max_steps:
+                break
             batch = order[start : start + settings.batch_size]
             loss = task.loss(model.head(x[batch], cls[batch], patches[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)

@@ -42,8 +42,9 @@ class CentralizedSettings:
     seeds : one run per seed (seeds the budget subset, init and batch order).
     checkpoint : pretrained encoder, a shipped name or a ``.safetensors`` path.
     size : model size; the checkpoint must match it.
-    epochs, min_steps : training length: ``epochs`` passes, but at least ``min_steps``
-        optimizer steps (small budgets get more passes).
+    epochs, min_steps, max_steps : training length: ``epochs`` passes, but at least
+        ``min_steps`` optimizer steps (small budgets get more passes) and, if
+        ``max_steps`` > 0, at most ``max_steps`` (a compute cap for CPU benchmarks).
     batch_size, lr, weight_decay : optimisation (``lr`` None = per-mode default).
     lora : LoRA settings for ``lora`` mode.
     partition_seed : seed of the natural split (fixed across runs so all share rows).
@@ -58,6 +59,7 @@ class CentralizedSettings:
     size: str = "tiny"
     epochs: int = 2
     min_steps: int = 100
+    max_steps: int = 0
     batch_size: int = 32
     lr: float | None = None
     weight_decay: float = 0.0
@@ -77,8 +79,8 @@ class CentralizedSettings:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if not self.seeds:
             raise ValueError("give at least one seed")
-        if self.epochs < 1 or self.min_steps < 0 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1, min_steps >= 0")
+        if self.epochs < 1 or self.min_steps < 0 or self.max_steps < 0 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1, min_steps and max_steps >= 0")
 
     @property
     def learning_rate(self) -> float:
@@ -139,20 +141,25 @@ def epochs_for(num_rows: int, batch_size: int, epochs: int, min_steps: int) -> i
     return max(epochs, math.ceil(min_steps / per_epoch))
 
 
-def run_one(settings: CentralizedSettings, seed: int, data, radio, split, cache=None) -> dict:
-    """Train and score one seed; ``cache`` may hold frozen features for ``probe`` mode."""
+def run_one(
+    settings: CentralizedSettings,
+    seed: int,
+    data,
+    radio,
+    split,
+    cache: dict | None = None,
+    subsets: dict[str, np.ndarray] | None = None,
+) -> dict:
+    """Train and score one seed.
+
+    ``cache`` may hold the frozen encoder's features for ``probe`` mode (filled on
+    first use); ``subsets`` maps a name to a bool mask over the test rows, scored
+    separately (e.g. low-SNR rows) under ``subset_metrics``.
+    """
     import torch
 
-    from rantune.tasks import get_task
-    from rantune.training import (
-        TrainSettings,
-        encode,
-        evaluate,
-        evaluate_features,
-        label_budget,
-        train,
-        train_probe,
-    )
+    from rantune.tasks import get_task, predict
+    from rantune.training import TrainSettings, encode, label_budget, train, train_probe
 
     task = get_task(settings.task)
     train_rows, test_rows = split
@@ -166,6 +173,7 @@ def run_one(settings: CentralizedSettings, seed: int, data, radio, split, cache=
         lr=settings.learning_rate,
         weight_decay=settings.weight_decay,
         seed=seed,
+        max_steps=settings.max_steps,
     )
     x_test, y_test = task.tensors(data, test_rows)
     started = time.perf_counter()
@@ -179,11 +187,25 @@ def run_one(settings: CentralizedSettings, seed: int, data, radio, split, cache=
         x, y = task.tensors(data, rows)
         features = (cache["train"][0][where], cache["train"][1][where])
         log = train_probe(model, task, x, y, train_settings, features=features)
-        metrics = evaluate_features(model, task, x_test, y_test, cache["test"])
+        with torch.no_grad():
+            cls, patches = cache["test"]
+            output = torch.cat(
+                [
+                    model.head(x_test[i : i + 512], cls[i : i + 512], patches[i : i + 512])
+                    for i in range(0, len(x_test), 512)
+                ]
+            )
     else:
         x, y = task.tensors(data, rows)
         log = train(model, task, x, y, train_settings)
-        metrics = evaluate(model, task, x_test, y_test)
+        output = predict(model, x_test)
+    metrics = task.metrics(output, y_test)
+    metrics["loss"] = float(task.loss(output, y_test))
+    subset_metrics = {
+        name: task.metrics(output[torch.as_tensor(mask)], y_test[torch.as_tensor(mask)])
+        for name, mask in (subsets or {}).items()
+        if mask.any()
+    }
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {
         "seed": seed,
@@ -194,6 +216,7 @@ def run_one(settings: CentralizedSettings, seed: int, data, radio, split, cache=
         "seconds": round(time.perf_counter() - started, 2),
         "trainable_parameters": int(trainable),
         "metrics": {k: float(v) for k, v in metrics.items()},
+        "subset_metrics": subset_metrics,
     }
 
 
@@ -272,6 +295,7 @@ def register(app: typer.Typer) -> None:
         size: str = typer.Option("tiny", help="Model size (must match the checkpoint)."),
         epochs: int = typer.Option(2, help="Passes over the labelled rows."),
         min_steps: int = typer.Option(100, help="At least this many optimizer steps."),
+        max_steps: int = typer.Option(0, help="At most this many optimizer steps (0 = no cap)."),
         batch_size: int = typer.Option(32, help="Mini-batch size."),
         lr: float | None = typer.Option(None, help="Learning rate (default per mode)."),
         lora_r: int = typer.Option(8, help="LoRA rank."),
@@ -307,6 +331,7 @@ def register(app: typer.Typer) -> None:
             size=size,
             epochs=epochs,
             min_steps=min_steps,
+            max_steps=max_steps,
             batch_size=batch_size,
             lr=lr,
             lora=lora,
