@@ -351,10 +351,26 @@ class RoundRunner:
         return summary, clients
 
     # -------------------------------------------------------------------- run
+    def _check_nodes(self, num_clients: int) -> None:
+        """One node per client: more nodes than clients is an error (their partition ids
+        would be out of range); fewer is logged (deployment nodes may join later)."""
+        num_nodes = len(list(self.grid.get_node_ids()))
+        hint = (
+            f"the run config partitions the data into {num_clients} clients (one per base "
+            "station for partition.scheme=natural); start as many SuperNodes "
+            f"(flwr run ... --federation-config 'num-supernodes={num_clients}') or set "
+            "partition.num-clients"
+        )
+        if num_nodes > num_clients:
+            raise ValueError(f"{num_nodes} SuperNodes are connected but {hint}")
+        if num_nodes < num_clients:
+            log(WARNING, "%s SuperNode(s) connected so far, but %s", num_nodes, hint)
+
     def run(self) -> dict:
         """Run (or resume) every round; returns the history written to history.json."""
         cfg, rundir = self.cfg, self.rundir
         existing = rundir.check_config(cfg)
+        self._check_nodes(workload.federated_data(cfg).num_clients)
         evaluator = GlobalEvaluator(cfg)
         full_bytes = record_bytes(state_to_record(workload.full_model_parameters(cfg)))
         resume = rundir.resume_point(cfg) if existing else None

@@ -309,3 +309,35 @@ def test_more_required_clients_than_nodes_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="min-train-clients=5 but the run has 3 clients"):
         run_simulation({**BASE, "min-train-clients": 5, "out-dir": str(tmp_path)})
     assert not any(tmp_path.iterdir())
+
+
+def test_client_that_times_out_is_dropped_and_the_round_goes_on(tmp_path, monkeypatch):
+    # Prepare: a fake clock that jumps 1000 s whenever base station 2 works
+    import simulations.engine.grid as grid_module
+
+    real = grid_module.time.monotonic
+    offset = {"s": 0.0}
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            return real() + offset["s"]
+
+        perf_counter = staticmethod(grid_module.time.perf_counter)
+
+    class Slow(Recorder):
+        def __call__(self, message, context):
+            if context.node_config["partition-id"] == 2:
+                offset["s"] += 1000.0
+            return super().__call__(message, context)
+
+    monkeypatch.setattr(grid_module, "time", Clock)
+    overrides = {**BASE, "num-server-rounds": 1, "round-timeout": 600.0, "out-dir": str(tmp_path)}
+
+    # Execute
+    history = run_simulation(overrides, client_app=Slow())
+
+    # Assert
+    train = history["rounds"][1]["train"]
+    assert train["aggregated"] and train["answered"] == ["0", "1"]
+    assert [f["reason"] for f in train["failed"]] == ["no reply within round-timeout"]
