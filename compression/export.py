@@ -96,13 +96,15 @@ def strip_metadata(proto: onnx.ModelProto, model_level: bool = True) -> onnx.Mod
 def compact_onnx(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Shrink graph bookkeeping without touching the computation.
 
-    Intermediate tensor names become short ids (graph inputs/outputs and weight names
-    stay), node names, doc strings and ``value_info`` go, and all-zero optional weight
-    zero points of ``MatMulInteger`` are dropped (zero is the default). On a 0.3M
-    parameter model this bookkeeping is ~3% of the fp32 file and ~8% of the int8 one.
+    Every tensor name except the graph input and output becomes a short id (weights
+    included), node names, doc strings and ``value_info`` go, and all-zero optional
+    zero points of ``MatMulInteger`` (weights) and ``DequantizeLinear`` are dropped
+    (zero is their default; ``QuantizeLinear`` keeps its zero point, which sets the
+    output type). On a 0.3M-parameter model this bookkeeping is ~3% of the fp32 file
+    and ~8% of an int8 one; every variant, fp32 included, is compacted the same way.
     """
     graph = proto.graph
-    keep = {v.name for v in [*graph.input, *graph.output]} | {i.name for i in graph.initializer}
+    keep = {v.name for v in [*graph.input, *graph.output]}
     mapping: dict[str, str] = {}
 
     def short(name: str) -> str:
@@ -113,20 +115,27 @@ def compact_onnx(proto: onnx.ModelProto) -> onnx.ModelProto:
         return mapping[name]
 
     initializers = {i.name: i for i in graph.initializer}
+
+    def zero_initializer(name: str) -> bool:
+        return name in initializers and not onnx.numpy_helper.to_array(initializers[name]).any()
+
     for graph_node in graph.node:
+        optional_zero = {"MatMulInteger": 3, "DequantizeLinear": 2}.get(graph_node.op_type)
         if (
-            graph_node.op_type == "MatMulInteger"
-            and len(graph_node.input) == 4
-            and graph_node.input[3] in initializers
-            and not onnx.numpy_helper.to_array(initializers[graph_node.input[3]]).any()
+            optional_zero is not None
+            and len(graph_node.input) == optional_zero + 1
+            and zero_initializer(graph_node.input[optional_zero])
         ):
-            del graph_node.input[3]
+            del graph_node.input[optional_zero]
         graph_node.input[:] = [short(x) for x in graph_node.input]
         graph_node.output[:] = [short(x) for x in graph_node.output]
         graph_node.name = ""
         graph_node.doc_string = ""
     used = {x for graph_node in graph.node for x in graph_node.input}
-    kept = [i for i in graph.initializer if i.name in used]
+    kept = [i for i in graph.initializer if short(i.name) in used]
+    for init in kept:
+        init.name = short(init.name)
+        init.doc_string = ""
     del graph.initializer[:]
     graph.initializer.extend(kept)
     del graph.value_info[:]

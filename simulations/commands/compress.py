@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 import typer
@@ -46,6 +48,8 @@ def register(app: typer.Typer) -> None:
         from compression.prune import PruneSettings
 
         names = parse_variants(variants)  # fail on a typo before loading anything
+        # SIGTERM -> SystemExit, so compress() removes its temporary directory.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         settings = CompressSettings(
             prune=PruneSettings(head_ratio=head_ratio, ffn_ratio=ffn_ratio),
             recover=replace(CompressSettings().recover, epochs=recover_epochs),
