@@ -238,7 +238,15 @@ def main() -> None:
     parser.add_argument(
         "--torch-threads", type=int, default=1, help="torch threads for training (1: shared CPUs)"
     )
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite compression.md from the JSON"
+    )
     args = parser.parse_args()
+    if args.render_only:
+        import json
+
+        write_markdown(json.loads((RESULTS / "compression.json").read_text()))
+        return
     torch.set_num_threads(args.torch_threads)
     given = dict(item.split("=", 1) for item in args.run)
     results = {

@@ -92,6 +92,9 @@ def report_rows(report: dict) -> list[list[str]]:
                 entry["variant"],
                 f"{entry['size_bytes'] / 1e6:.3f}",
                 f"{entry['size_bytes'] / ref['size_bytes']:.2f}",
+                f"{entry['compressed_size_bytes'] / 1e6:.3f}"
+                if "compressed_size_bytes" in entry
+                else "-",
                 f"{entry['parameters']:,}",
                 f"{lat['b1']['p50_ms']:.3f}",
                 f"{lat['b64']['p50_ms']:.2f}",
@@ -109,6 +112,7 @@ def markdown_table(report: dict) -> str:
         "variant",
         "size MB",
         "x fp32",
+        "zip MB",
         "params",
         "p50 b1 ms",
         "p50 b64 ms",
@@ -150,7 +154,8 @@ def write_report_md(path: Path, report: dict) -> None:
         "",
         f"Latency: p50 over repeated calls, {threads} thread(s); `torch-fp32-teacher` is "
         "PyTorch eager fp32 (the reference for speed-ups), the others run in onnxruntime "
-        "on the CPU. Size of the reference = the fp32 ONNX file. Drop is vs the teacher.",
+        "on the CPU. Size of the reference = the fp32 ONNX file; zip MB = the file "
+        "deflated (what sparsity buys: sparse-int8 is size-only). Drop is vs the teacher.",
         "",
         "## Targets",
         "",
