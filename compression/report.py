@@ -196,18 +196,32 @@ def write_pareto(path: Path, report: dict) -> None:
         ("p50 latency at batch 1 (ms)", [e["latency"]["b1"]["p50_ms"] for e in entries]),
         ("model size (MB)", [e["size_bytes"] / 1e6 for e in entries]),
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, (label, xs) in zip(axes, axes_data, strict=True):
-        ax.scatter(xs, metric, color=["black"] + ["tab:blue"] * (len(xs) - 1))
-        for name, x, y in zip(names, xs, metric, strict=True):
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        colours = ["black"] + ["tab:blue"] * (len(xs) - 1)
+        ax.scatter(xs, metric, color=colours, zorder=3)
+        for k, (name, x, y) in enumerate(zip(names, xs, metric, strict=True)):
+            offset = (5, 6 + 9 * (k % 3)) if k % 2 == 0 else (5, -12 - 9 * (k % 3))
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=offset, fontsize=8)
         front = sorted(_pareto(list(zip(xs, metric, strict=True)), better), key=lambda i: xs[i])
-        ax.plot([xs[i] for i in front], [metric[i] for i in front], "--", color="tab:orange")
+        ax.plot([xs[i] for i in front], [metric[i] for i in front], "--o", color="tab:orange",
+                markerfacecolor="none", markersize=11, zorder=2)  # fmt: skip
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="x", which="minor", labelsize=0)
+        span = max(metric) - min(metric)
+        pad = span * 0.25 if span > 0 else max(abs(metric[0]) * 0.02, 0.01)
+        ax.set_ylim(min(metric) - pad, max(metric) + pad)
         ax.set_xlabel(label)
-        ax.set_ylabel(key)
+        ax.set_ylabel(key + ("" if better else " (lower is better)"))
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{report['task']}: accuracy vs cost (dashed: Pareto front)")
+    fig.suptitle(
+        f"{report['task']}: quality vs cost (black: PyTorch eager fp32 teacher; circled: Pareto front)"
+    )
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     os.close(fd)
