@@ -119,6 +119,37 @@ def edge_grid(art: Path, variants: list[str], repeats: int) -> dict:
     return grid
 
 
+def server_modes(run_dir: Path, compile_modes: bool, repeats: int) -> list[dict]:
+    """torchao server core on this CPU: eager fp32 vs int8 modes (+ torch.compile)."""
+    from compression.data import run_data
+    from compression.pipeline import torch_latency
+    from compression.quantize_server import quantize_for_server
+
+    run = load_run(run_dir)
+    data = run_data(run.config, max_train=8, max_calib=8, max_eval=512)
+    x = data.eval_x
+    with torch.no_grad():
+        reference = run.model(x)
+    rows = []
+    combos = [(m, False) for m in ("fp32", "int8-weight-only", "int8-dynamic")]
+    if compile_modes:
+        combos += [("fp32", True), ("int8-weight-only", True), ("int8-dynamic", True)]
+    for mode, compiled in combos:
+        start = time.time()
+        served = quantize_for_server(run.model, mode, "cpu", compile=compiled)
+        out = served(x)  # first call compiles
+        setup = time.time() - start
+        row = {"mode": mode, "compiled": compiled, "setup_s": setup}
+        spread = float(reference.max() - reference.min())
+        row["max_abs_err_rel"] = float((out - reference).abs().max()) / spread
+        for name, batch in (("b1", x[:1]), ("b64", x[:64])):
+            stats = torch_latency(served.module, batch, 1, 5, repeats)
+            row[name] = stats["p50_ms"]
+        rows.append(row)
+        print(f"server {mode} compile={compiled}: {row}", flush=True)
+    return rows
+
+
 def overhead_share(path: Path) -> float:
     """Share of a quantized file that is not int8 weights (fp32 params, scales, graph)."""
     proto = onnx.load(str(path))
@@ -202,6 +233,22 @@ def write_markdown(results: dict) -> None:
                 f"| {name} | {cell[(1, 1)]} | {cell[(1, 64)]} | {cell[(2, 1)]} | {cell[(2, 64)]} |"
             )
         lines.append("")
+    server = {t: e["server"] for t, e in results["tasks"].items() if e.get("server")}
+    if server:
+        lines += [
+            "## Server core (torchao, this CPU, 1 thread)",
+            "",
+            "| task | mode | torch.compile | setup s | p50 b1 ms | p50 b64 ms | max err / spread |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for task, rows in server.items():
+            for r in rows:
+                lines.append(
+                    f"| {task} | {r['mode']} | {'yes' if r['compiled'] else 'no'} | "
+                    f"{r['setup_s']:.1f} | {r['b1']:.3f} | {r['b64']:.2f} | "
+                    f"{r['max_abs_err_rel']:.4f} |"
+                )
+        lines.append("")
     if results.get("notes"):
         lines += ["## Notes", "", *results["notes"], ""]
     atomic_write_bytes(RESULTS / "compression.md", ("\n".join(lines) + "\n").encode())
@@ -239,13 +286,25 @@ def main() -> None:
         "--torch-threads", type=int, default=1, help="torch threads for training (1: shared CPUs)"
     )
     parser.add_argument(
+        "--server", action="store_true", help="add torchao server timings to the JSON"
+    )
+    parser.add_argument("--server-compile", action="store_true", help="also torch.compile")
+    parser.add_argument(
         "--render-only", action="store_true", help="rewrite compression.md from the JSON"
     )
     args = parser.parse_args()
-    if args.render_only:
+    if args.render_only or args.server:
         import json
 
-        write_markdown(json.loads((RESULTS / "compression.json").read_text()))
+        results = json.loads((RESULTS / "compression.json").read_text())
+        if args.server:
+            torch.set_num_threads(args.torch_threads)
+            for entry in results["tasks"].values():
+                entry["server"] = server_modes(
+                    Path(entry["run_dir"]), args.server_compile, args.repeats
+                )
+                atomic_write_json(RESULTS / "compression.json", json_safe(results))
+        write_markdown(results)
         return
     torch.set_num_threads(args.torch_threads)
     given = dict(item.split("=", 1) for item in args.run)
