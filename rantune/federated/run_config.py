@@ -82,13 +82,15 @@ DEFAULTS: dict[str, Scalar] = {
     # Experiment options of the strategy comparison (rantune.federated.ranks/attacks):
     # per-partition LoRA ranks cycled over partition ids ("4,8,16"; "" = lora.r for all),
     # Byzantine clients (fraction of partitions, sign-flip|scaled|gaussian, factor;
-    # factor 0 = the kind's default), and row caps per client split (0 = all rows).
+    # factor 0 = the kind's default), and row caps per client split and for the global
+    # test set (seeded subsets; 0 = all rows).
     "lora.client-ranks": "",
     "attack.fraction": 0.0,
     "attack.kind": "sign-flip",
     "attack.factor": 0.0,
     "data.max-train-rows": 0,
     "data.max-eval-rows": 0,
+    "data.max-global-test-rows": 0,
 }
 
 # Keys that do not change the numbers a run produces: a run may be resumed (or

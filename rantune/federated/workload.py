@@ -253,21 +253,25 @@ def split_rows(cfg: RunConfig, client: int | None, split: str) -> np.ndarray:
     return cap_rows(cfg, getattr(data.parts.clients[client], split), client, split)
 
 
-def row_caps(cfg: RunConfig) -> tuple[int, int]:
-    """``(data.max-train-rows, data.max-eval-rows)``; 0 = no cap."""
+ROW_CAP_KEYS = ("data.max-train-rows", "data.max-eval-rows", "data.max-global-test-rows")
+
+
+def row_caps(cfg: RunConfig) -> tuple[int, int, int]:
+    """``(data.max-train-rows, data.max-eval-rows, data.max-global-test-rows)``; 0 = no cap."""
     flat = cfg.flat_dict()
-    caps = (flat.get("data.max-train-rows", 0), flat.get("data.max-eval-rows", 0))
-    for key, value in zip(("data.max-train-rows", "data.max-eval-rows"), caps, strict=True):
+    caps = tuple(flat.get(key, 0) for key in ROW_CAP_KEYS)
+    for key, value in zip(ROW_CAP_KEYS, caps, strict=True):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"run config {key}={value!r} is invalid: expected an integer >= 0")
-    return int(caps[0]), int(caps[1])
+    return tuple(int(c) for c in caps)
 
 
 def cap_rows(cfg: RunConfig, rows: np.ndarray, client: int | None, split: str) -> np.ndarray:
-    """A seeded subset of ``rows`` when the split's cap (``data.max-train-rows`` for
-    ``train``, ``data.max-eval-rows`` for ``val``/``test``) is below its size; the
-    same rows every call (seeded by the data seed, client and split), original order."""
-    cap = row_caps(cfg)[0 if split == "train" else 1]
+    """A seeded subset of ``rows`` when the split's cap (``data.max-train-rows`` for a
+    client's ``train``, ``data.max-eval-rows`` for its ``val``/``test``,
+    ``data.max-global-test-rows`` for the global test set) is below its size; the same
+    rows every call (seeded by the data seed, client and split), original order."""
+    cap = row_caps(cfg)[2 if client is None else 0 if split == "train" else 1]
     if cap == 0 or len(rows) <= cap:
         return rows
     rng = np.random.default_rng(

@@ -40,13 +40,22 @@ def register(app: typer.Typer) -> None:
             help="Run-config overrides key=value for every run (TOML values), repeatable.",
         ),
         workers: int = typer.Option(2, help="Processes running the grid (1 = this process)."),
-        metric: str = typer.Option(None, help="Compared metric (default: the task's primary)."),
+        metric: str = typer.Option(
+            None, help="Compared metric, or per task: los=auc,beam=top1 (default: primary)."
+        ),
         target: float = typer.Option(None, help="Metric target for 'rounds to target'."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
     ) -> None:
         """Compare aggregation strategies across partitions and seeds (resumable, 2 cores)."""
         from rantune.federated.run_config import parse_override_pairs
-        from simulations.compare.grid import GridSpec, parse_list, parse_seeds, plan, run_grid
+        from simulations.compare.grid import (
+            GridSpec,
+            parse_list,
+            parse_metric,
+            parse_seeds,
+            plan,
+            run_grid,
+        )
 
         spec = GridSpec(
             preset=preset,
@@ -56,7 +65,7 @@ def register(app: typer.Typer) -> None:
             seeds=parse_seeds(seeds),
             rounds=rounds,
             overrides=parse_override_pairs(run_config or []),
-            metric=metric,
+            metric=parse_metric(metric),
         )
         logging.getLogger("flwr").setLevel(logging.WARNING)
         total = len(plan(spec, out))  # every config checked before anything is written

@@ -48,7 +48,8 @@ class GridSpec:
     tasks, strategies, partitions, seeds : the grid axes (every combination runs).
     rounds : server rounds per run.
     overrides : extra flat run-config keys for every run (``{"local-epochs": 2}``).
-    metric : the compared metric (default: each task's primary metric).
+    metric : the compared metric: one name for every task, ``{task: name}``, or
+        ``None`` for each task's primary metric.
     """
 
     preset: str
@@ -58,7 +59,12 @@ class GridSpec:
     seeds: tuple[int, ...]
     rounds: int
     overrides: Mapping[str, Scalar] = field(default_factory=dict)
-    metric: str | None = None
+    metric: str | Mapping[str, str] | None = None
+
+    def metric_for(self, task: str) -> str | None:
+        if isinstance(self.metric, Mapping):
+            return self.metric.get(task)
+        return self.metric
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,21 @@ def parse_list(text: str, what: str) -> tuple[str, ...]:
     if duplicates:
         raise ValueError(f"--{what} lists {duplicates} twice")
     return items
+
+
+def parse_metric(text: str | None) -> str | dict[str, str] | None:
+    """``"auc"`` (every task) or ``"los=auc,beam=top1"`` (per task); ``None`` stays."""
+    if text is None or not str(text).strip():
+        return None
+    if "=" not in text:
+        return text.strip()
+    out = {}
+    for item in parse_list(text, "metric"):
+        task, sep, name = item.partition("=")
+        if not sep or not task.strip() or not name.strip():
+            raise ValueError(f"--metric {item!r} is invalid: use name or task=name,task=name")
+        out[task.strip()] = name.strip()
+    return out
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -210,11 +231,15 @@ def history_to_record(history: dict, job: RunJob, cfg: RunConfig, metric: str | 
         "bytes-down-evaluate": down_eval,
         "final-server": history.get("final", {}),
         "run-config": dict(job.overrides),
+        "metric-requested": metric,
     }
 
 
-def is_done(out: Path, job: RunJob, cfg: RunConfig) -> bool:
-    """Whether a valid record of this run (same config hash and rounds) exists."""
+def is_done(out: Path, job: RunJob, cfg: RunConfig, metric: str | None = None) -> bool:
+    """Whether a valid record of this run (same config hash, rounds and metric) exists.
+
+    A record of another metric is rebuilt by "running" again: the engine finds every
+    round done and only rewrites the history (seconds)."""
     path = record_path(out, job.task, job.strategy, job.partition, job.seed)
     if not path.exists():
         return False
@@ -226,6 +251,8 @@ def is_done(out: Path, job: RunJob, cfg: RunConfig) -> bool:
     return (
         raw.get("config-hash") == cfg.identity_hash()
         and raw.get("num-rounds") == cfg.num_server_rounds
+        and (metric is None or raw.get("metric") == metric)
+        and (metric is not None or raw.get("metric-requested") is None)
     )
 
 
@@ -284,7 +311,8 @@ def run_grid(
     start = time.perf_counter()
     pending = []
     for job, cfg in jobs:
-        (result.skipped if is_done(out, job, cfg) else pending).append(job)
+        done = is_done(out, job, cfg, spec.metric_for(job.task))
+        (result.skipped if done else pending).append(job)
     result.skipped = [j.name for j in result.skipped]
     total = len(pending)
 
@@ -299,13 +327,15 @@ def run_grid(
     if pending and workers == 1:
         _init_worker()
         for i, job in enumerate(pending, start=1):
-            record(execute(job, str(out), spec.metric), i)
+            record(execute(job, str(out), spec.metric_for(job.task)), i)
     elif pending:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
             max_workers=min(workers, len(pending)), mp_context=context, initializer=_init_worker
         ) as pool:
-            futures = [pool.submit(execute, job, str(out), spec.metric) for job in pending]
+            futures = [
+                pool.submit(execute, job, str(out), spec.metric_for(job.task)) for job in pending
+            ]
             for i, future in enumerate(as_completed(futures), start=1):
                 record(future.result(), i)
     records = [
