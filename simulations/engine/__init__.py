@@ -51,6 +51,7 @@ def resolve_config(overrides: Mapping[str, Scalar] | RunConfig | None = None) ->
     from server.strategies import check_compatible
 
     check_compatible(cfg)
+    workload.preset(cfg)  # an unknown preset fails here, before anything is written
     return cfg
 
 
