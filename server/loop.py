@@ -55,6 +55,7 @@ from rantune.federated.messages import (
 from rantune.federated.run_config import RunConfig
 from rantune.federated.rundir import RunDir
 from rantune.tasks import get_task
+from server.replies import replies_by_node
 from server.strategies.hooks import evaluate_global, write_dense_deltas
 from server.strategies.state import load_strategy_state, strategy_state
 
@@ -163,7 +164,7 @@ class RoundRunner:
             if messages
             else []
         )
-        by_node = {reply.metadata.src_node_id: reply for reply in replies}
+        by_node = replies_by_node(messages, replies)  # SuperLink errors included
         accepted: list[tuple[int, Message]] = []
         failed, rejected, clients = [], [], {}
         for node_id, info in sent.items():
@@ -277,7 +278,7 @@ class RoundRunner:
             if messages
             else []
         )
-        by_node = {reply.metadata.src_node_id: reply for reply in replies}
+        by_node = replies_by_node(messages, replies)  # SuperLink errors included
         per_client, failed, valid, clients = {}, [], [], {}
         for node_id in down:
             reply = by_node.get(node_id)

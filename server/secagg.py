@@ -63,6 +63,7 @@ from rantune.federated.privacy import SecAggSettings, secagg_settings
 from rantune.federated.run_config import RunConfig
 from server.loop import RoundRunner, _client_id, _train_config
 from server.privacy import check_plain_averaging
+from server.replies import replies_by_node
 from server.strategies import aggregate_metrics
 
 STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
@@ -152,23 +153,21 @@ class MeteringGrid(Grid):
         start = time.perf_counter()
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         totals["seconds"] += time.perf_counter() - start
-        answered = set()
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            answered.add(node)
-            if reply.has_error():
-                self.errors[node] = f"SecAgg+ stage {stage}: {reply.error.reason}"
-                continue
-            size = message_bytes(reply)
-            self.up[node] += size
-            totals["bytes-up"] += size
-            self.replied[node].append(stage)
+        by_node = replies_by_node(messages, replies)
         for message in messages:
             node = message.metadata.dst_node_id
-            if node not in answered:
+            reply = by_node.get(node)
+            if reply is None:
                 self.errors.setdefault(
                     node, f"SecAgg+ stage {stage}: no reply within round-timeout"
                 )
+            elif reply.has_error():
+                self.errors[node] = f"SecAgg+ stage {stage}: {reply.error.reason}"
+            else:
+                size = message_bytes(reply)
+                self.up[node] += size
+                totals["bytes-up"] += size
+                self.replied[node].append(stage)
         return replies
 
 
