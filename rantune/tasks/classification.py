@@ -29,6 +29,37 @@ class PooledLinearHead(nn.Module):
         return self.classifier(self.norm(pooled))  # [B, num_outputs]
 
 
+class TokenMLPHead(nn.Module):
+    """Per-token MLP, then mean over patches (DeepSets-style), then a linear classifier.
+
+    ``patches`` ``[B, P, d]`` -> LayerNorm -> Linear(d, hidden) -> GELU -> mean over P
+    ``[B, hidden]``, concatenated with the normed CLS ``[B, d]`` -> LayerNorm -> linear
+    ``[B, num_outputs]``. The token-wise non-linearity lets phase-invariant features
+    (powers, relative phases) survive the pooling that a plain mean would cancel.
+    """
+
+    def __init__(self, d_model: int, num_outputs: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.token_norm = nn.LayerNorm(d_model)
+        self.token_mlp = nn.Linear(d_model, hidden)
+        self.norm = nn.LayerNorm(hidden + d_model)
+        self.classifier = nn.Linear(hidden + d_model, num_outputs)
+
+    def forward(self, x: Tensor, cls: Tensor, patches: Tensor) -> Tensor:
+        tokens = F.gelu(self.token_mlp(self.token_norm(patches)))  # [B, P, hidden]
+        pooled = torch.cat([tokens.mean(dim=1), self.token_norm(cls)], dim=-1)  # [B, h + d]
+        return self.classifier(self.norm(pooled))  # [B, num_outputs]
+
+
+CLASSIFICATION_HEADS = {"token-mlp": TokenMLPHead, "pooled-linear": PooledLinearHead}
+
+
+def _check_head(head: str) -> str:
+    if head not in CLASSIFICATION_HEADS:
+        raise ValueError(f"head {head!r} is unknown: choose one of {list(CLASSIFICATION_HEADS)}")
+    return head
+
+
 def strongest_tap_ratio(csi: np.ndarray) -> np.ndarray:
     """Power of the strongest delay tap over the total, ``[N, A, S]`` -> ``[N]``.
 
@@ -49,13 +80,16 @@ class LosTask(Task):
     primary_metric = "accuracy"
     label_names = ("nlos", "los")
 
+    def __init__(self, head: str = "token-mlp") -> None:
+        self.head = _check_head(head)
+
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
         return csi_to_real(data["csi_noisy"][index]), torch.as_tensor(
             data["los"][index].astype(np.int64)
         )
 
     def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
-        return PooledLinearHead(cfg.d_model, 2)
+        return CLASSIFICATION_HEADS[self.head](cfg.d_model, 2)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(output, target)
@@ -100,11 +134,14 @@ class BeamTask(Task):
     name = "beam"
     primary_metric = "top1"
 
+    def __init__(self, head: str = "token-mlp") -> None:
+        self.head = _check_head(head)
+
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
         return csi_to_real(data["csi_noisy"][index]), torch.as_tensor(data["beam_gains"][index])
 
     def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
-        return PooledLinearHead(cfg.d_model, radio.num_beams)
+        return CLASSIFICATION_HEADS[self.head](cfg.d_model, radio.num_beams)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(output, target.argmax(dim=-1))

@@ -27,7 +27,7 @@ from simulations.errors import cli_errors, ensure_output_dir
 console = Console()
 MODES = ("scratch", "probe", "lora", "full")
 # Learning rates per mode that worked on the default preset (tiny model, batch 32).
-DEFAULT_LR = {"scratch": 1e-3, "probe": 3e-3, "lora": 2e-3, "full": 5e-4}
+DEFAULT_LR = {"scratch": 1e-3, "probe": 3e-3, "lora": 5e-3, "full": 5e-4}
 
 
 @dataclass(frozen=True)
