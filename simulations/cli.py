@@ -7,6 +7,7 @@ import typer
 from simulations.commands import compare as compare_command
 from simulations.commands import compress as compress_command
 from simulations.commands import data as data_command
+from simulations.commands import demo as demo_command
 from simulations.commands import edge as edge_command
 from simulations.commands import federation as federation_command
 from simulations.commands import pretrain as pretrain_command
@@ -20,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+demo_command.register(app)
 data_command.register(app)
 compress_command.register(app)
 edge_command.register(app)
