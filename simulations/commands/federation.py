@@ -1,4 +1,9 @@
-"""``rantune federation up|down|status``: a local SuperLink + SuperNodes on loopback."""
+"""``rantune federation up|down|status``: a local SuperLink + SuperNodes on loopback.
+
+Also ``certs`` and ``keygen`` (TLS material and SuperNode keys for separate hosts,
+see docs/deployment.md) and the failure drills ``kill-node``, ``restart-node``,
+``kill-serverapp`` on a federation started by ``up``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simulations.errors import cli_errors, ensure_output_dir, fail
-from simulations.federation import launcher
+from simulations.federation import auth, drills, launcher, tls
 from simulations.federation.connection import flwr_home
 from simulations.federation.tls import TlsFiles
 
@@ -152,3 +157,72 @@ def register(app: typer.Typer) -> None:
             f"({flwr_home(fed.flwr_home) / 'config.toml'})",
             highlight=False,
         )
+
+    @group.command("certs")
+    @cli_errors
+    def certs(
+        out: Path = typer.Option(..., "--out", help="Directory for ca.pem, server.pem, keys."),
+        host: list[str] | None = typer.Option(
+            None, "--host", help="SuperLink host name or IP as SuperNodes dial it (repeatable)."
+        ),
+        days: int = typer.Option(365, "--days", help="Validity in days."),
+    ) -> None:
+        """Generate a CA and a SuperLink certificate (for a SuperLink on another host)."""
+        files = tls.generate_tls(
+            ensure_output_dir(out), extra_hosts=tuple(host or ()), valid_days=days
+        )
+        console.print(
+            f"CA {files.ca_cert} (give it to every SuperNode and the flwr CLI)\n"
+            f"SuperLink: {' '.join(files.superlink_args())}\n"
+            f"hosts in the certificate: {', '.join(tls.certificate_hosts(files.server_cert))}\n"
+            f"keep {Path(files.ca_cert).with_name(tls.CA_KEY)} offline",
+            highlight=False,
+        )
+
+    @group.command("keygen")
+    @cli_errors
+    def keygen(
+        out: Path = typer.Option(..., "--out", help="Directory for NAME.key and NAME.pub."),
+        name: list[str] = typer.Option(..., "--name", help="Base station name (repeatable)."),
+    ) -> None:
+        """Generate SuperNode auth key pairs (EC P-384, OpenSSH format)."""
+        directory = ensure_output_dir(out)
+        for node in name:
+            keys = auth.generate_node_keys(directory, node)
+            console.print(
+                f"{node}: private {keys.private_key} (stays on the base station), "
+                f"public {keys.public_key} (flwr supernode register)",
+                highlight=False,
+            )
+
+    @group.command("kill-node")
+    @cli_errors
+    def kill_node(
+        name: str = typer.Argument(..., help="SuperNode to kill, e.g. bs-1."),
+        out: Path = typer.Option(DEFAULT_OUT, "--out", help="Directory given to `up`."),
+    ) -> None:
+        """Failure drill: SIGKILL a SuperNode with its SuperExec and ClientApp processes."""
+        count = drills.kill_node(out, name)
+        console.print(f"{name}: killed ({count} processes); restart with restart-node {name}")
+
+    @group.command("restart-node")
+    @cli_errors
+    def restart_node(
+        name: str = typer.Argument(..., help="SuperNode to start again, e.g. bs-1."),
+        out: Path = typer.Option(DEFAULT_OUT, "--out", help="Directory given to `up`."),
+    ) -> None:
+        """Failure drill: start a killed SuperNode again (same key and node-config)."""
+        fed = drills.restart_node(out, name)
+        record = next(p for p in fed.processes if p.name == name)
+        console.print(f"{name}: started again (pid {record.pid}, log {record.log})")
+
+    @group.command("kill-serverapp")
+    @cli_errors
+    def kill_serverapp(
+        out: Path = typer.Option(DEFAULT_OUT, "--out", help="Directory given to `up`."),
+    ) -> None:
+        """Failure drill: kill the running ServerApp; `flwr run` with the same out-dir resumes."""
+        count = drills.kill_serverapp(out)
+        if count == 0:
+            fail("no ServerApp process is running in this federation", code=1)
+        console.print(f"ServerApp killed ({count} processes); rerun `flwr run` to resume")
