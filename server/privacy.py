@@ -15,7 +15,9 @@
 - **accounting**: each released aggregate is composed into an RDP accountant
   (:mod:`rantune.federated.dp_accounting`) with sampling rate ``q = n / N`` and the
   effective noise multiplier ``z m / n`` when only ``m < n`` updates arrived
-  (adaptive modes add the noisy clipped-count query with sensitivity 1). The
+  (adaptive modes: times ``C'/C``, since Flower scales the noise with the norm
+  already adapted for the next round, and with the noisy clipped-count query of
+  sensitivity 1 composed in). The
   round's ``dp-*`` values (epsilon at delta, noise std, clipping norm, ...) are
   returned with the aggregated train metrics, so ``history.json`` lists them
   under ``rounds[i].train.metrics``;
@@ -202,12 +204,22 @@ class PrivateStrategy(Strategy):
         return arrays, metrics
 
     def _account(self, aggregated: int, sampled: int, clipping_norm: float) -> dict:
-        """Compose this round's release; return the ``dp-*`` metrics of the round."""
+        """Compose this round's release; return the ``dp-*`` metrics of the round.
+
+        The sensitivity of the mean is ``C / m`` (``C``: the norm the updates were
+        clipped to, ``m``: updates averaged); the noise std Flower adds is
+        ``z C' / n``, where the adaptive wrappers use the norm *after* this round's
+        update ``C'`` (Flower 1.41 updates the norm before adding noise). So the
+        effective multiplier is ``z (C' / C) (m / n)``.
+        """
         z = float(self.dp.noise_multiplier)  # adaptive: Flower's adjusted update multiplier
-        z_eff = z * aggregated / sampled
+        noise_norm = float(self.dp.clipping_norm)  # the norm the noise was scaled with
+        stddev = z * noise_norm / sampled
+        z_eff = stddev / (clipping_norm / aggregated)
         if self.settings.adaptive:
             count_std = float(self.dp.clipped_count_stddev)
             if z_eff > 0 and count_std > 0:
+                # the noisy clipped-update count (sensitivity 1) is released too
                 z_eff = (z_eff**-2 + count_std**-2) ** -0.5
             else:
                 z_eff = 0.0
@@ -218,7 +230,7 @@ class PrivateStrategy(Strategy):
             "dp-epsilon": epsilon if math.isfinite(epsilon) else float("inf"),
             "dp-delta": self.settings.delta,
             "dp-noise-multiplier": z_eff,
-            "dp-noise-stddev": z * clipping_norm / sampled,
+            "dp-noise-stddev": stddev,
             "dp-clipping-norm": clipping_norm,
             "dp-sampling-rate": q,
             "dp-clients": aggregated,

@@ -97,6 +97,11 @@ def test_client_adaptive_clipping_reports_norm_bits(tmp_path):
     metrics = history["rounds"][1]["train"]["metrics"]
     assert metrics["norm_bit"] == 1.0  # all three clipped
     assert metrics["dp-clipping-norm"] == pytest.approx(1e-3)
+    # accounted multiplier: the noise actually added (Flower scales it with the norm
+    # adapted for the next round) relative to C / m, composed with the count query
+    z_updates = metrics["dp-noise-stddev"] / (1e-3 / 3)
+    assert metrics["dp-noise-stddev"] != pytest.approx((1 - 0.25) ** -0.5 * 1e-3 / 3)
+    assert metrics["dp-noise-multiplier"] == pytest.approx((z_updates**-2 + 1.0**-2) ** -0.5)
 
 
 def test_server_side_clipping_bounds_the_aggregate_update(tmp_path):
