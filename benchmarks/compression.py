@@ -122,7 +122,7 @@ def edge_grid(art: Path, variants: list[str], repeats: int) -> dict:
 def server_modes(run_dir: Path, compile_modes: bool, repeats: int) -> list[dict]:
     """torchao server core on this CPU: eager fp32 vs int8 modes (+ torch.compile)."""
     from compression.data import run_data
-    from compression.pipeline import torch_latency
+    from compression.measure import torch_latency
     from compression.quantize_server import quantize_for_server
 
     run = load_run(run_dir)

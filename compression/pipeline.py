@@ -26,15 +26,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from compression.data import CompressionData, run_data
 from compression.distill import DistillSettings, build_student, distill, student_config
-from compression.edge import session_options, time_calls
 from compression.export import check_parity, export_onnx, run_onnx
 from compression.manifest import MODEL_NAME, Manifest, write_manifest
+from compression.measure import TORCH_REFERENCE, latency_table
 from compression.merge import SourceRun, load_run
 from compression.prune import PruneSettings, magnitude_prune, structured_prune
 from compression.quantize_edge import (
@@ -102,26 +101,6 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         )
 
 
-def torch_latency(model: nn.Module, x: Tensor, threads: int, warmup: int, repeats: int) -> dict:
-    """p50/p95 latency of PyTorch eager ``model(x)`` with ``threads`` intra-op threads."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            return time_calls(lambda: model(x), warmup, repeats)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def onnx_latency(path: Path, x: np.ndarray, threads: int, warmup: int, repeats: int) -> dict:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(
-        str(path), session_options(threads), providers=["CPUExecutionProvider"]
-    )
-    return time_calls(lambda: session.run(None, {"csi": x}), warmup, repeats)
-
-
 def _quality(task: Task, output: Tensor, target: Tensor, teacher_out: Tensor) -> dict:
     metrics = task.metrics(output, target)
     if task.name == "prediction":
@@ -153,22 +132,9 @@ class _Job:
             self.b64 = self.b64.repeat(reps, *[1] * (self.b64.dim() - 1))[:64].contiguous()
         self._teacher_onnx: Path | None = None
         self._teacher_pre: Path | None = None
+        self.built: dict[str, tuple[Path, Manifest]] = {}
 
     # ------------------------------------------------------------------ helpers
-    def latency(self, model_or_path, kind: str) -> dict:
-        s = self.settings
-        out = {}
-        for name, x in (("b1", self.b1), ("b64", self.b64)):
-            if kind == "torch":
-                stats = torch_latency(model_or_path, x, s.threads, s.bench_warmup, s.bench_repeats)
-            else:
-                stats = onnx_latency(
-                    model_or_path, x.numpy(), s.threads, s.bench_warmup, s.bench_repeats
-                )
-            out[name] = {"p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"]}
-        out["threads"] = s.threads
-        return out
-
     def export(self, model: nn.Module, name: str) -> tuple[Path, float]:
         path = self.work / f"{name}.onnx"
         export_onnx(model, self.data.eval_x[:2], path)
@@ -184,7 +150,8 @@ class _Job:
         return self._teacher_onnx, self._teacher_pre
 
     def finish(self, variant: str, src: Path, params: int, details: dict) -> dict:
-        """Move ``src`` into ``variant/model.onnx``, measure it, write its manifest."""
+        """Move ``src`` into ``variant/model.onnx`` and measure its quality and size
+        (latency and the manifest come in :meth:`measure_and_write`)."""
         directory = self.root / variant
         directory.mkdir()
         model_path = directory / MODEL_NAME
@@ -194,11 +161,9 @@ class _Job:
         info = describe_onnx(model_path)
         output = torch.from_numpy(run_onnx(model_path, self.data.eval_x.numpy()))
         quality = _quality(self.task, output, self.data.eval_y, self.teacher_out)
-        latency = self.latency(model_path, "onnx")
         size = info["size_bytes"]
         metrics = {
             **quality,
-            "latency": latency,
             "size_bytes": size,
             "compressed_size_bytes": len(zlib.compress(model_path.read_bytes(), 9)),
             "parameters": params,
@@ -222,12 +187,28 @@ class _Job:
             metrics=metrics,
             details=details,
         )
-        write_manifest(directory, manifest)
+        self.built[variant] = (model_path, manifest)
         self.log(
             f"{variant}: {size / 1e6:.3f} MB, {self.task.primary_metric} "
             f"{quality[self.task.primary_metric]:.4f}"
         )
         return {"variant": variant, **metrics, "details": details}
+
+    def measure_and_write(self, reference: dict, results: list[dict]) -> None:
+        """Time the teacher and every artifact side by side, then write the manifests."""
+        s = self.settings
+        self.log("measuring latency (teacher and artifacts interleaved)")
+        models = {name: path for name, (path, _) in self.built.items()}
+        table = latency_table(
+            self.teacher, models, {"b1": self.b1, "b64": self.b64}, s.threads,
+            s.bench_repeats, s.bench_warmup,
+        )  # fmt: skip
+        reference["latency"] = table[TORCH_REFERENCE]
+        for entry in results:
+            path, manifest = self.built[entry["variant"]]
+            entry["latency"] = table[entry["variant"]]
+            manifest.metrics = json_safe({**manifest.metrics, "latency": entry["latency"]})
+            write_manifest(path.parent, manifest)
 
     # ----------------------------------------------------------------- variants
     def fp32(self) -> dict:
@@ -363,12 +344,12 @@ def compress(
         job = _Job(run, data, tmp, settings, log)
         teacher_metrics = run.task.metrics(job.teacher_out, data.eval_y)
         reference = {
-            "variant": "torch-fp32-teacher",
+            "variant": TORCH_REFERENCE,
             **teacher_metrics,
-            "latency": job.latency(job.teacher, "torch"),
             "parameters": count_parameters(job.teacher),
         }
         results = [getattr(job, name.replace("-", "_"))() for name in names]
+        job.measure_and_write(reference, results)
         fp32_size = job.teacher_onnx()[0].stat().st_size
         reference["size_bytes"] = fp32_size
         report = {

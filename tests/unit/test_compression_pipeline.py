@@ -55,6 +55,7 @@ def test_every_default_variant_has_a_verified_artifact(compressed):
         assert model.manifest.source["config_hash"] == report["source"]["config_hash"]
         assert model.manifest.model["opset"] >= 17
         assert model.manifest.label_names == ["nlos", "los"]
+        assert model.manifest.metrics["latency"]["b1"]["p50_ms"] > 0
         assert model.predict(model.example_input(2)).shape == (2, 2)
     assert {p.name for p in out.iterdir()} == {
         *DEFAULT_VARIANTS,
