@@ -1,0 +1,192 @@
+"""LoRA-aware strategies through Flower on the in-process engine (smoke preset, 2 rounds).
+
+The aggregation math has its own hand-computed tests (``test_aggregation_*.py``);
+these check the wiring: what travels in each direction, what the server keeps, and
+that the aggregate reaching the global model is the rule's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Context, Message
+from safetensors.numpy import load_file
+
+from client.app import app as client_app
+from rantune.aggregation import derive_seed, ffa_frozen_a
+from rantune.aggregation.lora_keys import group_state, lora_scale
+from server.strategies.hooks import DENSE_FILE
+from simulations.engine import run_simulation
+
+BASE = {
+    "data.preset": "smoke",
+    "task": "los",
+    "model.pretrained": "none",
+    "num-server-rounds": 2,
+}
+
+
+class Recorder:
+    """The real ClientApp, recording each train message and its reply."""
+
+    def __init__(self) -> None:
+        self.train: list[dict] = []
+        self.evaluate: list[dict] = []
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        reply = client_app(message, context)
+        kind = message.metadata.message_type
+        if kind in ("train", "evaluate"):
+            assert not reply.has_error(), reply.error.reason
+            entry = {
+                "round": int(message.content.config_records["config"]["server-round"]),
+                "pid": context.node_config["partition-id"],
+                "down": {k: v.numpy() for k, v in message.content.array_records["arrays"].items()},
+                "metrics": dict(reply.content.metric_records["metrics"]),
+            }
+            if kind == "train":
+                entry["up"] = {
+                    k: v.numpy() for k, v in reply.content.array_records["arrays"].items()
+                }
+            (self.train if kind == "train" else self.evaluate).append(entry)
+        return reply
+
+
+def _run(tmp_path, name: str, **overrides):
+    recorder = Recorder()
+    out = tmp_path / name
+    history = run_simulation(
+        {**BASE, "strategy.name": name, **overrides, "out-dir": str(out)}, client_app=recorder
+    )
+    return history, recorder, out
+
+
+def _keys(entries, direction: str, part: str) -> set[str]:
+    return {k for e in entries for k in e[direction] if part in k}
+
+
+def test_ffa_lora_never_sends_or_changes_lora_a(tmp_path):
+    # Execute
+    history, rec, out = _run(tmp_path, "ffa-lora")
+
+    # Assert: A never travels, B + head do; the global A is the shared seeded init
+    assert not _keys(rec.train, "up", ".lora_A.") and not _keys(rec.train, "down", ".lora_A.")
+    assert _keys(rec.train, "up", ".lora_B.")
+    adapter = load_file(out / "global_adapter.safetensors")
+    a_keys = {k: v.shape for k, v in adapter.items() if ".lora_A." in k}
+    frozen = ffa_frozen_a(a_keys, derive_seed("ffa-lora", 0) & 0x7FFFFFFF)
+    for key, value in frozen.items():
+        np.testing.assert_array_equal(adapter[key], value.numpy())
+    assert all(r["train"]["aggregated"] for r in history["rounds"][1:])
+    a_bytes = sum(v.nbytes for k, v in adapter.items() if ".lora_A." in k)
+    up = history["rounds"][1]["bytes"]["up-per-client"]
+    assert up < history["adapter-bytes"] - a_bytes  # B + head only
+
+
+def test_fedsa_lora_keeps_b_on_the_clients_and_reports_personalized_metrics(tmp_path):
+    # Execute
+    history, rec, _ = _run(tmp_path, "fedsa-lora")
+
+    # Assert: B never travels in either direction; A does
+    assert not _keys(rec.train, "up", ".lora_B.") and not _keys(rec.train, "down", ".lora_B.")
+    assert not _keys(rec.evaluate, "down", ".lora_B.")
+    assert _keys(rec.train, "up", ".lora_A.")
+    last = history["rounds"][-1]["evaluate"]
+    assert "personalized" in last and "accuracy" in last["personalized"]["mean"]
+    assert all("personalized-accuracy" in e["metrics"] for e in rec.evaluate)
+
+
+def test_flora_with_mixed_ranks_aggregates_the_exact_weighted_sum_of_b_a(tmp_path):
+    # Execute: partitions train ranks 2, 4, 8
+    history, rec, out = _run(tmp_path, "flora", **{"lora.client-ranks": "2,4,8"})
+
+    # Assert: each client trained (and sent) its own rank
+    ranks = {
+        e["pid"]: {v.shape[0] for k, v in e["up"].items() if ".lora_A." in k} for e in rec.train
+    }
+    assert ranks == {0: {2}, 1: {4}, 2: {8}}
+    # the stored cumulative update = sum over rounds of sum_i w_i (alpha/r_i) B_i A_i
+    expected: dict[str, np.ndarray] = {}
+    for rnd in (1, 2):
+        replies = [e for e in rec.train if e["round"] == rnd]
+        total = sum(e["metrics"]["num-examples"] for e in replies)
+        for e in replies:
+            groups = group_state({k: torch.from_numpy(v) for k, v in e["up"].items()})
+            weight = e["metrics"]["num-examples"] / total
+            for prefix, pair in groups.pairs.items():
+                delta = weight * lora_scale(8.0, pair.rank) * pair.delta(1.0).numpy()
+                expected[prefix] = expected.get(prefix, 0.0) + delta
+    dense = load_file(out / DENSE_FILE)
+    assert set(dense) == {p + ".dense_delta" for p in expected}
+    for prefix, value in expected.items():
+        np.testing.assert_allclose(dense[prefix + ".dense_delta"], value, atol=1e-5)
+    # round 2's downlink carries the round-1 aggregate (dense, cumulative)
+    round2 = next(e for e in rec.train if e["round"] == 2)
+    assert _keys([round2], "down", ".dense_delta")
+    assert not _keys(rec.train, "up", ".dense_delta")
+
+
+def test_hetlora_sends_each_client_its_rank_and_keeps_the_global_rank(tmp_path):
+    # Execute
+    history, rec, out = _run(tmp_path, "hetlora", **{"lora.r": 8, "lora.client-ranks": "2,4,8"})
+
+    # Assert
+    for e in rec.train:
+        rank = [2, 4, 8][e["pid"]]
+        for direction in ("down", "up"):
+            shapes = {v.shape[0] for k, v in e[direction].items() if ".lora_A." in k}
+            assert shapes == {rank}, (e["pid"], direction, shapes)
+    adapter = load_file(out / "global_adapter.safetensors")
+    assert {v.shape[0] for k, v in adapter.items() if ".lora_A." in k} == {8}
+    assert all(r["train"]["aggregated"] for r in history["rounds"][1:])
+
+
+def test_fedex_lora_sends_the_residual_downlink_and_saves_it(tmp_path):
+    history, rec, out = _run(tmp_path, "fedex-lora")
+    round2 = [e for e in rec.train if e["round"] == 2]
+    assert round2 and all(_keys([e], "down", ".dense_delta") for e in round2)
+    assert not _keys(rec.train, "up", ".dense_delta")
+    assert (out / DENSE_FILE).exists()
+    last = history["rounds"][-1]["bytes"]
+    assert last["down-per-client"] > 2 * last["up-per-client"]  # dense downlink
+
+
+def test_flora_resumes_with_its_cumulative_update(tmp_path):
+    # Prepare: 1 round, then extend the same run to 2 rounds (resume)
+    name = "flora"
+    out = tmp_path / "resumed"
+    run_simulation({**BASE, "strategy.name": name, "num-server-rounds": 1, "out-dir": str(out)})
+    resumed = run_simulation({**BASE, "strategy.name": name, "out-dir": str(out)})
+    straight = run_simulation(
+        {**BASE, "strategy.name": name, "out-dir": str(tmp_path / "straight")}
+    )
+
+    # Assert: the resumed run equals the uninterrupted one
+    assert resumed["final"] == pytest.approx(straight["final"])
+    a, b = load_file(out / DENSE_FILE), load_file(tmp_path / "straight" / DENSE_FILE)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-6)
+
+
+def test_byzantine_clients_corrupt_only_their_own_uploads(tmp_path):
+    # Execute: one round with and without a 1-of-3 sign-flip attacker
+    _, honest, _ = _run(tmp_path, "fedavg", **{"num-server-rounds": 1})
+    _, attacked, _ = _run(
+        tmp_path / "a",
+        "fedavg",
+        **{"num-server-rounds": 1, "attack.fraction": 0.34, "attack.kind": "sign-flip"},
+    )
+
+    # Assert: round 1 (same global model) differs only for the attacker, as -delta
+    first = {e["pid"]: e for e in honest.train if e["round"] == 1}
+    changed = []
+    for e in (e for e in attacked.train if e["round"] == 1):
+        h = first[e["pid"]]
+        if any(not np.array_equal(e["up"][k], h["up"][k]) for k in h["up"]):
+            changed.append(e["pid"])
+            key = next(iter(h["up"]))
+            np.testing.assert_allclose(
+                e["up"][key] - e["down"][key], -(h["up"][key] - h["down"][key]), atol=1e-6
+            )
+    assert len(changed) == 1

@@ -1,0 +1,158 @@
+"""Strategy registry: every Flower strategy and LoRA-aware strategy builds from the run
+config with its hyper-parameters, and bad or incompatible options fail before training."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedMedian,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+    QFedAvg,
+)
+
+from server.strategies import build_strategy, get_spec, strategy_names, strategy_param_defaults
+from simulations.engine import resolve_config
+
+BASE = {"data.preset": "smoke", "model.pretrained": "none"}  # smoke: 3 clients
+
+FLOWER = {
+    "fedadam": (
+        FedAdam,
+        {"strategy.eta": 0.05, "strategy.beta-1": 0.8},
+        {"eta": 0.05, "beta_1": 0.8},
+    ),
+    "fedyogi": (FedYogi, {"strategy.tau": 0.01}, {"tau": 0.01}),
+    "fedadagrad": (FedAdagrad, {"strategy.eta": 0.2}, {"eta": 0.2}),
+    "fedavgm": (
+        FedAvgM,
+        {"strategy.server-momentum": 0.5, "strategy.server-learning-rate": 0.7},
+        {"server_momentum": 0.5, "server_learning_rate": 0.7},
+    ),
+    "fedmedian": (FedMedian, {}, {}),
+    "fedtrimmedavg": (FedTrimmedAvg, {"strategy.trim-beta": 0.3}, {"beta": 0.3}),
+    "krum": (Krum, {"strategy.num-malicious-nodes": 0}, {"num_malicious_nodes": 0}),
+    "multikrum": (
+        MultiKrum,
+        {"strategy.num-nodes-to-select": 2},
+        {"num_nodes_to_select": 2, "num_malicious_nodes": 0},
+    ),
+    "bulyan": (Bulyan, {}, {"num_malicious_nodes": 0}),
+    "qfedavg": (
+        QFedAvg,
+        {"strategy.q": 0.5, "strategy.qffl-learning-rate": 0.02},
+        {"q": 0.5, "client_learning_rate": 0.02, "train_loss_key": "train-loss"},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOWER))
+def test_each_flower_strategy_builds_from_config_with_its_hyper_parameters(name):
+    # Prepare
+    cls, overrides, attributes = FLOWER[name]
+    cfg = resolve_config({**BASE, "strategy.name": name, "fraction-train": 1.0, **overrides})
+
+    # Execute
+    strategy = build_strategy(cfg)
+
+    # Assert
+    assert type(strategy) is cls
+    for attribute, value in attributes.items():
+        assert (
+            getattr(strategy, attribute) == pytest.approx(value)
+            if isinstance(value, float)
+            else getattr(strategy, attribute) == value
+        )
+    assert strategy.min_train_nodes == cfg.sampling.min_train_clients
+
+
+def test_registry_lists_at_least_the_issue_strategies_and_pyproject_declares_their_keys():
+    # Prepare
+    table = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    expected = set(FLOWER) | {"fedavg", "fedprox", "ffa-lora", "fedsa-lora", "flora", "hetlora"}
+
+    # Execute
+    names = set(strategy_names())
+
+    # Assert
+    assert expected <= names
+    assert set(strategy_param_defaults()) <= set(table)
+    for key in ("lora.client-ranks", "attack.fraction", "attack.kind", "attack.factor"):
+        assert key in table
+
+
+@pytest.mark.parametrize(
+    "name, cls_name",
+    [
+        ("ffa-lora", "FFALoRA"),
+        ("fedsa-lora", "FedSALoRA"),
+        ("flora", "FLoRA"),
+        ("hetlora", "HetLoRA"),
+        ("fedex-lora", "FedExLoRA"),
+    ],
+)
+def test_lora_aware_strategies_build_and_declare_their_hooks(name, cls_name):
+    cfg = resolve_config({**BASE, "strategy.name": name})
+    strategy = build_strategy(cfg)
+    assert type(strategy).__name__ == cls_name
+    assert get_spec(name).lora_aware
+    if name == "ffa-lora":
+        assert "lora_A" in strategy.freeze_pattern
+    if name == "fedsa-lora":
+        assert "lora_B" in strategy.keep_local_pattern
+    if name in ("flora", "fedex-lora"):
+        assert "dense_delta" in strategy.freeze_pattern
+
+
+def test_fedsa_without_shared_head_keeps_the_head_local():
+    cfg = resolve_config(
+        {**BASE, "strategy.name": "fedsa-lora", "strategy.fedsa-share-head": False}
+    )
+    assert "head" in build_strategy(cfg).keep_local_pattern
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"strategy.name": "fedfoo"}, r"unknown: choose one of .*fedavg.*flora.*hetlora"),
+        ({"strategy.name": "krum", "strategy.num-malicious-nodes": 1}, r"needs at least 5 clients"),
+        ({"strategy.name": "bulyan", "strategy.num-malicious-nodes": 1}, r"n >= 4f \+ 3"),
+        ({"strategy.name": "multikrum", "strategy.num-nodes-to-select": 9}, r"at most n - f"),
+        ({"strategy.name": "fedtrimmedavg", "strategy.trim-beta": 0.6}, r"trim-beta"),
+        ({"strategy.name": "fedadam", "strategy.eta": 0.0}, r"strategy.eta"),
+        (
+            {"strategy.name": "fedavg", "lora.client-ranks": "2,4,8"},
+            r"rank-aware strategy \(flora, hetlora\)",
+        ),
+        ({"strategy.name": "hetlora", "lora.client-ranks": "2,8"}, r"set lora.r to the largest"),
+        ({"strategy.name": "flora", "lora.client-ranks": "2,x"}, r"not an integer"),
+        ({"attack.fraction": 0.2, "attack.kind": "bitflip"}, r"choose one of sign-flip"),
+        ({"attack.fraction": 1.5}, r"attack.fraction"),
+        ({"strategy.name": "fedsa-lora", "strategy.fedsa-share-head": "yes"}, r"true or false"),
+        (
+            {"strategy.name": "hetlora", "strategy.hetlora-weight-scope": "layer"},
+            r"module or global",
+        ),
+    ],
+)
+def test_bad_or_incompatible_options_fail_before_training(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build_strategy(resolve_config({**BASE, **overrides}))
+
+
+def test_heterogeneous_ranks_pass_for_rank_aware_strategies():
+    for name in ("flora", "hetlora"):
+        cfg = resolve_config(
+            {**BASE, "strategy.name": name, "lora.r": 8, "lora.client-ranks": "2,4,8"}
+        )
+        assert get_spec(name).heterogeneous_ranks
+        build_strategy(cfg)
