@@ -204,6 +204,7 @@ def main_tables(rows: list[dict]) -> list[str]:
             "strategy",
             *[f"{metric} `{p}`" for p in PARTITIONS],
             "worst client (natural)",
+            "client mean (natural)",
             "mean rank",
             "MB up / run",
             "MB down / run",
@@ -217,6 +218,7 @@ def main_tables(rows: list[dict]) -> list[str]:
                     s,
                     *[_stat(cells[s, p]) for p in PARTITIONS],
                     _stat([_num(r["worst_client_metric"]) for r in natural]),
+                    _stat([_num(r.get("mean_client_metric", "")) for r in natural]),
                     f"{_mean(ranks[s]):.1f}",
                     f"{_mean([_num(r['mb_up']) for r in mine]):.2f}",
                     f"{_mean([_num(r['mb_down']) for r in mine]):.2f}",
@@ -254,9 +256,20 @@ def robust_table(robust: dict[str, list[dict]]) -> list[str]:
     return _table(header, body)
 
 
-def write_report(args) -> None:
-    from simulations.compare.grid import GridSpec  # noqa: F401 - import check only
+def refresh_grid_reports(args) -> None:
+    """Rebuild each grid's results.csv / report.md / plots from its run records."""
+    from simulations.compare.records import load_runs
+    from simulations.compare.report import write_report as grid_report
 
+    for name in ("main", *(f"robust-{a}" for a in ATTACKS)):
+        folder = args.work / name
+        runs = load_runs(folder) if (folder / "runs").exists() else []
+        if runs:
+            grid_report(runs, folder, plots=name == "main")
+
+
+def write_report(args) -> None:
+    refresh_grid_reports(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     main_dir = args.work / "main"
     rows = _read_rows(main_dir / "results.csv") if (main_dir / "results.csv").exists() else []

@@ -35,6 +35,7 @@ CSV_COLUMNS = (
     "best_metric",
     "best_round",
     "worst_client_metric",
+    "mean_client_metric",
     "target",
     "rounds_to_target",
     "mb_up",
@@ -82,6 +83,12 @@ def run_row(run: RunRecord, target: float | None = None) -> dict:
         if with_clients
         else math.nan
     )
+    last_clients = (
+        [v for v in with_clients[-1].client_metrics.values() if not math.isnan(v)]
+        if with_clients
+        else []
+    )
+    client_mean = float(np.mean(last_clients)) if last_clients else math.nan
     reached = None
     if target is not None:
         for r in evaluated:
@@ -100,6 +107,7 @@ def run_row(run: RunRecord, target: float | None = None) -> dict:
         "best_metric": best,
         "best_round": best_round,
         "worst_client_metric": worst,
+        "mean_client_metric": client_mean,
         "target": target,
         "rounds_to_target": reached,
         "mb_up": sum(r.bytes_up for r in run.history) / MB,
@@ -171,6 +179,7 @@ class Summary:
     final: Stat
     best: Stat
     worst_client: Stat
+    mean_client: Stat
     rounds_to_target: Stat  # over the seeds that reached it
     target: float | None
     mb_up: Stat
@@ -208,6 +217,7 @@ def summarise(rows: list[dict]) -> list[Summary]:
                 final=Stat.of(r["final_metric"] for r in group),
                 best=Stat.of(r["best_metric"] for r in group),
                 worst_client=Stat.of(r["worst_client_metric"] for r in group),
+                mean_client=Stat.of(r.get("mean_client_metric") for r in group),
                 rounds_to_target=Stat.of(r["rounds_to_target"] for r in group),
                 target=group[0]["target"],
                 mb_up=Stat.of(r["mb_up"] for r in group),
@@ -243,7 +253,10 @@ def render_markdown(
         f"{len(rows)} runs: strategies {', '.join(sorted({r['strategy'] for r in rows}))}; "
         f"partitions {', '.join(sorted({r['partition'] for r in rows}))}; "
         f"seeds {', '.join(str(s) for s in sorted({r['seed'] for r in rows}))}. "
-        "Values are mean ± sample std over seeds; MB = 10^6 bytes summed over all rounds and clients."
+        "Values are mean ± sample std over seeds; MB = 10^6 bytes summed over all rounds and clients. "
+        "'final'/'best': the global model; 'worst client'/'client mean': each client's local test "
+        "metric in the last evaluated round (its personalized model where the strategy keeps "
+        "local parameters, e.g. FedSA-LoRA)."
     )
     for task in tasks:
         cells = [s for s in summaries if s.task == task]
@@ -296,6 +309,7 @@ def render_markdown(
                 "final",
                 "best",
                 "worst client",
+                "client mean",
                 target_col,
                 "MB up",
                 "MB down",
@@ -320,6 +334,7 @@ def render_markdown(
                         s.final.format(),
                         s.best.format(),
                         s.worst_client.format(),
+                        s.mean_client.format(),
                         reached,
                         s.mb_up.format(3),
                         s.mb_down.format(3),
