@@ -163,3 +163,25 @@ def test_cli_compress_bad_inputs_exit_2(run_dir, tmp_path):
     assert unknown.exit_code == 2 and "unknown variant" in unknown.stderr
     assert missing.exit_code == 2 and "has no config.json" in missing.stderr
     assert not (tmp_path / "A").exists() and not (tmp_path / "B").exists()
+
+
+def test_cli_compress_then_edge_predict(run_dir, tmp_path):
+    # Prepare
+    import numpy as np
+
+    runner = CliRunner()
+    out = tmp_path / "ART"
+    # Execute
+    made = runner.invoke(app, ["compress", "--run", str(run_dir), "--out", str(out),
+                               "--variants", "fp32,int8-dynamic", "--max-eval", "32"])  # fmt: skip
+    x = EdgeModel(out / "int8-dynamic").example_input(3)
+    np.save(tmp_path / "x.npy", x)
+    predicted = runner.invoke(app, ["edge", "predict", "--artifact", str(out / "int8-dynamic"),
+                                    "--input", str(tmp_path / "x.npy"),
+                                    "--out", str(tmp_path / "y.npy")])  # fmt: skip
+    # Assert
+    assert made.exit_code == 0, made.output
+    assert {p.name for p in out.iterdir()} == {"fp32", "int8-dynamic", "report.json",
+                                               "report.md", "pareto.png"}  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    assert np.load(tmp_path / "y.npy").shape == (3, 2)
