@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from rantune.lora import LoraSettings
 from rantune.partition import PartitionConfig
 from rantune.tasks import TASKS
+from rantune.tasks.classification import CLASSIFICATION_HEADS
 
 Scalar = bool | int | float | str
 
@@ -42,6 +43,7 @@ DEFAULTS: dict[str, Scalar] = {
     "partition.seed": 0,
     "model.pretrained": "tiny",
     "model.size": "tiny",
+    "model.head": "pooled-linear",
     "lora.r": 4,
     "lora.alpha": 8.0,
     "lora.dropout": 0.0,
@@ -120,10 +122,13 @@ class DataSection:
 @dataclass(frozen=True)
 class ModelSection:
     """``model.*``: ``pretrained`` = shipped checkpoint name, a .safetensors path, or
-    ``"none"`` for a seeded random encoder of size ``size`` (tests, ablations)."""
+    ``"none"`` for a seeded random encoder of size ``size`` (tests, ablations);
+    ``head`` = classification head of the LoS/beam tasks (``pooled-linear``: LayerNorm +
+    linear, ~2K parameters; ``token-mlp``: ~9-12K parameters, 3% more uplink)."""
 
     pretrained: str
     size: str
+    head: str = "pooled-linear"
 
     @property
     def is_random(self) -> bool:
@@ -390,7 +395,11 @@ def parse_run_config(raw: Mapping[str, Scalar]) -> RunConfig:
             preset=r.str("data.preset"), seed=r.int("data.seed", 0), cache=r.str("data.cache")
         ),
         partition=partition,
-        model=ModelSection(pretrained=r.str("model.pretrained"), size=r.str("model.size")),
+        model=ModelSection(
+            pretrained=r.str("model.pretrained"),
+            size=r.str("model.size"),
+            head=r.str("model.head", tuple(CLASSIFICATION_HEADS)),
+        ),
         lora=lora,
         strategy=StrategySection(name=strategy_name, params=params),
         sampling=sampling,

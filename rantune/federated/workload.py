@@ -30,6 +30,7 @@ from rantune.model.checkpoint import SHIPPED_DIR
 from rantune.partition import PartitionConfig, Partitioning, partition
 from rantune.presets import load_preset
 from rantune.tasks import Task, build_task_model, get_task
+from rantune.tasks.classification import BeamTask, LosTask
 
 _LOCK = threading.RLock()
 
@@ -127,6 +128,15 @@ def lora_settings(cfg: RunConfig, rank: int | None = None) -> LoraSettings:
     return LoraSettings(r=int(rank), alpha=lora.alpha, dropout=lora.dropout, targets=lora.targets)
 
 
+def model_task(cfg: RunConfig) -> Task:
+    """The run's task with its configured head (``model.head`` for LoS and beam)."""
+    if cfg.task == "los":
+        return LosTask(head=cfg.model.head)
+    if cfg.task == "beam":
+        return BeamTask(head=cfg.model.head)
+    return get_task(cfg.task)
+
+
 def build_model(cfg: RunConfig, rank: int | None = None, init_seed: int | None = None):
     """A fresh peft task model: frozen base + LoRA adapters + trainable head.
 
@@ -137,7 +147,7 @@ def build_model(cfg: RunConfig, rank: int | None = None, init_seed: int | None =
     init_seed : seeds the head and adapter initialisation (default: derived from
         ``cfg.seed``), so the server's initial global state is reproducible.
     """
-    task = get_task(cfg.task)
+    task = model_task(cfg)
     radio = preset(cfg).radio
     seed = derive_seed(cfg.seed, "init") if init_seed is None else init_seed
     with _LOCK:
@@ -163,6 +173,7 @@ def cached_model(cfg: RunConfig, rank: int | None = None):
         cfg.data.preset,
         cfg.model.pretrained,
         cfg.model.size,
+        cfg.model.head,
         cfg.seed if cfg.model.is_random else 0,
         lora_settings(cfg, rank),
     )
@@ -180,7 +191,7 @@ def initial_global_state(cfg: RunConfig) -> dict[str, Tensor]:
 def full_model_parameters(cfg: RunConfig) -> dict[str, Tensor]:
     """Every parameter of the un-adapted task model (encoder + head): what full-model
     FedAvg would send each way."""
-    task = get_task(cfg.task)
+    task = model_task(cfg)
     with _LOCK:
         encoder = copy.deepcopy(base_encoder(cfg))
         model = build_task_model(task, encoder, preset(cfg).radio)
