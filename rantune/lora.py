@@ -1,13 +1,19 @@
-"""LoRA adapters (peft) on the task model: only adapters and the head train and travel."""
+"""LoRA adapters (peft) on the task model: only adapters and the head train and travel.
+
+peft (and the transformers stack it pulls in) is imported inside the functions that
+use it, so the settings and names here stay cheap to import (the CLI reads them).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 PROJECTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
 
@@ -49,6 +55,8 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> PeftModel:
 
     Adapter weights are initialised from torch's global RNG (seed it first).
     """
+    from peft import LoraConfig, get_peft_model
+
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -62,11 +70,15 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> PeftModel:
 
 def trainable_state(model: PeftModel) -> dict[str, Tensor]:
     """Adapter and head tensors (what travels): ``{peft key: tensor}``, detached copies."""
+    from peft.utils import get_peft_model_state_dict
+
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
 def load_trainable_state(model: PeftModel, state: dict[str, Tensor]) -> None:
     """Load adapter + head tensors produced by :func:`trainable_state` (strict on keys)."""
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
     expected = set(get_peft_model_state_dict(model))
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
