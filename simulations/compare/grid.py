@@ -29,6 +29,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -329,15 +330,7 @@ def run_grid(
         for i, job in enumerate(pending, start=1):
             record(execute(job, str(out), spec.metric_for(job.task)), i)
     elif pending:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(pending)), mp_context=context, initializer=_init_worker
-        ) as pool:
-            futures = [
-                pool.submit(execute, job, str(out), spec.metric_for(job.task)) for job in pending
-            ]
-            for i, future in enumerate(as_completed(futures), start=1):
-                record(future.result(), i)
+        _run_pool(pending, out, spec, workers, record)
     records = [
         json.loads(record_path(out, j.task, j.strategy, j.partition, j.seed).read_text())
         for j, _ in jobs
@@ -348,6 +341,47 @@ def run_grid(
         result.files = write_report(records, out, targets, plots=plots)
     result.wall_s = time.perf_counter() - start
     return result
+
+
+def _run_pool(
+    pending: list[RunJob],
+    out: Path,
+    spec: GridSpec,
+    workers: int,
+    record: Callable[[dict, int], None],
+    attempts: int = 3,
+) -> None:
+    """Run ``pending`` on a ``spawn`` pool; a pool broken by a killed worker (OOM, a
+    stray signal) is replaced and the unfinished runs resubmitted (they resume from
+    their checkpoints), up to ``attempts`` pools."""
+    done = 0
+    for attempt in range(1, attempts + 1):
+        context = multiprocessing.get_context("spawn")
+        finished: set[str] = set()
+        try:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(pending)), mp_context=context, initializer=_init_worker
+            ) as pool:
+                futures = {
+                    pool.submit(execute, job, str(out), spec.metric_for(job.task)): job
+                    for job in pending
+                }
+                for future in as_completed(futures):
+                    outcome = future.result()
+                    finished.add(futures[future].name)
+                    done += 1
+                    record(outcome, done)
+            return
+        except BrokenProcessPool as err:
+            pending = [job for job in pending if job.name not in finished]
+            if attempt == attempts:
+                for job in pending:
+                    done += 1
+                    record({"job": job.name, "ok": False, "error": str(err), "seconds": 0.0}, done)
+                return
+            logging.getLogger(__name__).warning(
+                "worker process died (%s); restarting the pool for %d run(s)", err, len(pending)
+            )
 
 
 def grid_summary(result: GridResult) -> dict:
