@@ -36,9 +36,10 @@ class TokenMLPHead(nn.Module):
     ``[B, hidden]``, concatenated with the normed CLS ``[B, d]`` -> LayerNorm -> linear
     ``[B, num_outputs]``. The token-wise non-linearity lets phase-invariant features
     (powers, relative phases) survive the pooling that a plain mean would cancel.
+    ``hidden`` = 64 keeps adapters + head under 5% of the model for the uplink budget.
     """
 
-    def __init__(self, d_model: int, num_outputs: int, hidden: int = 128) -> None:
+    def __init__(self, d_model: int, num_outputs: int, hidden: int = 64) -> None:
         super().__init__()
         self.token_norm = nn.LayerNorm(d_model)
         self.token_mlp = nn.Linear(d_model, hidden)
