@@ -51,8 +51,9 @@ TASKS = ("los", "beam", "prediction")
 
 def find_federated_run(task: str, search: Path, notes: list[str]) -> Path | None:
     """A finished run under ``search`` of ``task`` on the default preset that loads with
-    the current model code. Preference: plain FedAvg without update compression, then
-    seed 0, then newest. Runs that do not load are skipped with a note."""
+    the current model code. Preference: no update compression, a pretrained base, the
+    natural partition, FedAvg, seed 0, most rounds, newest. Runs that do not load are
+    skipped with a note."""
     found = []
     for adapter in search.glob(f"**/{ADAPTER_NAME}"):
         try:
@@ -63,8 +64,11 @@ def find_federated_run(task: str, search: Path, notes: list[str]) -> Path | None
             continue
         rank = (
             cfg.compression.method != "none",
+            cfg.model.is_random,
+            cfg.partition.scheme != "natural",
             cfg.strategy.name != "fedavg",
             cfg.seed,
+            -cfg.num_server_rounds,
             -adapter.stat().st_mtime,
         )
         found.append((rank, str(adapter.parent)))
@@ -100,7 +104,13 @@ def centralized_run(task: str, work: Path, args) -> tuple[Path, dict]:
     info = {"kind": "centralized LoRA (rantune.training)", "overrides": overrides}
     if (run_dir / ADAPTER_NAME).exists() and not args.retrain:
         cfg, raw = read_run_config(run_dir)
-        if raw.get("flat", {}).get("model.pretrained") == pretrained:
+        flat = raw.get("flat", {})
+        same = all(flat.get(k) == v for k, v in overrides.items())
+        try:
+            load_run(run_dir)  # still fits the current model code
+        except ValueError:
+            same = False
+        if same:
             info["summary"] = raw.get("centralized", {}).get("summary")
             return run_dir, info
     settings = TrainSettings(epochs=args.epochs, batch_size=32, lr=args.lr, seed=0)

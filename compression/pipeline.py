@@ -229,7 +229,7 @@ class _Job:
             pre, self.work / "int8-static.onnx", self.data.calib_x, method=method
         )
         details = {
-            "quantization": "static int8 QDQ, per-channel weights, symmetric activations",
+            "quantization": "static QDQ: int8 per-channel weights, uint8 activations (U8S8)",
             "calibration_rows": int(len(self.data.calib_x)),
             "calibration_method": method,
             "calibration_source": "client training rows",

@@ -137,6 +137,10 @@ def quantize_static_int8(
 ) -> Path:
     """Static int8 in QDQ format, activation ranges calibrated on ``calibration``.
 
+    Activations are uint8 (asymmetric) and weights int8 per channel: U8S8 is
+    onnxruntime's fast x86 path (S8S8 measured 4x slower at batch 1 on this CPU
+    without VNNI, at the same accuracy).
+
     Parameters
     ----------
     src : pre-processed fp32 model (:func:`preprocess`).
@@ -166,11 +170,10 @@ def quantize_static_int8(
             ArrayCalibrationReader(calibration, batch_size),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=list(INT8_OPS),
             calibrate_method=CALIBRATION_METHODS[method],
-            extra_options={"ActivationSymmetric": True},
         )
 
     return _atomic(Path(dst), build)
