@@ -15,7 +15,8 @@ Layout of OUT::
 Every run's configuration is resolved and checked (unknown strategy, incompatible
 options, too few clients for Krum, ...) before any run starts. A run whose record
 exists with the same config hash and number of rounds is skipped; an interrupted run
-resumes from its last checkpoint (the engine's resume). Runs go to ``workers``
+resumes from its last checkpoint (the engine's resume); a work directory of another
+configuration (the run defaults changed) is renamed ``*.stale-<hash>`` and redone. Runs go to ``workers``
 processes (``spawn``), each single-threaded (``torch.set_num_threads(1)``).
 """
 
@@ -257,6 +258,29 @@ def is_done(out: Path, job: RunJob, cfg: RunConfig, metric: str | None = None) -
     )
 
 
+def set_aside_stale(work: Path, cfg: RunConfig) -> Path | None:
+    """Rename a grid work directory that holds a run of another configuration (e.g. the
+    run defaults changed since) to ``<name>.stale-<hash>``, so the run starts afresh;
+    nothing is deleted. Returns the new name, or ``None`` when nothing was stale."""
+    config = Path(work) / "config.json"
+    if not config.exists():
+        return None
+    try:
+        stored = json.loads(config.read_text()).get("config-hash")
+    except (OSError, ValueError, AttributeError):
+        stored = "unreadable"
+    if stored == cfg.identity_hash():
+        return None
+    target = Path(work).with_name(f"{Path(work).name}.stale-{stored}")
+    suffix = 1
+    while target.exists():
+        target = Path(work).with_name(f"{Path(work).name}.stale-{stored}-{suffix}")
+        suffix += 1
+    Path(work).rename(target)
+    logging.getLogger(__name__).warning("%s held another configuration: moved to %s", work, target)
+    return target
+
+
 def _init_worker() -> None:
     import torch
 
@@ -273,6 +297,7 @@ def execute(job: RunJob, out: str, metric: str | None) -> dict:
         flat = dict(job.overrides)
         flat["out-dir"] = str(job.work_dir(Path(out)).resolve())
         cfg = resolve_config(flat)
+        set_aside_stale(job.work_dir(Path(out)), cfg)
         history = run_simulation(cfg)
         record = history_to_record(history, job, cfg, metric)
         save_run(Path(out), record)
