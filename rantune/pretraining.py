@@ -256,7 +256,8 @@ def pretrain(
     progress: bool = True,
     fresh: bool = False,
     log=print,
-) -> dict:
+    stop_after: int | None = None,
+) -> dict | None:
     """Run (or resume) masked channel modeling and write the checkpoint and its card.
 
     Parameters
@@ -267,11 +268,13 @@ def pretrain(
         ``<name>.head.safetensors`` (reconstruction head) are written.
     data : pre-loaded data (default: load ``settings.preset``).
     fresh : ignore an existing ``state.pt`` and start over.
+    stop_after : stop (with a saved state, no card) once this call made that many
+        steps; a later call resumes. ``None``: run to ``settings.steps``.
 
     Returns
     -------
-    dict
-        The model card.
+    dict or None
+        The model card, or ``None`` when ``stop_after`` stopped the run early.
 
     Raises
     ------
@@ -325,7 +328,8 @@ def pretrain(
     columns += (TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("pretrain", total=settings.steps, completed=step, info="")
-        while step < settings.steps:
+        last = settings.steps if stop_after is None else min(settings.steps, step + stop_after)
+        while step < last:
             started = time.perf_counter()
             inputs, token_mask, chosen, clean = training_batch(
                 data.train, data.train_noisy, step, settings, rows * cols, model.encoder
@@ -346,8 +350,11 @@ def pretrain(
                 window = []
                 bar.update(task, info=f"train NMSE {10 * math.log10(mean):6.2f} dB")
             bar.update(task, completed=step)
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if step % settings.checkpoint_every == 0 or step == last:
                 checkpoint()
+    if step < settings.steps:
+        log(f"stopped at step {step}/{settings.steps}; rerun to resume ({state_path})")
+        return None
     held_db = evaluate_masked_nmse(model, data.held_out, settings.mask_ratio, seed=12345)
     train_db = evaluate_masked_nmse(model, data.train[:2048], settings.mask_ratio, seed=12345)
     card = {
