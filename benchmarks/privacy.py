@@ -206,7 +206,7 @@ def _metered_server(store: list):
     """A ServerApp stand-in that counts every message's bytes (MeteringGrid) around
     the real ServerApp."""
     from server.app import app as server_app
-    from server.secagg import MeteringGrid
+    from server.secagg_metering import MeteringGrid
 
     def run(grid, context):
         meter = MeteringGrid(grid)

@@ -20,8 +20,6 @@ FitIns adapter, then DP clipping); each is inert unless the run asks for it.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
@@ -34,16 +32,11 @@ from client.privacy import dp_clipping_mod, is_train
 from rantune.federated import workload
 from rantune.federated.local import NodeIdentity, node_identity
 from rantune.federated.messages import ARRAYS, CONFIG, NUM_EXAMPLES, state_to_record
+from rantune.federated.privacy import KEYS_HASH, keys_hash
 from rantune.federated.run_config import RunConfig, parse_run_config
 from rantune.lora import trainable_state
 
 FITINS_ARRAYS = "fitins.parameters"
-KEYS_HASH = "rantune.keys-sha256"
-
-
-def keys_hash(keys: list[str]) -> str:
-    """Short hash of an ordered list of tensor names (sent with every FitIns)."""
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
 def secagg_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:

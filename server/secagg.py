@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections import defaultdict
-from collections.abc import Iterable
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.common import FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.compat.grid_client_proxy import GridClientProxy
@@ -50,7 +47,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from client.secagg import KEYS_HASH, keys_hash
 from rantune.federated import workload
 from rantune.federated.messages import (
     BOOKKEEPING_METRICS,
@@ -59,116 +55,14 @@ from rantune.federated.messages import (
     PARTITION_ID,
     check_update,
 )
-from rantune.federated.privacy import SecAggSettings, secagg_settings
+from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash, secagg_settings
 from rantune.federated.run_config import RunConfig
 from server.loop import RoundRunner, _client_id, _train_config
 from server.privacy import check_plain_averaging
-from server.replies import replies_by_node
+from server.secagg_metering import MeteringGrid
 from server.strategies import aggregate_metrics
 
 STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
-
-
-def _value_bytes(value) -> int:
-    if isinstance(value, list):
-        return sum(_value_bytes(v) for v in value)
-    if isinstance(value, bool):
-        return 1
-    if isinstance(value, str | bytes):
-        return len(value)
-    return 8  # int/float: 64 bit on the wire
-
-
-def record_nbytes(record) -> int:
-    """Payload bytes of one record, counted as Flower's ``count_bytes`` does (keys
-    included) but also for empty strings and lists, which ``ConfigRecord.count_bytes``
-    of Flower 1.41 rejects."""
-    if isinstance(record, ArrayRecord):
-        return int(record.count_bytes())
-    return int(sum(len(k) + _value_bytes(v) for k, v in record.items()))
-
-
-def message_bytes(message: Message) -> int:
-    """Bytes of every record of a message (arrays, metrics, configs); 0 for an error."""
-    if not message.has_content():
-        return 0
-    return sum(record_nbytes(record) for record in message.content.values())
-
-
-def _stage(message: Message) -> str:
-    configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
-    if configs is not None and Key.STAGE in configs:
-        return str(configs[Key.STAGE])
-    return message.metadata.message_type
-
-
-class MeteringGrid(Grid):
-    """Delegates to a Grid and counts, per node and stage, the bytes of every message.
-
-    ``down[node]``/``up[node]``: bytes sent to / received from a node since
-    :meth:`reset`; ``stages[stage]``: ``{"bytes-down", "bytes-up", "seconds"}``;
-    ``errors[node]``: the last error reply's reason, with its stage.
-    """
-
-    def __init__(self, grid: Grid) -> None:
-        self._grid = grid
-        self.reset()
-
-    def reset(self) -> None:
-        self.down: dict[int, int] = defaultdict(int)
-        self.up: dict[int, int] = defaultdict(int)
-        self.stages: dict[str, dict[str, float]] = {}
-        self.errors: dict[int, str] = {}
-        self.replied: dict[int, list[str]] = defaultdict(list)
-
-    def set_run(self, run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self):
-        return self._grid.run
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def push_messages(self, messages):
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids):
-        return self._grid.pull_messages(message_ids)
-
-    def send_and_receive(self, messages, *, timeout=None):
-        messages = list(messages)
-        if not messages:
-            return []
-        stage = _stage(messages[0])
-        totals = self.stages.setdefault(stage, {"bytes-down": 0, "bytes-up": 0, "seconds": 0.0})
-        for message in messages:
-            size = message_bytes(message)
-            self.down[message.metadata.dst_node_id] += size
-            totals["bytes-down"] += size
-        start = time.perf_counter()
-        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
-        totals["seconds"] += time.perf_counter() - start
-        by_node = replies_by_node(messages, replies)
-        for message in messages:
-            node = message.metadata.dst_node_id
-            reply = by_node.get(node)
-            if reply is None:
-                self.errors.setdefault(
-                    node, f"SecAgg+ stage {stage}: no reply within round-timeout"
-                )
-            elif reply.has_error():
-                self.errors[node] = f"SecAgg+ stage {stage}: {reply.error.reason}"
-            else:
-                size = message_bytes(reply)
-                self.up[node] += size
-                totals["bytes-up"] += size
-                self.replied[node].append(stage)
-        return replies
 
 
 class _RecordingFedAvg(LegacyFedAvg):

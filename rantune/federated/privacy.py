@@ -24,6 +24,7 @@ is one base station (client-level DP); the budget is reported per round as
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -226,3 +227,13 @@ def secagg_settings(cfg: RunConfig) -> SecAggSettings:
             "SecAgg+ needs at least 2 clients per round (a sum of one update is that update)",
         )
     return settings
+
+
+# SecAgg+ sends the legacy FitIns, whose tensors carry no names: both sides order
+# them by name and the server adds this hash of the names to the FitIns config.
+KEYS_HASH = "rantune.keys-sha256"
+
+
+def keys_hash(keys: list[str]) -> str:
+    """Short hash of an ordered list of tensor names."""
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]

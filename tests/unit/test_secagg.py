@@ -13,8 +13,8 @@ from flwr.app import Context, Message
 from safetensors.numpy import load_file
 
 from client.app import app as client_app
-from client.secagg import KEYS_HASH, keys_hash, legacy_fit_mod
-from rantune.federated.privacy import SecAggSettings
+from client.secagg import legacy_fit_mod
+from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash
 from server.secagg import STAGES, quantization_error_bound, resolved_shares
 from simulations.engine import run_simulation
 from simulations.engine.identity import server_identity
