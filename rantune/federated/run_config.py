@@ -256,6 +256,17 @@ def identity_diff(a: Mapping[str, Scalar], b: Mapping[str, Scalar]) -> list[str]
     return sorted(k for k in keys if a.get(k) != b.get(k))
 
 
+def compatible_diff(stored: Mapping[str, Scalar], current: Mapping[str, Scalar]) -> list[str]:
+    """Like :func:`identity_diff` for a run written by an older rantune: a key the stored
+    config lacks (added since) counts as its default, or as unchanged when it has none
+    here (strategy params), so adding keys whose default keeps the old behaviour does not
+    orphan existing runs."""
+    filled = dict(stored)
+    for key, value in current.items():
+        filled.setdefault(key, DEFAULTS.get(key, value))
+    return identity_diff(filled, current)
+
+
 def _fail(key: str, value: object, hint: str) -> None:
     raise ValueError(f"run config {key}={value!r} is invalid: {hint}")
 

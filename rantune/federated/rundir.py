@@ -12,7 +12,9 @@ Layout::
 
 Every file is written atomically; a round counts as done only when its JSON exists
 and the tensors match the checksums in it. Resuming checks the config hash first
-and fails, writing nothing, when the directory holds a run of another config.
+and fails, writing nothing, when the directory holds a run of another config. A run
+written before some config keys existed is resumed when the current config has those
+keys at their defaults (``run_config.compatible_diff``); its config.json is kept.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save
 
-from rantune.federated.run_config import RunConfig, identity_diff
+from rantune.federated.run_config import RunConfig, compatible_diff
 from rantune.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 
 FORMAT_VERSION = 1
@@ -66,6 +68,8 @@ class RunDir:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).expanduser().resolve()
+        # config hashes (besides the current config's) whose checkpoints may be resumed
+        self.accepted_hashes: set[str] = set()
         self.checkpoints = self.root / "checkpoints"
         self.config_path = self.root / "config.json"
         self.history_path = self.root / "history.json"
@@ -106,12 +110,15 @@ class RunDir:
                 f"out-dir {self.root} has an unreadable config.json ({err}); use another out-dir"
             ) from err
         if stored_hash != cfg.identity_hash():
-            diff = identity_diff(flat, cfg.flat_dict())
-            raise ValueError(
-                f"out-dir {self.root} holds a run with a different config (differs in "
-                f"{diff or 'the rantune version'}); nothing was overwritten: use another "
-                "out-dir or the same config to resume"
-            )
+            diff = compatible_diff(flat, cfg.flat_dict())
+            if diff or not isinstance(flat, dict):
+                raise ValueError(
+                    f"out-dir {self.root} holds a run with a different config (differs in "
+                    f"{diff or 'the rantune version'}); nothing was overwritten: use another "
+                    "out-dir or the same config to resume"
+                )
+            # written before some keys existed; they are at defaults that keep the numbers
+            self.accepted_hashes.add(stored_hash)
         return True
 
     def write_config(self, cfg: RunConfig, extra: dict | None = None) -> None:
@@ -150,7 +157,7 @@ class RunDir:
         weights, strat_path, meta_path = self.round_paths(server_round)
         try:
             commit = json.loads(meta_path.read_text())
-            if commit.get("config-hash") != cfg.identity_hash():
+            if commit.get("config-hash") not in {cfg.identity_hash(), *self.accepted_hashes}:
                 raise ValueError(
                     f"checkpoint {meta_path} belongs to another config; use another out-dir"
                 )

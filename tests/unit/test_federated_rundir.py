@@ -86,3 +86,28 @@ def test_out_dir_that_is_a_file_is_refused(tmp_path):
 def test_json_safe_writes_strict_json():
     payload = json_safe({"a": float("nan"), "b": [np.float32(1.5), float("inf")], "c": np.int64(3)})
     assert json.loads(json.dumps(payload, allow_nan=False)) == {"a": None, "b": [1.5, None], "c": 3}
+
+
+def test_run_from_before_a_key_existed_resumes_at_that_keys_default(tmp_path):
+    # Prepare: pretend config.json was written before "model.head" existed
+    cfg, rundir = _run(tmp_path, rounds=1)
+    stored = json.loads(rundir.config_path.read_text())
+    del stored["flat"]["model.head"]
+    stored["config-hash"] = "0123456789abcdef"
+    rundir.config_path.write_text(json.dumps(stored))
+    for r in (0, 1):
+        meta = rundir.round_paths(r)[2]
+        commit = json.loads(meta.read_text())
+        commit["config-hash"] = "0123456789abcdef"
+        meta.write_text(json.dumps(commit))
+
+    # Execute
+    same = RunDir(tmp_path)
+    resumable = same.check_config(cfg)
+    point = same.resume_point(cfg)
+
+    # Assert: default value -> resumes from the old checkpoints; other value -> refused
+    assert resumable and point.round == 1
+    other = resolve_config({"out-dir": str(tmp_path), "model.head": "token-mlp"})
+    with pytest.raises(ValueError, match=r"differs in \['model\.head'\]"):
+        RunDir(tmp_path).check_config(other)
