@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from compression.data import CompressionData, run_data
 from compression.distill import DistillSettings, build_student, distill, student_config
-from compression.export import check_parity, export_onnx, run_onnx
+from compression.export import check_parity, describe_onnx, export_onnx, run_onnx
 from compression.manifest import MODEL_NAME, Manifest, write_manifest
 from compression.measure import TORCH_REFERENCE, latency_table
 from compression.merge import SourceRun, load_run
@@ -69,7 +69,6 @@ class CompressSettings:
     max_train: int | None = 4096
     max_calib: int = 256
     max_eval: int | None = 2048
-    extra: dict = field(default_factory=dict)
 
 
 def parse_variants(variants: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -125,6 +124,7 @@ class _Job:
         self.work.mkdir()
         self.teacher = run.model
         self.teacher_out = predict(self.teacher, data.eval_x)
+        self.teacher_metrics = self.task.metrics(self.teacher_out, data.eval_y)
         self.b1 = data.eval_x[:1].contiguous()
         self.b64 = data.eval_x[:64].contiguous()
         if len(self.b64) < 64:  # tile small eval sets up to a batch of 64
@@ -156,14 +156,14 @@ class _Job:
         directory.mkdir()
         model_path = directory / MODEL_NAME
         shutil.copyfile(src, model_path)
-        from compression.export import describe_onnx
-
         info = describe_onnx(model_path)
         output = torch.from_numpy(run_onnx(model_path, self.data.eval_x.numpy()))
         quality = _quality(self.task, output, self.data.eval_y, self.teacher_out)
         size = info["size_bytes"]
+        key = self.task.primary_metric
         metrics = {
             **quality,
+            f"teacher_{key}": self.teacher_metrics[key],
             "size_bytes": size,
             "compressed_size_bytes": len(zlib.compress(model_path.read_bytes(), 9)),
             "parameters": params,
@@ -342,10 +342,9 @@ def compress(
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         job = _Job(run, data, tmp, settings, log)
-        teacher_metrics = run.task.metrics(job.teacher_out, data.eval_y)
         reference = {
             "variant": TORCH_REFERENCE,
-            **teacher_metrics,
+            **job.teacher_metrics,
             "parameters": count_parameters(job.teacher),
         }
         results = [getattr(job, name.replace("-", "_"))() for name in names]
