@@ -2,19 +2,22 @@
 
 Modes
 -----
-``fp32``              no quantization (reference).
+``fp32``              no quantization (reference, and the CPU default).
 ``int8-weight-only``  ``Int8WeightOnlyConfig``; CPU and CUDA.
 ``int8-dynamic``      ``Int8DynamicActivationInt8WeightConfig``; CPU and CUDA.
 ``float8``            ``Float8DynamicActivationFloat8WeightConfig`` (per row), bf16
                       model; CUDA with compute capability >= 8.9 (Ada, Hopper).
-``int4-weight-only``  ``Int4WeightOnlyConfig`` (group 32), bf16 model; CUDA >= 8.0.
+``int4-weight-only``  ``Int4WeightOnlyConfig`` (group 32, tinygemm layout), bf16 model;
+                      CUDA >= 8.0.
 
 :func:`pick_device` chooses CUDA when torch sees one and falls back to the CPU;
-:func:`default_mode` picks the mode per device. ``torch.compile`` is applied by
-default on CUDA, where it turns torchao's tensor subclasses into fused kernels; on
-this project's 2-core CPUs it costs minutes of compilation and gains nothing at
-these model sizes (measured: see benchmarks/results/compression.md), so it is off
-there unless asked for.
+:func:`default_mode` picks the mode per device: float8 (or int8 weight-only before
+Ada) on CUDA, with ``torch.compile`` on, which turns torchao's tensor subclasses into
+fused kernels. On the CPU the default is fp32 eager: on this project's 2-core x86
+CPUs (no VNNI) torchao's int8 modes run slower than fp32 at these model sizes, with
+or without ``torch.compile``, and compiling costs up to minutes
+(benchmarks/results/compression.md, "Server core"); the int8 modes remain available
+when memory matters more than latency.
 """
 
 from __future__ import annotations
@@ -54,11 +57,11 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def default_mode(device: torch.device) -> str:
-    """float8 on CUDA >= 8.9, int8 weight-only on older CUDA, int8 dynamic on CPU."""
+    """float8 on CUDA >= 8.9, int8 weight-only on older CUDA, fp32 on the CPU."""
     if device.type == "cuda":
         capability = cuda_capability() or (0, 0)
         return "float8" if capability >= CUDA_ONLY["float8"] else "int8-weight-only"
-    return "int8-dynamic"
+    return "fp32"
 
 
 def check_mode(mode: str, device: torch.device) -> None:

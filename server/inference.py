@@ -2,7 +2,8 @@
 
 The server keeps the full merged model and serves it on the GPU when torch sees one
 (float8 on Ada/Hopper, int8 weight-only on older GPUs, ``torch.compile`` on), and
-falls back to the CPU (torchao int8 dynamic activation, eager) otherwise. The work
+falls back to the CPU otherwise (fp32 eager by default, the fastest there; torchao's
+``int8-weight-only`` / ``int8-dynamic`` on request, e.g. to save memory). The work
 is done by :mod:`compression.merge` (run directory -> merged model) and
 :mod:`compression.quantize_server` (torchao); this class is the serving surface.
 

@@ -37,7 +37,7 @@ def reference(run_dir, inputs):
         return model, model(inputs).numpy()
 
 
-def test_auto_device_falls_back_to_cpu_with_int8_dynamic(run_dir, inputs, reference, monkeypatch):
+def test_auto_device_falls_back_to_cpu(run_dir, inputs, reference, monkeypatch):
     # Prepare: make sure the fallback path is taken even on a GPU machine
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     # Execute
@@ -45,7 +45,7 @@ def test_auto_device_falls_back_to_cpu_with_int8_dynamic(run_dir, inputs, refere
     out = service.predict(inputs.numpy())
     # Assert
     info = service.describe()
-    assert info["device"] == "cpu" and info["mode"] == "int8-dynamic" and not info["compiled"]
+    assert info["device"] == "cpu" and info["mode"] == "fp32" and not info["compiled"]
     assert info["source"]["run_dir"] == str(run_dir.resolve())
     spread = reference[1].max() - reference[1].min()
     assert np.abs(out - reference[1]).max() <= 0.1 * spread
@@ -73,7 +73,7 @@ def test_cuda_only_modes_are_refused_on_cpu(reference):
             check_mode(mode, torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown"):
         check_mode("int2", torch.device("cpu"))
-    assert default_mode(torch.device("cpu")) == "int8-dynamic"
+    assert default_mode(torch.device("cpu")) == "fp32"
     assert set(SERVER_MODES) >= {"fp32", "int8-weight-only", "int8-dynamic", "float8"}
 
 
@@ -82,6 +82,20 @@ def test_asking_for_cuda_without_it_fails_clearly(monkeypatch):
     with pytest.raises(ValueError, match="sees no CUDA GPU"):
         pick_device("cuda")
     assert pick_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("mode", ["int8-weight-only", "int8-dynamic"])
+def test_cpu_fallback_serves_torchao_int8_on_request(run_dir, inputs, reference, mode, monkeypatch):
+    # Prepare
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # Execute
+    service = ServerInference.from_run(run_dir, mode=mode)
+    out = service.predict(inputs.numpy())
+    # Assert: torchao tensors on the CPU, outputs close to fp32
+    assert service.describe()["device"] == "cpu" and service.describe()["mode"] == mode
+    weight = service.server.module.encoder.blocks[0].attn.q_proj.weight
+    assert type(weight).__module__.startswith("torchao")
+    assert np.abs(out - reference[1]).max() <= 0.1 * (reference[1].max() - reference[1].min())
 
 
 def test_wrong_input_rank_is_refused(run_dir, inputs):
