@@ -8,6 +8,8 @@ Parts (each resumable: finished runs are recorded under ``--work`` and skipped):
 ``robust``  20 % Byzantine clients (2 of 8 sites) on ``beam``/natural: FedAvg vs
             FedMedian / FedTrimmedAvg / Krum / MultiKrum, without attack and under a
             sign-flip (x10) and a Gaussian-noise attack.
+``hetero``  heterogeneous ranks (partitions train r = 2, 4, 8 in turn; global r = 8):
+            FLoRA vs HetLoRA, natural split, both tasks.
 ``report``  copy the grid reports to ``benchmarks/results/strategies/`` and write
             ``summary.json``, ``results.csv`` and ``benchmarks/strategies.md`` (text outside
             the generated block of the .md, e.g. the reading of the results, is kept).
@@ -66,6 +68,8 @@ ATTACKS = {
     "gaussian-0.5": {"attack.fraction": 0.2, "attack.kind": "gaussian", "attack.factor": 0.5},
 }
 ROBUST_PARAMS = {"strategy.num-malicious-nodes": 2, "strategy.trim-beta": 0.25}
+HETERO_STRATEGIES = ("flora", "hetlora")
+HETERO_PARAMS = {"lora.r": 8, "lora.client-ranks": "2,4,8"}
 
 
 def pretrained_choice(requested: str) -> str:
@@ -138,6 +142,23 @@ def run_robust(args) -> None:
             spec, args.work / f"robust-{name}", workers=args.workers, progress=progress
         )
         log(f"robust {name}: ran {len(result.ran)}, failed {len(result.failed)}")
+
+
+def run_hetero(args) -> None:
+    from simulations.compare.grid import GridSpec, run_grid
+
+    spec = GridSpec(
+        preset=args.preset,
+        tasks=TASKS,
+        strategies=HETERO_STRATEGIES,
+        partitions=("natural",),
+        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        rounds=args.rounds,
+        overrides={**overrides(args), **HETERO_PARAMS},
+        metric=METRICS,
+    )
+    result = run_grid(spec, args.work / "hetero", workers=args.workers, progress=progress)
+    log(f"hetero: ran {len(result.ran)}, failed {len(result.failed)}")
 
 
 # ---------------------------------------------------------------------------- report
@@ -261,11 +282,23 @@ def refresh_grid_reports(args) -> None:
     from simulations.compare.records import load_runs
     from simulations.compare.report import write_report as grid_report
 
-    for name in ("main", *(f"robust-{a}" for a in ATTACKS)):
+    for name in ("main", "hetero", *(f"robust-{a}" for a in ATTACKS)):
         folder = args.work / name
         runs = load_runs(folder) if (folder / "runs").exists() else []
         if runs:
             grid_report(runs, folder, plots=name == "main")
+
+
+def hetero_table(rows: list[dict]) -> list[str]:
+    header = ["strategy", *[f"{METRICS[t]} `{t}`" for t in TASKS], "MB up / run", "MB down / run"]
+    body = []
+    for s in HETERO_STRATEGIES:
+        mine = [r for r in rows if r["strategy"] == s]
+        cells = [_stat([_num(r["final_metric"]) for r in mine if r["task"] == t]) for t in TASKS]
+        up = _mean([_num(r["mb_up"]) for r in mine])
+        down = _mean([_num(r["mb_down"]) for r in mine])
+        body.append([s, *cells, f"{up:.2f}", f"{down:.2f}"])
+    return _table(header, body)
 
 
 def write_report(args) -> None:
@@ -293,6 +326,10 @@ def write_report(args) -> None:
             for r in rs:
                 writer.writerow({"attack": name, **r})
         (RESULTS / "robustness.csv").write_text(robust_csv.getvalue())
+    hetero_path = args.work / "hetero" / "results.csv"
+    hetero = _read_rows(hetero_path) if hetero_path.exists() else []
+    if hetero:
+        shutil.copy2(hetero_path, RESULTS / "hetero.csv")
     load = os.getloadavg()
     settings = {
         "preset": args.preset,
@@ -325,6 +362,7 @@ def write_report(args) -> None:
         "settings": settings,
         "main": rows,
         "robust": robust,
+        "hetero": hetero,
         "wall-s": json.loads((args.work / "timing.json").read_text())
         if (args.work / "timing.json").exists()
         else None,
@@ -378,6 +416,13 @@ def write_report(args) -> None:
         "",
         *robust_table(robust),
         "",
+        "## Heterogeneous ranks: partitions train r = 2, 4, 8 in turn (global r = 8), natural split",
+        "",
+        "FLoRA stacks the mixed-rank adapters exactly and folds them into the base (dense "
+        "downlink); HetLoRA zero-pads to r = 8, norm-weights and truncates back to each rank.",
+        "",
+        *hetero_table(hetero),
+        "",
         END,
     ]
     old = MARKDOWN.read_text() if MARKDOWN.exists() else ""
@@ -395,7 +440,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("part", choices=("all", "main", "robust", "report"))
+    parser.add_argument("part", choices=("all", "main", "robust", "hetero", "report"))
     parser.add_argument("--preset", default="default")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seeds", default="0,1,2")
@@ -424,10 +469,17 @@ def main() -> None:
         t = time.perf_counter()
         run_robust(args)
         timing["robust"] = time.perf_counter() - t
-    if timing:
+    if args.part in ("all", "hetero"):
+        t = time.perf_counter()
+        run_hetero(args)
+        timing["hetero"] = time.perf_counter() - t
+    if timing:  # one entry per invocation (finished runs are skipped by later ones)
         path = args.work / "timing.json"
-        old = json.loads(path.read_text()) if path.exists() else {}
-        path.write_text(json.dumps({**old, **timing}))
+        old = json.loads(path.read_text()) if path.exists() else []
+        old = old if isinstance(old, list) else [old]
+        load = [round(x, 2) for x in os.getloadavg()]
+        entry = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), "load": load}
+        path.write_text(json.dumps([*old, {**entry, **timing}], indent=1))
     write_report(args)
 
 
