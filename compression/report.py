@@ -80,6 +80,15 @@ def _fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _fidelity(entry: dict) -> str:
+    """Agreement with the teacher: top-1 share, or NMSE to the teacher's output."""
+    if "agreement_with_teacher" in entry:
+        return f"{entry['agreement_with_teacher']:.1%}"
+    if "nmse_vs_teacher_db" in entry:
+        return f"{entry['nmse_vs_teacher_db']:.1f} dB"
+    return "-"
+
+
 def report_rows(report: dict) -> list[list[str]]:
     """Table rows: reference first, then every variant."""
     key = report["primary_metric"]
@@ -101,6 +110,7 @@ def report_rows(report: dict) -> list[list[str]]:
                 f"{ref['latency']['b1']['p50_ms'] / lat['b1']['p50_ms']:.1f}x",
                 _fmt(entry[key]),
                 "-" if entry is ref else f"{drop(report, entry):+.2f}",
+                _fidelity(entry),
             ]
         )
     return rows
@@ -119,6 +129,7 @@ def markdown_table(report: dict) -> str:
         "speed-up b1",
         report["primary_metric"],
         f"drop ({unit})",
+        "vs teacher" if report["higher_is_better"] else "NMSE to teacher",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in report_rows(report)]
@@ -129,7 +140,7 @@ def targets_markdown(report: dict) -> str:
     lines = []
     for check in report.get("targets", []):
         parts = [
-            f"size {check['size_ratio']:.2f}x (<= {check['max_size_ratio']:.2f})",
+            f"size {check['size_ratio']:.3f}x (<= {check['max_size_ratio']:.2f})",
             f"drop {check['drop']:+.2f} {check['drop_unit']} (<= {check['max_drop']:g})",
         ]
         if "speedup_b1" in check:
