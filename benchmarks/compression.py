@@ -279,7 +279,14 @@ def write_markdown(results: dict) -> None:
     ]
     for task, entry in results["tasks"].items():
         report = entry["report"]
-        lines += [f"## {task}", "", f"Source: {entry['source']['kind']} — `{entry['run_dir']}`"]
+        kind = entry["source"]["kind"]
+        if kind.startswith("centralized"):
+            kind += (
+                " in the federated run-directory format, because no finished federated run "
+                "of this task on the default preset (loadable with the current model code) "
+                "existed when the benchmark ran"
+            )
+        lines += [f"## {task}", "", f"Source: {kind} — `{entry['run_dir']}`"]
         if "summary" in entry["source"] and entry["source"]["summary"]:
             test = entry["source"]["summary"].get("test", {})
             lines.append(f"(teacher on the global test set at training time: {test})")
