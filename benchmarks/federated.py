@@ -339,8 +339,8 @@ class _ComputeTimer:
         import importlib
 
         self._saved = []
-        for name in self.MODULES:
-            module = importlib.import_module(name)
+        modules = [importlib.import_module(name) for name in self.MODULES]  # import first:
+        for module in modules:  # a module imported later would copy a wrapped function
             for attr in ("train", "evaluate"):
                 if hasattr(module, attr):
                     original = getattr(module, attr)
