@@ -686,6 +686,9 @@ def report(args) -> dict:
         for e in earlier
         if e and "engine-s" in e
     ]
+    summary["ray-earlier"] = [
+        e for e in (_load(p) for p in sorted(args.work.glob("ray-*.json"))) if e
+    ]
     for part in ("overhead", "ray", "scale"):
         loaded = _load(args.work / f"{part}.json")
         if loaded:
@@ -882,6 +885,11 @@ def markdown(s: dict) -> str:
                 else ""
             ),
         ]
+    for e in s.get("ray-earlier", []):
+        lines.append(
+            f"Earlier `flwr run` under heavier load: start-up {e['startup-s']:.1f} s, rounds "
+            f"{', '.join(f'{x:.1f}' for x in e['round-s'])} s, total {e['total-s']:.1f} s."
+        )
     if "scale" in s:
         lines += ["", "## Scale: `large` preset", ""]
         for kind, e in s["scale"].items():
