@@ -771,7 +771,10 @@ def markdown(s: dict) -> str:
         f"station = one client), encoder `model.pretrained = {s['pretrained']!r}`, LoRA r=4 "
         "alpha 8 on q/v + the pooled-linear task head (`model.head`), FedAvg, all clients "
         "every round, 1 local epoch per round, batch 32, AdamW lr 3e-3. Produced by "
-        "`python benchmarks/federated.py all` (resumable; `report` rebuilds this file).",
+        "`python benchmarks/federated.py all --rounds 4 --pretrained tiny --scale-ray` "
+        "(resumable), then `convergence` (longer beam run), `ray` and `overhead` re-run when "
+        "the machine was less loaded (the earlier attempts are listed); `report` rebuilds "
+        "this file from `runs/bench-federated/<pretrained>/`.",
         "",
         "## Acceptance summary",
         "",
@@ -857,10 +860,15 @@ def markdown(s: dict) -> str:
                 f"the compute time by more than the overhead, the engine's orchestration time added "
                 f"to the loop's run gives the noise-free ratio **{o['normalized-ratio']:.3f}**."
             )
+    if s.get("overhead-earlier"):
+        lines.append(
+            "The spread of the 1-round attempts below is the machine's (other jobs shared the "
+            "two cores); the orchestration split above is the measurement to trust."
+        )
     for e in s.get("overhead-earlier", []):
         lines.append(
-            f"Earlier attempt ({e['rounds']} round(s), while other jobs loaded the cores more "
-            f"unevenly): engine {', '.join(f'{x:.1f}' for x in e['engine-s'])} s, loop "
+            f"Earlier attempt ({e['rounds']} round(s), wall time only, no compute/orchestration "
+            f"split): engine {', '.join(f'{x:.1f}' for x in e['engine-s'])} s, loop "
             f"{', '.join(f'{x:.1f}' for x in e['loop-s'])} s, wall ratio {e['ratio-median']:.3f}."
         )
     if "ray" in s:
