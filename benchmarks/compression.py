@@ -28,17 +28,17 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-
-from compression.distill import DistillSettings  # noqa: E402
-from compression.edge import EdgeModel  # noqa: E402
-from compression.merge import (  # noqa: E402
+from rantune.compression.distill import DistillSettings  # noqa: E402
+from rantune.compression.edge import EdgeModel  # noqa: E402
+from rantune.compression.merge import (  # noqa: E402
     ADAPTER_NAME,
     load_run,
     read_run_config,
     train_centralized_run,
 )
-from compression.pipeline import DEFAULT_VARIANTS, CompressSettings, compress  # noqa: E402
-from compression.report import INT8_TARGET, STUDENT_TARGET, markdown_table, targets_markdown  # noqa: E402
+from rantune.compression.pipeline import DEFAULT_VARIANTS, CompressSettings, compress  # noqa: E402
+from rantune.compression.report import INT8_TARGET, STUDENT_TARGET, markdown_table, targets_markdown  # noqa: E402
+
 from rantune.federated.rundir import json_safe  # noqa: E402
 from rantune.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 from rantune.model.checkpoint import SHIPPED_DIR  # noqa: E402
@@ -148,11 +148,10 @@ def edge_grid(art: Path, variants: list[str], repeats: int) -> dict:
 def server_modes(run_dir: Path, compile_modes: bool, repeats: int) -> list[dict]:
     """torchao server core on this CPU: eager fp32 vs int8 modes (+ torch.compile),
     all built first and then timed side by side in interleaved rounds."""
+    from rantune.compression.data import run_data
+    from rantune.compression.measure import interleaved
+    from rantune.compression.quantize_server import quantize_for_server
     from torch._dynamo.utils import counters
-
-    from compression.data import run_data
-    from compression.measure import interleaved
-    from compression.quantize_server import quantize_for_server
 
     run = load_run(run_dir)
     data = run_data(run.config, max_train=8, max_calib=8, max_eval=512)
@@ -202,7 +201,7 @@ def overhead_share(path: Path) -> float:
 
 def validation_drop(report: dict, art: Path, variant: str) -> str:
     """The same drop measured on the clients' validation rows (not the test set)."""
-    from compression.data import pooled_split
+    from rantune.compression.data import pooled_split
 
     run = load_run(report["source"]["run_dir"])
     x, y = pooled_split(run.config, "val", max_rows=2048, seed=7)

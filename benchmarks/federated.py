@@ -163,7 +163,7 @@ def accuracy_unit(args, task: str, seed: int) -> dict:
     import logging
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    from simulations.engine import resolve_config, run_simulation
+    from rantune.simulations.engine import resolve_config, run_simulation
 
     out = {}
     for name, extra in (("fedavg", {}), ("fedavg-int8", {"update-compression.method": "int8"})):
@@ -209,7 +209,7 @@ def _long_fedavg(args, task: str, seed: int) -> dict:
     import shutil
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    from simulations.engine import resolve_config, run_simulation
+    from rantune.simulations.engine import resolve_config, run_simulation
 
     short, long = args.work / f"{task}-s{seed}-fedavg", args.work / f"{task}-s{seed}-fedavg-long"
     if not long.exists() and short.exists():
@@ -224,12 +224,12 @@ def _long_fedavg(args, task: str, seed: int) -> dict:
 def _central_curve(args, task: str, seed: int) -> dict:
     """Centralized LoRA evaluated after every epoch (one train() call per epoch)."""
     import torch
+    from rantune.simulations.engine import resolve_config
 
     from rantune.federated import workload
     from rantune.lora import load_trainable_state, trainable_state
     from rantune.tasks import get_task
     from rantune.training import TrainSettings, evaluate, train
-    from simulations.engine import resolve_config
 
     cfg = resolve_config(_base(args, task, seed, **{"out-dir": str(args.work / "unused")}))
     workload.apply_threads(cfg)
@@ -368,8 +368,9 @@ def run_overhead(args) -> None:
     import shutil
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    from rantune.simulations.engine import resolve_config, run_simulation
+
     from rantune.federated import workload
-    from simulations.engine import resolve_config, run_simulation
 
     path = args.work / "overhead.json"
     if _load(path):
@@ -445,7 +446,7 @@ def run_overhead(args) -> None:
 
 # ---------------------------------------------------------------------- ray
 def run_ray(args) -> None:
-    from simulations.engine.flwr_cli import flwr_simulation
+    from rantune.simulations.engine.flwr_cli import flwr_simulation
 
     path = args.work / "ray.json"
     if _load(path):
@@ -458,8 +459,9 @@ def run_ray(args) -> None:
     config = _base(
         args, "los", 0, **{"num-server-rounds": args.ray_rounds, "out-dir": str(out_dir)}
     )
+    from rantune.simulations.engine import resolve_config
+
     from rantune.federated import workload
-    from simulations.engine import resolve_config
 
     n = workload.federated_data(resolve_config(config)).num_clients
     with flwr_simulation() as sim:
@@ -474,7 +476,7 @@ def run_ray(args) -> None:
     import logging
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    from simulations.engine import run_simulation
+    from rantune.simulations.engine import run_simulation
 
     engine_dir = args.work / "ray-engine"
     shutil.rmtree(engine_dir, ignore_errors=True)
@@ -559,8 +561,9 @@ def run_scale(args) -> None:
     import shutil
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
+    from rantune.simulations.engine import resolve_config, run_simulation
+
     from rantune.federated import workload
-    from simulations.engine import resolve_config, run_simulation
 
     path = args.work / "scale.json"
     result = _load(path) or {}
@@ -595,7 +598,7 @@ def run_scale(args) -> None:
         _save(path, result)
         print(f"scale engine: {total:.0f} s, peak {sampler.peak / 2**30:.2f} GiB", flush=True)
     if args.scale_ray and "ray" not in result:
-        from simulations.engine.flwr_cli import flwr_simulation
+        from rantune.simulations.engine.flwr_cli import flwr_simulation
 
         out_dir = args.work / "scale-ray"
         shutil.rmtree(out_dir, ignore_errors=True)

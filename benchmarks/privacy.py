@@ -52,7 +52,7 @@ DELTA = 1e-5
 
 
 def _pretrained() -> str:
-    from simulations.federation.checks import pretrained_or_none
+    from rantune.simulations.federation.checks import pretrained_or_none
 
     return pretrained_or_none()
 
@@ -77,7 +77,7 @@ class NormRecorder:
     """The shipped ClientApp, recording the L2 norm of every train update it sends."""
 
     def __init__(self) -> None:
-        from client.app import app
+        from rantune.client.app import app
 
         self.app = app
         self.norms: dict[int, list[float]] = {}
@@ -133,7 +133,7 @@ def _summary(history: dict, wall: float) -> dict:
 
 
 def run_dp(args) -> dict:
-    from simulations.engine import run_simulation
+    from rantune.simulations.engine import run_simulation
 
     work = args.work / "dp"
     base = _dp_base(args)
@@ -192,8 +192,9 @@ def run_dp(args) -> dict:
 
 
 def _num_adapter_params(base: dict) -> int:
+    from rantune.simulations.engine import resolve_config
+
     from rantune.federated import workload
-    from simulations.engine import resolve_config
 
     state = workload.initial_global_state(resolve_config({**base, "out-dir": "/tmp/unused"}))
     return int(sum(v.numel() for v in state.values()))
@@ -205,8 +206,8 @@ def _num_adapter_params(base: dict) -> int:
 def _metered_server(store: list):
     """A ServerApp stand-in that counts every message's bytes (MeteringGrid) around
     the real ServerApp."""
-    from server.app import app as server_app
-    from server.secagg_metering import MeteringGrid
+    from rantune.server.app import app as server_app
+    from rantune.server.secagg_metering import MeteringGrid
 
     def run(grid, context):
         meter = MeteringGrid(grid)
@@ -218,9 +219,8 @@ def _metered_server(store: list):
 
 def _secagg_once(args, preset: str, secure: bool, rep: int) -> dict:
     import numpy as np
+    from rantune.simulations.engine import run_simulation
     from safetensors.numpy import load_file
-
-    from simulations.engine import run_simulation
 
     name = f"{preset}-{'secagg' if secure else 'plain'}-rep{rep}"
     path = args.work / "secagg" / f"{name}.json"
@@ -339,8 +339,8 @@ def run_secagg(args) -> dict:
 
 def run_deployment(args) -> dict:
     """Plain vs SecAgg+ over a real SuperLink + 2 SuperNodes (TLS + auth, loopback)."""
-    from simulations.federation import launcher
-    from simulations.federation.runner import start_run
+    from rantune.simulations.federation import launcher
+    from rantune.simulations.federation.runner import start_run
 
     work = args.work / "deployment"
     cached = _load(work / "result.json")

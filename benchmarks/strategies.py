@@ -107,7 +107,7 @@ def progress(outcome: dict, done: int, total: int) -> None:
 
 
 def run_main(args) -> None:
-    from simulations.compare.grid import GridSpec, run_grid
+    from rantune.simulations.compare.grid import GridSpec, run_grid
 
     spec = GridSpec(
         preset=args.preset,
@@ -125,7 +125,7 @@ def run_main(args) -> None:
 
 
 def run_robust(args) -> None:
-    from simulations.compare.grid import GridSpec, run_grid
+    from rantune.simulations.compare.grid import GridSpec, run_grid
 
     for name, attack in ATTACKS.items():
         spec = GridSpec(
@@ -145,7 +145,7 @@ def run_robust(args) -> None:
 
 
 def run_hetero(args) -> None:
-    from simulations.compare.grid import GridSpec, run_grid
+    from rantune.simulations.compare.grid import GridSpec, run_grid
 
     spec = GridSpec(
         preset=args.preset,
@@ -279,8 +279,8 @@ def robust_table(robust: dict[str, list[dict]]) -> list[str]:
 
 def refresh_grid_reports(args) -> None:
     """Rebuild each grid's results.csv / report.md / plots from its run records."""
-    from simulations.compare.records import load_runs
-    from simulations.compare.report import write_report as grid_report
+    from rantune.simulations.compare.records import load_runs
+    from rantune.simulations.compare.report import write_report as grid_report
 
     for name in ("main", "hetero", *(f"robust-{a}" for a in ATTACKS)):
         folder = args.work / name
@@ -331,7 +331,19 @@ def write_report(args) -> None:
     if hetero:
         shutil.copy2(hetero_path, RESULTS / "hetero.csv")
     load = os.getloadavg()
+    from rantune.federated.run_config import DEFAULTS
+
+    try:
+        import subprocess
+
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = "unknown"
     settings = {
+        "commit": commit,
+        "model.head": DEFAULTS.get("model.head", "default"),
         "preset": args.preset,
         "rounds": args.rounds,
         "seeds": args.seeds,
@@ -386,14 +398,15 @@ def write_report(args) -> None:
             if args.pretrained == "none"
             else ""
         ),
-        "- LoRA r = 4, alpha = 8 on q_proj + v_proj, head trained (run defaults); strategy "
-        "hyper-parameters at their registry defaults",
+        f"- LoRA r = 4, alpha = 8 on q_proj + v_proj, `{settings['model.head']}` head trained "
+        "(run defaults); strategy hyper-parameters at their registry defaults",
         "- metrics: LoS AUC (LoS accuracy sits at the ~85 % NLoS majority for weak models), beam top-1;"
         " global model on the global test subset. MB = 10^6 bytes of `ArrayRecord.count_bytes()` "
         "over all rounds and clients (training messages; evaluation downlink excluded)",
         f"- machine: {platform.machine()}, {os.cpu_count()} cores shared with other work "
         f"(load average {load[0]:.1f} when the report was written), {args.workers} worker processes, "
-        "1 torch thread each",
+        "1 torch thread each; wall time per invocation in "
+        f"[results/strategies/summary.json](results/strategies/summary.json) (`wall-s`); code at {commit}",
         "",
         "## Main comparison",
         *main_tables(rows),

@@ -107,10 +107,10 @@ _STATE: dict = {}
 
 def _init_worker(preset: str) -> None:
     import torch
+    from rantune.simulations.commands.train import pooled_split
 
     from rantune.channels import load_pooled
     from rantune.presets import load_preset
-    from simulations.commands.train import pooled_split
 
     torch.set_num_threads(1)
     cfg = load_preset(preset)
@@ -130,7 +130,7 @@ def subset_masks(task: str, data, test_rows: np.ndarray) -> dict[str, np.ndarray
 
 def _run_job(job: tuple[str, str, tuple[float, ...]]) -> list[dict]:
     """One (task, mode) over the given budgets, 3 seeds each (probe shares its features)."""
-    from simulations.commands.train import CentralizedSettings, run_one
+    from rantune.simulations.commands.train import CentralizedSettings, run_one
 
     task, mode, budgets = job
     data, split, cfg = _STATE["data"], _STATE["split"], _STATE["cfg"]
@@ -467,7 +467,7 @@ def main() -> None:
     results.sort(key=lambda r: (TASKS.index(r["task"]), MODES.index(r["mode"]), r["budget"]))
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "tasks.json", {"runs": results, "baseline_runs": base})
-    from simulations.commands.train import DEFAULT_LR
+    from rantune.simulations.commands.train import DEFAULT_LR
 
     report = {
         "command": "python benchmarks/tasks.py " + shlex.join(sys.argv[1:]),

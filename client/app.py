@@ -1,4 +1,4 @@
-"""Flower ClientApp of rantune: one base station (``clientapp = "client.app:app"``).
+"""Flower ClientApp of rantune: one base station (``clientapp = "rantune.client.app:app"``).
 
 A thin adapter over :mod:`rantune.federated.local`: the node config's
 ``partition-id`` / ``num-partitions`` pick the base station's data (loaded from the
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from rantune.client.secagg import default_mods
 
-from client.secagg import default_mods
 from rantune.federated.local import local_evaluate, local_train, node_identity
 from rantune.federated.messages import ARRAYS, CONFIG, LORA_RANK, METRICS, PARTITION_ID
 from rantune.federated.run_config import RunConfig, parse_run_config

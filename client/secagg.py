@@ -27,8 +27,8 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
+from rantune.client.privacy import dp_clipping_mod, is_train
 
-from client.privacy import dp_clipping_mod, is_train
 from rantune.federated import workload
 from rantune.federated.local import NodeIdentity, node_identity
 from rantune.federated.messages import ARRAYS, CONFIG, NUM_EXAMPLES, state_to_record

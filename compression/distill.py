@@ -87,7 +87,7 @@ def build_student(
     teacher: TaskModel, task: Task, radio: RadioConfig, cfg: ModelConfig, seed: int = 0
 ) -> tuple[TaskModel, dict]:
     """A student task model for ``cfg`` and how it was initialised."""
-    from compression.prune import slice_ffn, slice_heads
+    from rantune.compression.prune import slice_ffn, slice_heads
 
     t_cfg = teacher.encoder.config
     torch.manual_seed(seed)

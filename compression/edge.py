@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
-from compression.manifest import BATCH_AXIS, Manifest, read_manifest
+from rantune.compression.manifest import BATCH_AXIS, Manifest, read_manifest
 
 DEFAULT_MAX_BATCH = 4096
 

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from rantune.compression.edge import session_options, summarize_latencies
+from rantune.compression.export import INPUT_NAME
 from torch import Tensor, nn
-
-from compression.edge import session_options, summarize_latencies
-from compression.export import INPUT_NAME
 
 TORCH_REFERENCE = "torch-fp32-teacher"
 

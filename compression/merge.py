@@ -212,7 +212,7 @@ def train_centralized_run(
     dict
         Training summary plus global-test metrics of the trained model.
     """
-    from compression.data import pooled_split
+    from rantune.compression.data import pooled_split
 
     cfg = resolve_run_config(overrides)
     task = get_task(cfg.task)

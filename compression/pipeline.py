@@ -27,22 +27,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
-
-from compression.data import CompressionData, run_data
-from compression.distill import DistillSettings, build_student, distill, student_config
-from compression.export import check_parity, describe_onnx, export_onnx, run_onnx
-from compression.manifest import MODEL_NAME, Manifest, write_manifest
-from compression.measure import TORCH_REFERENCE, latency_table
-from compression.merge import SourceRun, load_run
-from compression.prune import PruneSettings, magnitude_prune, structured_prune
-from compression.quantize_edge import (
+from rantune.compression.data import CompressionData, run_data
+from rantune.compression.distill import DistillSettings, build_student, distill, student_config
+from rantune.compression.export import check_parity, describe_onnx, export_onnx, run_onnx
+from rantune.compression.manifest import MODEL_NAME, Manifest, write_manifest
+from rantune.compression.measure import TORCH_REFERENCE, latency_table
+from rantune.compression.merge import SourceRun, load_run
+from rantune.compression.prune import PruneSettings, magnitude_prune, structured_prune
+from rantune.compression.quantize_edge import (
     check_calibration,
     preprocess,
     quantize_dynamic_int8,
     quantize_static_int8,
 )
-from compression.report import assess_targets, write_pareto, write_report_md
+from rantune.compression.report import assess_targets, write_pareto, write_report_md
+from torch import Tensor, nn
+
 from rantune.federated.rundir import json_safe
 from rantune.fileio import atomic_write_json, sha256_file
 from rantune.lora import count_parameters

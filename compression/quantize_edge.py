@@ -24,8 +24,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
-
-from compression.export import INPUT_NAME, compact_onnx, strip_metadata
+from rantune.compression.export import INPUT_NAME, compact_onnx, strip_metadata
 
 INT8_OPS = ("MatMul", "Gemm")
 CALIBRATION_METHODS = {
@@ -155,7 +154,7 @@ def quantize_static_int8(
     ValueError
         Without calibration rows, on rows of the wrong shape, or an unknown method.
     """
-    from compression.export import describe_onnx
+    from rantune.compression.export import describe_onnx
 
     if method not in CALIBRATION_METHODS:
         raise ValueError(

@@ -32,7 +32,7 @@ def smoke_run(
     root: Path | str, task: str = "los", epochs: int = 2, preset: str = "smoke", seed: int = 0
 ) -> Path:
     """A finished centralized LoRA run of ``task`` under ``root`` (cached per process)."""
-    from compression.merge import train_centralized_run
+    from rantune.compression.merge import train_centralized_run
 
     root = Path(root)
     key = (str(root.resolve()), task, epochs, preset, seed)
@@ -64,10 +64,10 @@ def smoke_onnx(root: Path | str, task: str = "los") -> dict:
     Returns ``{"run": SourceRun, "onnx": fp32 path, "pre": pre-processed path,
     "x": eval inputs, "y": eval targets, "calib": calibration rows}``.
     """
-    from compression.data import run_data
-    from compression.export import export_onnx
-    from compression.merge import load_run
-    from compression.quantize_edge import preprocess
+    from rantune.compression.data import run_data
+    from rantune.compression.export import export_onnx
+    from rantune.compression.merge import load_run
+    from rantune.compression.quantize_edge import preprocess
 
     root = Path(root)
     key = ("onnx", str(root.resolve()), task)

@@ -1,4 +1,4 @@
-"""Flower ServerApp of rantune: ``[tool.flwr.app.components] serverapp = "server.app:app"``.
+"""Flower ServerApp of rantune: ``[tool.flwr.app.components] serverapp = "rantune.server.app:app"``.
 
 A thin adapter: parse ``context.run_config`` once, build the strategy by name and
 hand both to the round loop (:func:`server.loop.run_server`). ``dp.mode`` wraps the
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
+from rantune.server.loop import run_server
+from rantune.server.privacy import with_privacy
+from rantune.server.secagg import run_secagg_server, secagg_enabled
+from rantune.server.strategies import build_strategy
 
 from rantune.federated.run_config import parse_run_config
-from server.loop import run_server
-from server.privacy import with_privacy
-from server.secagg import run_secagg_server, secagg_enabled
-from server.strategies import build_strategy
 
 app = ServerApp()
 

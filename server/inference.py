@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rantune.compression.merge import load_run
+from rantune.compression.quantize_server import ServerModel, quantize_for_server
 from torch import nn
 
-from compression.merge import load_run
-from compression.quantize_server import ServerModel, quantize_for_server
 from rantune.lora import count_parameters
 from rantune.tasks import Task, get_task
 

@@ -30,6 +30,9 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
+from rantune.server.replies import replies_by_node
+from rantune.server.strategies.hooks import evaluate_global, write_dense_deltas
+from rantune.server.strategies.state import load_strategy_state, strategy_state
 
 from rantune.federated import workload
 from rantune.federated.compression import decode_update, settings_from_config, settings_to_config
@@ -55,9 +58,6 @@ from rantune.federated.messages import (
 from rantune.federated.run_config import RunConfig
 from rantune.federated.rundir import RunDir
 from rantune.tasks import get_task
-from server.replies import replies_by_node
-from server.strategies.hooks import evaluate_global, write_dense_deltas
-from server.strategies.state import load_strategy_state, strategy_state
 
 
 class OrderedGrid(Grid):

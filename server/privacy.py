@@ -52,13 +52,13 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 from flwr.supercore import log
+from rantune.server.strategies.state import load_strategy_state, strategy_state
 
 from rantune.federated import workload
 from rantune.federated.dp_accounting import RdpAccountant
 from rantune.federated.messages import METRICS
 from rantune.federated.privacy import DPSettings, dp_settings
 from rantune.federated.run_config import RunConfig
-from server.strategies.state import load_strategy_state, strategy_state
 
 UNIT_WEIGHT = "dp-unit-weight"
 INNER_PREFIX = "inner/"

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import typer
-
-from simulations.commands import compare as compare_command
-from simulations.commands import compress as compress_command
-from simulations.commands import data as data_command
-from simulations.commands import demo as demo_command
-from simulations.commands import edge as edge_command
-from simulations.commands import federation as federation_command
-from simulations.commands import pretrain as pretrain_command
-from simulations.commands import simulate as simulate_command
-from simulations.commands import train as train_command
+from rantune.simulations.commands import compare as compare_command
+from rantune.simulations.commands import compress as compress_command
+from rantune.simulations.commands import data as data_command
+from rantune.simulations.commands import demo as demo_command
+from rantune.simulations.commands import edge as edge_command
+from rantune.simulations.commands import federation as federation_command
+from rantune.simulations.commands import pretrain as pretrain_command
+from rantune.simulations.commands import simulate as simulate_command
+from rantune.simulations.commands import train as train_command
 
 app = typer.Typer(
     name="rantune",

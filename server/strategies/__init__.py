@@ -191,7 +191,7 @@ register(
 
 # Registered on import (each module calls register): Flower's strategies, then the
 # LoRA-aware ones.
-from server.strategies import (  # noqa: E402,F401
+from rantune.server.strategies import (  # noqa: E402,F401
     fedex_lora,
     fedsa_lora,
     ffa_lora,

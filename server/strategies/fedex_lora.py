@@ -15,12 +15,17 @@ from collections.abc import Iterable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
+from rantune.server.strategies import StrategySpec, register
+from rantune.server.strategies.lora_base import (
+    DenseDeltaMixin,
+    LoraStrategy,
+    client_updates,
+    to_record,
+)
 
 from rantune.aggregation import fedex_aggregate
 from rantune.federated.messages import record_to_state
 from rantune.federated.run_config import RunConfig, Scalar
-from server.strategies import StrategySpec, register
-from server.strategies.lora_base import DenseDeltaMixin, LoraStrategy, client_updates, to_record
 
 
 class FedExLoRA(DenseDeltaMixin, LoraStrategy):

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
+from rantune.server.strategies import StrategySpec, register
+from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 from rantune.aggregation import fedsa_aggregate
 from rantune.federated.messages import HEAD_PREFIX, record_to_state, select_keys
 from rantune.federated.run_config import RunConfig, Scalar
-from server.strategies import StrategySpec, register
-from server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 LOCAL_B = r"\.lora_B\.weight$"
 LOCAL_B_AND_HEAD = r"\.lora_B\.weight$|^" + HEAD_PREFIX.replace(".", r"\.")

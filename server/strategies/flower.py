@@ -41,9 +41,9 @@ from flwr.serverapp.strategy import (
     QFedAvg,
     Strategy,
 )
+from rantune.server.strategies import StrategySpec, common_kwargs, register
 
 from rantune.federated.run_config import RunConfig, Scalar
-from server.strategies import StrategySpec, common_kwargs, register
 
 OPT_PARAMS = {"eta": 0.01, "tau": 0.001}
 MOMENT_PARAMS = {"beta-1": 0.9, "beta-2": 0.99}

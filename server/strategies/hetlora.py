@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
+from rantune.server.strategies import StrategySpec, register
+from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 from rantune.aggregation import ClientUpdate, hetlora_aggregate, hetlora_downlink
 from rantune.aggregation.lora_keys import is_lora_b, uniform_rank
 from rantune.federated.messages import record_to_state
 from rantune.federated.ranks import rank_schedule
 from rantune.federated.run_config import RunConfig, Scalar
-from server.strategies import StrategySpec, register
-from server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 
 def rescale_b(state: Mapping[str, torch.Tensor], factor: float) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
+from rantune.server.strategies import common_kwargs
 
 from rantune.aggregation import ClientUpdate
 from rantune.aggregation.dense import DENSE_SUFFIX
@@ -39,7 +40,6 @@ from rantune.federated.messages import (
     state_to_record,
 )
 from rantune.federated.run_config import RunConfig
-from server.strategies import common_kwargs
 
 
 def to_record(state: Mapping[str, torch.Tensor | np.ndarray]) -> ArrayRecord:

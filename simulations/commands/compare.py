@@ -11,9 +11,8 @@ import logging
 from pathlib import Path
 
 import typer
+from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rich.console import Console
-
-from simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
 
@@ -47,8 +46,7 @@ def register(app: typer.Typer) -> None:
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
     ) -> None:
         """Compare aggregation strategies across partitions and seeds (resumable, 2 cores)."""
-        from rantune.federated.run_config import parse_override_pairs
-        from simulations.compare.grid import (
+        from rantune.simulations.compare.grid import (
             GridSpec,
             parse_list,
             parse_metric,
@@ -56,6 +54,8 @@ def register(app: typer.Typer) -> None:
             plan,
             run_grid,
         )
+
+        from rantune.federated.run_config import parse_override_pairs
 
         spec = GridSpec(
             preset=preset,

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import typer
+from rantune.simulations.errors import cli_errors
 from rich.console import Console
 from rich.table import Table
-
-from simulations.errors import cli_errors
 
 console = Console()
 
@@ -43,9 +42,9 @@ def register(app: typer.Typer) -> None:
         """Quantize, prune and distill a run's global model into measured ONNX artifacts."""
         from dataclasses import replace
 
-        from compression.distill import DistillSettings
-        from compression.pipeline import CompressSettings, compress, parse_variants
-        from compression.prune import PruneSettings
+        from rantune.compression.distill import DistillSettings
+        from rantune.compression.pipeline import CompressSettings, compress, parse_variants
+        from rantune.compression.prune import PruneSettings
 
         names = parse_variants(variants)  # fail on a typo before loading anything
         # SIGTERM -> SystemExit, so compress() removes its temporary directory.
@@ -62,7 +61,7 @@ def register(app: typer.Typer) -> None:
         )
         report = compress(run, out, names, settings, overwrite=force, log=console.log)
         table = Table(title=f"{report['task']}: {report['primary_metric']} vs size and latency")
-        from compression.report import markdown_table
+        from rantune.compression.report import markdown_table
 
         rows = [line.strip("|").split("|") for line in markdown_table(report).splitlines()]
         for cell in rows[0]:

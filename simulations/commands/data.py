@@ -7,6 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rantune.simulations.errors import cli_errors, ensure_output_dir
+from rantune.simulations.partition_report import (
+    partition_sites,
+    plot_label_histograms,
+    summarize_partition,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -14,12 +20,6 @@ from rantune.channels import load_sites
 from rantune.fileio import atomic_write_json
 from rantune.partition import PartitionConfig
 from rantune.presets import load_preset
-from simulations.errors import cli_errors, ensure_output_dir
-from simulations.partition_report import (
-    partition_sites,
-    plot_label_histograms,
-    summarize_partition,
-)
 
 console = Console()
 

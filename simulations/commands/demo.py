@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rich.console import Console
-
-from simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
 
@@ -21,7 +20,7 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, help="Processes for the federated runs."),
     ) -> None:
         """Data, federated fine-tuning with a strategy comparison, int8 edge artifact, report."""
-        from simulations.demo import run_demo
+        from rantune.simulations.demo import run_demo
 
         out = ensure_output_dir(out)
         summary = run_demo(out, quick=quick, workers=workers, log=console.print)

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import typer
+from rantune.simulations.errors import cli_errors
 from rich.console import Console
 from rich.table import Table
-
-from simulations.errors import cli_errors
 
 console = Console()
 
@@ -54,7 +53,7 @@ def register(app: typer.Typer) -> None:
         threads: int | None = typer.Option(None, help="onnxruntime intra-op threads."),
     ) -> None:
         """Verify the artifact's sha256, validate the input and write the model output."""
-        from compression.edge import EdgeModel
+        from rantune.compression.edge import EdgeModel
 
         model = EdgeModel(artifact, threads=threads)
         output = model.predict(_load_npy(input_path))
@@ -75,7 +74,7 @@ def register(app: typer.Typer) -> None:
         warmup: int = typer.Option(10, help="Untimed calls first."),
     ) -> None:
         """p50/p95 latency at each batch size and thread count."""
-        from compression.edge import EdgeModel
+        from rantune.compression.edge import EdgeModel
 
         if any(b < 1 for b in batch) or any(t < 1 for t in threads):
             raise ValueError("--batch and --threads values must be >= 1")

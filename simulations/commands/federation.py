@@ -11,13 +11,12 @@ import os
 from pathlib import Path
 
 import typer
+from rantune.simulations.errors import cli_errors, ensure_output_dir, fail
+from rantune.simulations.federation import auth, drills, launcher, tls
+from rantune.simulations.federation.connection import flwr_home
+from rantune.simulations.federation.tls import TlsFiles
 from rich.console import Console
 from rich.table import Table
-
-from simulations.errors import cli_errors, ensure_output_dir, fail
-from simulations.federation import auth, drills, launcher, tls
-from simulations.federation.connection import flwr_home
-from simulations.federation.tls import TlsFiles
 
 console = Console()
 DEFAULT_OUT = Path("runs/federation")

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rich.console import Console
 from rich.table import Table
 
 from rantune.lora import PROJECTION_NAMES, LoraSettings
-from simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
 MODES = ("scratch", "probe", "lora", "full")

@@ -34,10 +34,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rantune.simulations.compare.records import record_path, run_from_dict, save_run, slug
+from rantune.simulations.compare.report import ReportFiles, Targets, write_report
+
 from rantune.federated.evaluation import lower_is_better
 from rantune.federated.run_config import RunConfig, Scalar
-from simulations.compare.records import record_path, run_from_dict, save_run, slug
-from simulations.compare.report import ReportFiles, Targets, write_report
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def plan(spec: GridSpec, out: Path) -> list[tuple[RunJob, RunConfig]]:
     """Every run of the grid with its resolved config; raises before anything runs
     on an unknown strategy/partition/key or options a strategy cannot handle."""
-    from server.strategies import get_spec
-    from simulations.engine import resolve_config
+    from rantune.server.strategies import get_spec
+    from rantune.simulations.engine import resolve_config
 
     if spec.rounds < 1:
         raise ValueError(f"--rounds {spec.rounds} is invalid: expected >= 1")
@@ -290,7 +291,7 @@ def _init_worker() -> None:
 
 def execute(job: RunJob, out: str, metric: str | None) -> dict:
     """Run one job and save its record (in a worker process); never raises."""
-    from simulations.engine import resolve_config, run_simulation
+    from rantune.simulations.engine import resolve_config, run_simulation
 
     start = time.perf_counter()
     try:

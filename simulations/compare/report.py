@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rantune.simulations.compare.records import RunRecord, as_runs
 
 from rantune.fileio import atomic_write_bytes
-from simulations.compare.records import RunRecord, as_runs
 
 MB = 1_000_000  # decimal megabytes, as in rantune.aggregation.comm
 
@@ -365,7 +365,7 @@ def write_report(
     plots: bool = True,
 ) -> ReportFiles:
     """Write ``results.csv``, ``report.md`` and (``plots=True``) ``plots/*.png`` under ``out_dir``."""
-    from simulations.compare.plots import make_plots
+    from rantune.simulations.compare.plots import make_plots
 
     out_dir = Path(out_dir)
     runs = as_runs(records)

@@ -1,5 +1,5 @@
 """``rantune demo``: data, federated fine-tuning, strategy comparison, compression, edge."""
 
-from simulations.demo.pipeline import DemoPlan, demo_plan, run_demo
+from rantune.simulations.demo.pipeline import DemoPlan, demo_plan, run_demo
 
 __all__ = ["DemoPlan", "demo_plan", "run_demo"]

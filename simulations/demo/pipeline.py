@@ -80,12 +80,13 @@ def demo_plan(quick: bool) -> DemoPlan:
 
 def data_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
     """Generate/load the preset's channels; write ``out/data/summary.json`` and plots."""
+    from rantune.simulations.commands.data import site_summary
+    from rantune.simulations.demo.plots import plot_sites
+    from rantune.simulations.partition_report import partition_report
+
     from rantune.channels import load_sites
     from rantune.partition import PartitionConfig
     from rantune.presets import load_preset
-    from simulations.commands.data import site_summary
-    from simulations.demo.plots import plot_sites
-    from simulations.partition_report import partition_report
 
     cfg = load_preset(plan.preset)
     log(f"[bold]1/5 data[/]: preset {cfg.name}, {len(cfg.sites)} base stations (Sionna TR 38.901)")
@@ -107,7 +108,7 @@ def data_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
 
 def compare_stage(plan: DemoPlan, out: Path, log: Log, workers: int) -> dict:
     """Run (or resume) the strategy grid; returns the parsed ``results.csv`` rows."""
-    from simulations.compare.grid import GridSpec, run_grid
+    from rantune.simulations.compare.grid import GridSpec, run_grid
 
     spec = GridSpec(
         preset=plan.preset,
@@ -151,7 +152,7 @@ def best_run(rows: list[dict], task: str) -> dict:
 
 
 def run_dir_of(out: Path, row: dict) -> Path:
-    from simulations.compare.grid import RunJob
+    from rantune.simulations.compare.grid import RunJob
 
     job = RunJob(row["task"], row["strategy"], row["partition"], int(row["seed"]), ())
     return job.work_dir(out / "compare")
@@ -159,7 +160,7 @@ def run_dir_of(out: Path, row: dict) -> Path:
 
 def compress_stage(plan: DemoPlan, out: Path, rows: list[dict], log: Log) -> dict:
     """Compress each task's best global model; reuse artifacts made from the same run."""
-    from compression.pipeline import CompressSettings, compress
+    from rantune.compression.pipeline import CompressSettings, compress
 
     log(f"[bold]3/5 compression[/]: {', '.join(plan.variants)}")
     settings = CompressSettings(
@@ -189,7 +190,7 @@ def compress_stage(plan: DemoPlan, out: Path, rows: list[dict], log: Log) -> dic
 
 def edge_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
     """Benchmark each task's int8 artifact with the torch-free edge runtime."""
-    from compression.edge import EdgeModel
+    from rantune.compression.edge import EdgeModel
 
     log("[bold]4/5 edge runtime[/]: onnxruntime latency of the int8 artifacts")
     benches = {}
@@ -207,7 +208,7 @@ def edge_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
 
 def run_demo(out: Path, quick: bool = False, workers: int = 2, log: Log = print) -> dict:
     """Run every stage into ``out`` and write ``out/report.md`` and ``out/report.json``."""
-    from simulations.demo.report import write_demo_report
+    from rantune.simulations.demo.report import write_demo_report
 
     plan = demo_plan(quick)
     start = time.perf_counter()

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from flwr.app import Context, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
+from rantune.simulations.engine.grid import ClientCallable, InProcessGrid
+from rantune.simulations.engine.identity import server_identity
 
 from rantune.federated import workload
 from rantune.federated.run_config import DEFAULTS, RunConfig, Scalar, resolve_run_config
-from simulations.engine.grid import ClientCallable, InProcessGrid
-from simulations.engine.identity import server_identity
 
 __all__ = [
     "EngineStats",
@@ -38,7 +38,7 @@ __all__ = [
 
 def all_defaults() -> dict[str, Scalar]:
     """Every run-config default: rantune's plus every registered strategy's params."""
-    from server.strategies import strategy_param_defaults
+    from rantune.server.strategies import strategy_param_defaults
 
     return {**DEFAULTS, **strategy_param_defaults()}
 
@@ -48,7 +48,7 @@ def resolve_config(overrides: Mapping[str, Scalar] | RunConfig | None = None) ->
     if isinstance(overrides, RunConfig):
         return overrides
     cfg = resolve_run_config(overrides or {}, all_defaults())
-    from server.strategies import check_compatible
+    from rantune.server.strategies import check_compatible
 
     check_compatible(cfg)
     workload.preset(cfg)  # an unknown preset fails here, before anything is written
@@ -124,9 +124,9 @@ def run_simulation(
     if out_dir is not None and cfg.out_dir != str(out_dir):
         cfg = cfg.with_overrides(**{"out-dir": str(out_dir)})
     if client_app is None:
-        from client.app import app as client_app
+        from rantune.client.app import app as client_app
     if server_app is None:
-        from server.app import app as server_app
+        from rantune.server.app import app as server_app
     nodes = node_configs if node_configs is not None else node_configs_for(cfg)
     _check_sampling(cfg, len(nodes))
     run_config = cfg.flat_dict()

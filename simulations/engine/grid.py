@@ -18,8 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
-
-from simulations.engine.identity import assign_message_id
+from rantune.simulations.engine.identity import assign_message_id
 
 ClientCallable = Callable[[Message, Context], Message]
 FIRST_NODE_ID = 10_000

@@ -12,8 +12,8 @@ import re
 import time
 from pathlib import Path
 
-from simulations.federation import processes
-from simulations.federation.state import Federation
+from rantune.simulations.federation import processes
+from rantune.simulations.federation.state import Federation
 
 
 def federation_ports(fed: Federation) -> list[int]:

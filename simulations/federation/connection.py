@@ -16,8 +16,7 @@ import tomllib
 from pathlib import Path
 
 import tomli_w
-
-from simulations.federation.files import atomic_write
+from rantune.simulations.federation.files import atomic_write
 
 CONFIG_FILE = "config.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

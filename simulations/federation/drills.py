@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from simulations.federation import auth, processes
-from simulations.federation.state import Federation
+from rantune.simulations.federation import auth, processes
+from rantune.simulations.federation.state import Federation
 
 SERVERAPP = "flwr-serverapp"
 

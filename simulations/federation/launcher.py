@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulations.federation import auth, connection, processes, tls
-from simulations.federation.node_config import build_node_config, check_partitions
-from simulations.federation.state import STATE_FILE, Federation
+from rantune.simulations.federation import auth, connection, processes, tls
+from rantune.simulations.federation.node_config import build_node_config, check_partitions
+from rantune.simulations.federation.state import STATE_FILE, Federation
 
 DEFAULT_NAME = "rantune-local"
 MAX_NODES = 64

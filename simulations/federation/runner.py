@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulations.federation.state import Federation
+from rantune.simulations.federation.state import Federation
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulations.federation import processes
-from simulations.federation.files import atomic_write
+from rantune.simulations.federation import processes
+from rantune.simulations.federation.files import atomic_write
 
 STATE_FILE = "federation.json"
 

@@ -18,8 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from simulations.federation.files import atomic_write
+from rantune.simulations.federation.files import atomic_write
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"

@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rantune.simulations.federation import launcher
+from rantune.simulations.federation.checks import (
+    federation_ports,
+    pretrained_or_none,
+    wait_no_strays,
+)
+from rantune.simulations.federation.runner import start_run
 from safetensors.numpy import load_file
-
-from simulations.federation import launcher
-from simulations.federation.checks import federation_ports, pretrained_or_none, wait_no_strays
-from simulations.federation.runner import start_run
 
 pytestmark = pytest.mark.e2e
 

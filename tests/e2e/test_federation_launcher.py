@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 import typer
+from rantune.simulations.commands.federation import register
+from rantune.simulations.federation import auth, connection, launcher, processes
 from typer.testing import CliRunner
-
-from simulations.commands.federation import register
-from simulations.federation import auth, connection, launcher, processes
 
 pytestmark = pytest.mark.e2e
 

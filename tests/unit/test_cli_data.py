@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rantune.simulations.cli import app
 from typer.testing import CliRunner
 
 import rantune.channels as channels
 from rantune.channels import ChannelDataset
-from simulations.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -252,7 +252,7 @@ def test_corrupt_cache_is_reported_and_rebuild_repairs_it(tmp_path, fake_generat
 
 DATA_ONLY_APP = """
 import typer
-from simulations.commands.data import register
+from rantune.simulations.commands.data import register
 app = typer.Typer(pretty_exceptions_enable=False)
 register(app)
 

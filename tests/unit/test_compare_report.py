@@ -6,9 +6,8 @@ import csv
 import math
 
 import pytest
-
-from simulations.compare.records import load_runs, run_from_dict, run_to_dict, save_run
-from simulations.compare.report import build_rows, render_markdown, summarise, write_report
+from rantune.simulations.compare.records import load_runs, run_from_dict, run_to_dict, save_run
+from rantune.simulations.compare.report import build_rows, render_markdown, summarise, write_report
 
 STRATEGIES = {"fedavg": 0.70, "flora": 0.80, "ffa-lora": 0.75}
 PARTITIONS = ("natural", "dirichlet-0.1")

@@ -6,14 +6,18 @@ import json
 import shutil
 
 import pytest
+from rantune.compression.distill import DistillSettings
+from rantune.compression.edge import EdgeModel
+from rantune.compression.merge import ADAPTER_NAME, load_run
+from rantune.compression.pipeline import (
+    DEFAULT_VARIANTS,
+    CompressSettings,
+    compress,
+    parse_variants,
+)
+from rantune.compression.testing import smoke_run
+from rantune.simulations.cli import app
 from typer.testing import CliRunner
-
-from compression.distill import DistillSettings
-from compression.edge import EdgeModel
-from compression.merge import ADAPTER_NAME, load_run
-from compression.pipeline import DEFAULT_VARIANTS, CompressSettings, compress, parse_variants
-from compression.testing import smoke_run
-from simulations.cli import app
 
 FAST = CompressSettings(
     recover=DistillSettings(epochs=1, batch_size=32),
@@ -116,7 +120,7 @@ def test_run_without_adapter_writes_nothing(run_dir, tmp_path):
 
 def test_static_quantization_without_calibration_writes_nothing(run_dir, tmp_path):
     # Prepare: the run's data with no calibration rows
-    from compression.data import run_data
+    from rantune.compression.data import run_data
 
     data = run_data(load_run(run_dir).config, max_train=16, max_calib=8, max_eval=16)
     data.calib_x = None
@@ -139,7 +143,7 @@ def test_existing_output_is_kept_unless_forced(run_dir, tmp_path):
 
 def test_failure_midway_leaves_no_partial_output(run_dir, tmp_path, monkeypatch):
     # Prepare: make the static quantizer crash after the fp32 artifact exists
-    import compression.pipeline as pipeline
+    import rantune.compression.pipeline as pipeline
 
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")

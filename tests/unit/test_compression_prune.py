@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from compression.distill import (
+from rantune.compression.distill import (
     DistillSettings,
     build_student,
     distill,
     student_config,
     teacher_layers,
 )
-from compression.prune import (
+from rantune.compression.prune import (
     PruneSettings,
     importance_scores,
     magnitude_prune,
@@ -20,7 +19,8 @@ from compression.prune import (
     slice_heads,
     structured_prune,
 )
-from compression.testing import smoke_onnx
+from rantune.compression.testing import smoke_onnx
+
 from rantune.federated import workload
 from rantune.lora import count_parameters
 

@@ -14,12 +14,12 @@ import math
 import numpy as np
 import pytest
 from flwr.app import Context, Message
+from rantune.client.app import app as client_app
+from rantune.simulations.engine import resolve_config, run_simulation
 from safetensors.numpy import load_file
 
-from client.app import app as client_app
 from rantune.federated.dp_accounting import RdpAccountant
 from rantune.federated.messages import record_to_state
-from simulations.engine import resolve_config, run_simulation
 
 BASE = {
     "data.preset": "smoke",
@@ -205,8 +205,8 @@ def test_unsupported_combinations_fail_before_training(tmp_path, overrides, mess
 
 
 def test_dp_off_leaves_the_strategy_untouched():
-    from server.privacy import with_privacy
-    from server.strategies import build_strategy
+    from rantune.server.privacy import with_privacy
+    from rantune.server.strategies import build_strategy
 
     cfg = resolve_config(BASE)
     strategy = build_strategy(cfg)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rantune.compression.edge import EdgeModel, prepare_csi
+from rantune.compression.export import describe_onnx, run_onnx
+from rantune.compression.manifest import MODEL_NAME, Manifest, read_manifest, write_manifest
+from rantune.compression.testing import smoke_onnx
+from rantune.simulations.cli import app
 from typer.testing import CliRunner
 
-from compression.edge import EdgeModel, prepare_csi
-from compression.export import describe_onnx, run_onnx
-from compression.manifest import MODEL_NAME, Manifest, read_manifest, write_manifest
-from compression.testing import smoke_onnx
 from rantune.fileio import sha256_file
-from simulations.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,7 +75,7 @@ def test_edge_module_imports_and_predicts_with_torch_blocked(artifact, exported,
         sys.meta_path.insert(0, BlockTorch())
         sys.modules.pop("torch", None)
         import numpy as np
-        from compression.edge import EdgeModel
+        from rantune.compression.edge import EdgeModel
         model = EdgeModel({str(artifact)!r})
         y = model.predict(np.load({str(tmp_path / "x.npy")!r}))
         np.save({str(tmp_path / "y.npy")!r}, y)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
+from rantune.simulations.cli import app
 from typer.testing import CliRunner
-
-from simulations.cli import app
 
 runner = CliRunner()
 

@@ -6,9 +6,8 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
-
-from simulations.engine.grid import FIRST_NODE_ID, InProcessGrid
-from simulations.engine.identity import assign_message_id, server_identity
+from rantune.simulations.engine.grid import FIRST_NODE_ID, InProcessGrid
+from rantune.simulations.engine.identity import assign_message_id, server_identity
 
 
 def test_message_creation_needs_the_task_identity_the_engine_sets():

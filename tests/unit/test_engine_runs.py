@@ -18,16 +18,16 @@ import pytest
 from flwr.app import Array, Context, Message
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
+from rantune.client.app import app as client_app
+from rantune.server.loop import run_server
+from rantune.server.strategies import common_kwargs
+from rantune.simulations.engine import resolve_config, run_simulation
 from safetensors.numpy import load_file
 
-from client.app import app as client_app
 from rantune.federated import workload
 from rantune.federated.local import node_identity
 from rantune.federated.messages import is_adapter_key, record_bytes, state_to_record
 from rantune.federated.run_config import parse_run_config
-from server.loop import run_server
-from server.strategies import common_kwargs
-from simulations.engine import resolve_config, run_simulation
 
 BASE = {
     "data.preset": "smoke",
@@ -313,7 +313,7 @@ def test_more_required_clients_than_nodes_fails_before_training(tmp_path):
 
 def test_client_that_times_out_is_dropped_and_the_round_goes_on(tmp_path, monkeypatch):
     # Prepare: a fake clock that jumps 1000 s whenever base station 2 works
-    import simulations.engine.grid as grid_module
+    import rantune.simulations.engine.grid as grid_module
 
     real = grid_module.time.monotonic
     offset = {"s": 0.0}

@@ -6,6 +6,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from rantune.server.strategies import build_strategy, strategy_names, strategy_param_defaults
+from rantune.simulations.engine import all_defaults, resolve_config
 
 from rantune.federated.run_config import (
     DEFAULTS,
@@ -14,8 +16,6 @@ from rantune.federated.run_config import (
     parse_run_config,
     resolve_run_config,
 )
-from server.strategies import build_strategy, strategy_names, strategy_param_defaults
-from simulations.engine import all_defaults, resolve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,8 +31,8 @@ def test_pyproject_config_table_equals_the_python_defaults():
     # Assert
     assert table == expected
     assert pyproject["tool"]["flwr"]["app"]["components"] == {
-        "serverapp": "server.app:app",
-        "clientapp": "client.app:app",
+        "serverapp": "rantune.server.app:app",
+        "clientapp": "rantune.client.app:app",
     }
     assert "federations" not in pyproject["tool"]["flwr"]
 

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from simulations.federation import connection, processes
-from simulations.federation.launcher import LaunchConfig, _validate, check_port_free, up
-from simulations.federation.node_config import (
+from rantune.simulations.federation import connection, processes
+from rantune.simulations.federation.launcher import LaunchConfig, _validate, check_port_free, up
+from rantune.simulations.federation.node_config import (
     build_node_config,
     check_partitions,
     validate_node_config,

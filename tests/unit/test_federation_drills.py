@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import typer
+from rantune.simulations.commands.federation import register
+from rantune.simulations.federation import auth, drills, launcher, processes, tls
+from rantune.simulations.federation.runner import run_command, run_config_arg
+from rantune.simulations.federation.state import Federation
 from typer.testing import CliRunner
-
-from simulations.commands.federation import register
-from simulations.federation import auth, drills, launcher, processes, tls
-from simulations.federation.runner import run_command, run_config_arg
-from simulations.federation.state import Federation
 
 
 def _fake_federation(tmp_path: Path) -> Federation:

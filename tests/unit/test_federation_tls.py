@@ -12,9 +12,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from simulations.federation import auth, tls
-from simulations.federation.files import atomic_write
+from rantune.simulations.federation import auth, tls
+from rantune.simulations.federation.files import atomic_write
 
 
 def _mode(path: Path) -> int:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from compression.quantize_server import (
+from rantune.compression.quantize_server import (
     SERVER_MODES,
     check_mode,
     default_mode,
     pick_device,
     quantize_for_server,
 )
-from compression.testing import smoke_run
-from server.inference import ServerInference
+from rantune.compression.testing import smoke_run
+from rantune.server.inference import ServerInference
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def inputs():
 
 @pytest.fixture(scope="module")
 def reference(run_dir, inputs):
-    from compression.merge import load_run
+    from rantune.compression.merge import load_run
 
     model = load_run(run_dir).model
     with torch.no_grad():

@@ -6,9 +6,8 @@ from __future__ import annotations
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
-
-from server.replies import replies_by_node
-from simulations.engine.identity import assign_message_id, server_identity
+from rantune.server.replies import replies_by_node
+from rantune.simulations.engine.identity import assign_message_id, server_identity
 
 
 def test_superlink_error_replies_are_attributed_to_the_dead_node():

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from simulations.compare.grid import (
+from rantune.simulations.compare.grid import (
     GridSpec,
     RunJob,
     history_to_record,
@@ -19,8 +18,8 @@ from simulations.compare.grid import (
     plan,
     set_aside_stale,
 )
-from simulations.compare.records import run_from_dict, save_run
-from simulations.engine import resolve_config
+from rantune.simulations.compare.records import run_from_dict, save_run
+from rantune.simulations.engine import resolve_config
 
 SPEC = GridSpec(
     preset="smoke",

@@ -19,9 +19,13 @@ from flwr.serverapp.strategy import (
     MultiKrum,
     QFedAvg,
 )
-
-from server.strategies import build_strategy, get_spec, strategy_names, strategy_param_defaults
-from simulations.engine import resolve_config
+from rantune.server.strategies import (
+    build_strategy,
+    get_spec,
+    strategy_names,
+    strategy_param_defaults,
+)
+from rantune.simulations.engine import resolve_config
 
 BASE = {"data.preset": "smoke", "model.pretrained": "none"}  # smoke: 3 clients
 

@@ -6,6 +6,15 @@ import numpy as np
 import pytest
 import torch
 import typer
+from rantune.simulations.commands import pretrain as pretrain_command
+from rantune.simulations.commands import train as train_command
+from rantune.simulations.commands.train import (
+    CentralizedSettings,
+    build_model,
+    epochs_for,
+    load_encoder,
+    run_centralized,
+)
 from typer.testing import CliRunner
 
 from rantune.channels.beams import beam_gains, dft_codebook
@@ -14,15 +23,6 @@ from rantune.config import RadioConfig
 from rantune.lora import LoraSettings
 from rantune.tasks import get_task, predict
 from rantune.training import TrainSettings, encode, label_budget, train_probe
-from simulations.commands import pretrain as pretrain_command
-from simulations.commands import train as train_command
-from simulations.commands.train import (
-    CentralizedSettings,
-    build_model,
-    epochs_for,
-    load_encoder,
-    run_centralized,
-)
 
 RADIO = RadioConfig(num_bs_antennas=16, num_subcarriers=32, num_beams=16, num_time_steps=6)
 runner = CliRunner()
