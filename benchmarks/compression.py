@@ -28,6 +28,7 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
+
 from rantune.compression.distill import DistillSettings  # noqa: E402
 from rantune.compression.edge import EdgeModel  # noqa: E402
 from rantune.compression.merge import (  # noqa: E402
@@ -38,7 +39,6 @@ from rantune.compression.merge import (  # noqa: E402
 )
 from rantune.compression.pipeline import DEFAULT_VARIANTS, CompressSettings, compress  # noqa: E402
 from rantune.compression.report import INT8_TARGET, STUDENT_TARGET, markdown_table, targets_markdown  # noqa: E402
-
 from rantune.federated.rundir import json_safe  # noqa: E402
 from rantune.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 from rantune.model.checkpoint import SHIPPED_DIR  # noqa: E402
@@ -148,10 +148,11 @@ def edge_grid(art: Path, variants: list[str], repeats: int) -> dict:
 def server_modes(run_dir: Path, compile_modes: bool, repeats: int) -> list[dict]:
     """torchao server core on this CPU: eager fp32 vs int8 modes (+ torch.compile),
     all built first and then timed side by side in interleaved rounds."""
+    from torch._dynamo.utils import counters
+
     from rantune.compression.data import run_data
     from rantune.compression.measure import interleaved
     from rantune.compression.quantize_server import quantize_for_server
-    from torch._dynamo.utils import counters
 
     run = load_run(run_dir)
     data = run_data(run.config, max_train=8, max_calib=8, max_eval=512)

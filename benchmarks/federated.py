@@ -224,10 +224,10 @@ def _long_fedavg(args, task: str, seed: int) -> dict:
 def _central_curve(args, task: str, seed: int) -> dict:
     """Centralized LoRA evaluated after every epoch (one train() call per epoch)."""
     import torch
-    from rantune.simulations.engine import resolve_config
 
     from rantune.federated import workload
     from rantune.lora import load_trainable_state, trainable_state
+    from rantune.simulations.engine import resolve_config
     from rantune.tasks import get_task
     from rantune.training import TrainSettings, evaluate, train
 
@@ -368,9 +368,8 @@ def run_overhead(args) -> None:
     import shutil
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    from rantune.simulations.engine import resolve_config, run_simulation
-
     from rantune.federated import workload
+    from rantune.simulations.engine import resolve_config, run_simulation
 
     path = args.work / "overhead.json"
     if _load(path):
@@ -459,9 +458,8 @@ def run_ray(args) -> None:
     config = _base(
         args, "los", 0, **{"num-server-rounds": args.ray_rounds, "out-dir": str(out_dir)}
     )
-    from rantune.simulations.engine import resolve_config
-
     from rantune.federated import workload
+    from rantune.simulations.engine import resolve_config
 
     n = workload.federated_data(resolve_config(config)).num_clients
     with flwr_simulation() as sim:
@@ -561,9 +559,8 @@ def run_scale(args) -> None:
     import shutil
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    from rantune.simulations.engine import resolve_config, run_simulation
-
     from rantune.federated import workload
+    from rantune.simulations.engine import resolve_config, run_simulation
 
     path = args.work / "scale.json"
     result = _load(path) or {}

@@ -192,9 +192,8 @@ def run_dp(args) -> dict:
 
 
 def _num_adapter_params(base: dict) -> int:
-    from rantune.simulations.engine import resolve_config
-
     from rantune.federated import workload
+    from rantune.simulations.engine import resolve_config
 
     state = workload.initial_global_state(resolve_config({**base, "out-dir": "/tmp/unused"}))
     return int(sum(v.numel() for v in state.values()))
@@ -219,8 +218,9 @@ def _metered_server(store: list):
 
 def _secagg_once(args, preset: str, secure: bool, rep: int) -> dict:
     import numpy as np
-    from rantune.simulations.engine import run_simulation
     from safetensors.numpy import load_file
+
+    from rantune.simulations.engine import run_simulation
 
     name = f"{preset}-{'secagg' if secure else 'plain'}-rep{rep}"
     path = args.work / "secagg" / f"{name}.json"

@@ -107,10 +107,10 @@ _STATE: dict = {}
 
 def _init_worker(preset: str) -> None:
     import torch
-    from rantune.simulations.commands.train import pooled_split
 
     from rantune.channels import load_pooled
     from rantune.presets import load_preset
+    from rantune.simulations.commands.train import pooled_split
 
     torch.set_num_threads(1)
     cfg = load_preset(preset)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from rantune.client.secagg import default_mods
 
+from rantune.client.secagg import default_mods
+from rantune.errors import InputError
 from rantune.federated.local import local_evaluate, local_train, node_identity
 from rantune.federated.messages import ARRAYS, CONFIG, LORA_RANK, METRICS, PARTITION_ID
 from rantune.federated.run_config import RunConfig, parse_run_config
@@ -31,7 +32,7 @@ def run_config_of(context: Context) -> RunConfig:
 def _unpack(message: Message):
     content = message.content
     if ARRAYS not in content.array_records:
-        raise ValueError(f"message has no '{ARRAYS}' ArrayRecord")
+        raise InputError(f"message has no '{ARRAYS}' ArrayRecord")
     config = content.config_records.get(CONFIG)
     return content.array_records[ARRAYS], dict(config) if config is not None else {}
 

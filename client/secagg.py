@@ -27,8 +27,9 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
-from rantune.client.privacy import dp_clipping_mod, is_train
 
+from rantune.client.privacy import dp_clipping_mod, is_train
+from rantune.errors import InputError
 from rantune.federated import workload
 from rantune.federated.local import NodeIdentity, node_identity
 from rantune.federated.messages import ARRAYS, CONFIG, NUM_EXAMPLES, state_to_record
@@ -73,7 +74,7 @@ def legacy_fit_mod(message: Message, context: Context, call_next: ClientAppCalla
     node = node_identity(cfg, context.node_config)
     keys = _keys(cfg, node)
     if len(keys) != len(arrays) or config.get(KEYS_HASH) not in (None, keys_hash(keys)):
-        raise ValueError(
+        raise InputError(
             f"SecAgg+ FitIns holds {len(arrays)} tensors but this node's model has "
             f"{len(keys)} adapter/head tensors (or other names): server and client must "
             "run the same model and LoRA config"
@@ -95,7 +96,7 @@ def legacy_fit_mod(message: Message, context: Context, call_next: ClientAppCalla
     trained = next(iter(content.array_records.values()))
     metrics = dict(next(iter(content.metric_records.values())))
     if sorted(trained) != keys:
-        raise ValueError("SecAgg+ needs the full update: the reply lacks some tensors")
+        raise InputError("SecAgg+ needs the full update: the reply lacks some tensors")
     fitres = FitRes(
         status=Status(code=Code.OK, message=""),
         parameters=ndarrays_to_parameters([trained[k].numpy() for k in keys]),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
+from rantune.errors import InputError
 from rantune.federated import workload
 from rantune.federated.run_config import RunConfig
 from rantune.tasks import get_task
@@ -60,7 +61,7 @@ class CompressionData:
 
     def __post_init__(self) -> None:
         if len(self.eval_x) == 0:
-            raise ValueError("no evaluation rows: the global test set is empty")
+            raise InputError("no evaluation rows: the global test set is empty")
         if self.calib_x is not None and len(self.calib_x) == 0:
             self.calib_x = None
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rantune.config import RadioConfig
+from rantune.errors import InputError
 from rantune.model import ChannelEncoder, ModelConfig
 from rantune.tasks import Task, TaskModel, build_task_model
 
@@ -49,11 +50,11 @@ class DistillSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"distill epochs={self.epochs!r} is invalid: expected >= 1")
+            raise InputError(f"distill epochs={self.epochs!r} is invalid: expected >= 1")
         if self.temperature <= 0 or self.lr <= 0 or self.batch_size < 1:
-            raise ValueError("distill temperature, lr and batch_size must be > 0")
+            raise InputError("distill temperature, lr and batch_size must be > 0")
         if min(self.kd_weight, self.hidden_weight, self.label_weight) < 0:
-            raise ValueError("distill loss weights must be >= 0")
+            raise InputError("distill loss weights must be >= 0")
 
 
 def student_config(
@@ -65,7 +66,7 @@ def student_config(
 ) -> ModelConfig:
     """The teacher's config with fewer layers and optionally a smaller width."""
     if num_layers > teacher.num_layers:
-        raise ValueError(
+        raise InputError(
             f"student num_layers={num_layers} exceeds the teacher's {teacher.num_layers}"
         )
     return replace(
@@ -169,7 +170,7 @@ def distill(
         ``loss`` (mean of the last epoch), ``steps``, ``epochs``, ``rows``, ``labelled``.
     """
     if len(x) == 0:
-        raise ValueError("distillation needs at least one input row")
+        raise InputError("distillation needs at least one input row")
     if y is not None and labelled is None:
         labelled = torch.ones(len(x), dtype=torch.bool)
     torch.manual_seed(settings.seed)

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
 from rantune.compression.manifest import BATCH_AXIS, Manifest, read_manifest
+from rantune.errors import InputError
 
 DEFAULT_MAX_BATCH = 4096
 
@@ -40,7 +42,7 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     options.log_severity_level = 3
     if threads is not None:
         if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads={threads!r} is invalid: expected an integer >= 1")
+            raise InputError(f"threads={threads!r} is invalid: expected an integer >= 1")
         options.intra_op_num_threads = threads
     return options
 
@@ -59,7 +61,7 @@ def summarize_latencies(seconds: list[float]) -> dict[str, float]:
 def time_calls(call, warmup: int, repeats: int) -> dict[str, float]:
     """Run ``call()`` ``warmup`` times, then time ``repeats`` calls one by one."""
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
+        raise InputError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
     for _ in range(warmup):
         call()
     times = []
@@ -80,7 +82,7 @@ def prepare_csi(csi: np.ndarray, normalize: bool = True) -> np.ndarray:
     """
     csi = np.asarray(csi)
     if not np.iscomplexobj(csi) or csi.ndim < 2:
-        raise ValueError("prepare_csi expects complex CSI with axes [..., antennas, subcarriers]")
+        raise InputError("prepare_csi expects complex CSI with axes [..., antennas, subcarriers]")
     csi = csi.astype(np.complex64)
     if normalize:
         norm = np.sqrt((np.abs(csi) ** 2).sum(axis=(-2, -1), keepdims=True))
@@ -109,7 +111,7 @@ class EdgeModel:
         self.manifest: Manifest = read_manifest(self.directory)
         self.model_path = self.directory / self.manifest.model_file
         if not self.model_path.is_file():
-            raise ValueError(
+            raise InputError(
                 f"artifact {self.directory} lacks its model file {self.manifest.model_file}"
             )
         if verify:
@@ -130,14 +132,14 @@ class EdgeModel:
         expected = str(self.manifest.model["sha256"])
         size = self.model_path.stat().st_size
         if size != int(self.manifest.model["size_bytes"]):
-            raise ValueError(
+            raise InputError(
                 f"{self.model_path} has {size} bytes, the manifest records "
                 f"{self.manifest.model['size_bytes']}: the file is truncated or replaced; "
                 "copy the artifact again"
             )
         actual = sha256_of(self.model_path)
         if actual != expected:
-            raise ValueError(
+            raise InputError(
                 f"{self.model_path} fails its sha256 check ({actual[:12]}... != manifest "
                 f"{expected[:12]}...): the model was tampered with or corrupted; refusing to "
                 "load it (copy the artifact again)"
@@ -164,29 +166,29 @@ class EdgeModel:
             non-finite values.
         """
         if not isinstance(x, np.ndarray):
-            raise ValueError(f"input must be a numpy array, got {type(x).__name__}")
+            raise InputError(f"input must be a numpy array, got {type(x).__name__}")
         if x.dtype != self.input_dtype:
-            raise ValueError(
+            raise InputError(
                 f"input dtype {x.dtype} does not match the model's {self.input_dtype}: "
                 f"convert with x.astype(np.{self.input_dtype.name})"
                 + (" (complex CSI: use prepare_csi)" if np.iscomplexobj(x) else "")
             )
         if x.ndim != len(self.input_shape):
             hint = " (add a batch axis: x[None])" if x.ndim == len(self.input_shape) - 1 else ""
-            raise ValueError(
+            raise InputError(
                 f"input shape {list(x.shape)} does not match the model's "
                 f"{self.expected_shape()}: expected {len(self.input_shape)} axes{hint}"
             )
         for axis, (got, want) in enumerate(zip(x.shape, self.input_shape, strict=True)):
             if want is not None and got != want:
-                raise ValueError(
+                raise InputError(
                     f"input shape {list(x.shape)} does not match the model's "
                     f"{self.expected_shape()}: axis {axis} is {got}, expected {want}"
                 )
         if x.shape[0] < 1:
-            raise ValueError("input has an empty batch: give at least one sample")
+            raise InputError("input has an empty batch: give at least one sample")
         if not np.isfinite(x).all():
-            raise ValueError("input has NaN or infinite values: clean the CSI first")
+            raise InputError("input has NaN or infinite values: clean the CSI first")
         return np.ascontiguousarray(x)
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -202,7 +204,7 @@ class EdgeModel:
         x = self.validate(x)
         step = min(batch_size or self.max_batch, self.max_batch)
         if step < 1:
-            raise ValueError(f"batch_size={batch_size} is invalid: expected >= 1")
+            raise InputError(f"batch_size={batch_size} is invalid: expected >= 1")
         parts = [self.run(x[i : i + step]) for i in range(0, len(x), step)]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
+from rantune.errors import InputError
+
 INPUT_NAME = "csi"
 OUTPUT_NAME = "output"
 MAX_BATCH = 4096
@@ -47,7 +49,7 @@ def export_onnx(model: nn.Module, example: Tensor, path: Path | str) -> dict:
     """
     path = Path(path)
     if example.dim() < 2 or example.shape[0] < 2:
-        raise ValueError("export needs an example batch of at least 2 rows")
+        raise InputError("export needs an example batch of at least 2 rows")
     model = model.eval().float()
     example = example[:2].float().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +211,7 @@ def check_parity(
     got = run_onnx(path, x.numpy())
     error = float(np.abs(got - reference).max())
     if not error <= atol:
-        raise ValueError(
+        raise InputError(
             f"ONNX export of {Path(path).name} differs from PyTorch by {error:.3g} "
             f"(tolerance {atol:g}): the export is not faithful"
         )

@@ -27,6 +27,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rantune.errors import InputError
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
@@ -62,12 +64,12 @@ class Manifest:
         for name in ("input", "output"):
             spec = getattr(self, name)
             if not isinstance(spec, dict) or not {"name", "shape", "dtype"} <= set(spec):
-                raise ValueError(
+                raise InputError(
                     f"manifest {name} spec {spec!r} is invalid: expected name, shape and dtype"
                 )
             spec["shape"] = list(spec["shape"])
         if not {"file", "sha256", "size_bytes"} <= set(self.model):
-            raise ValueError(
+            raise InputError(
                 f"manifest model entry {self.model!r} is invalid: expected file, sha256, size_bytes"
             )
 
@@ -82,22 +84,22 @@ class Manifest:
     def from_dict(cls, payload: dict, where: str = "manifest") -> Manifest:
         """Build from a parsed ``manifest.json``; raises ``ValueError`` if it is malformed."""
         if not isinstance(payload, dict):
-            raise ValueError(f"{where} is not a JSON object")
+            raise InputError(f"{where} is not a JSON object")
         missing = [k for k in _REQUIRED if k not in payload]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{where} lacks field(s) {missing}: regenerate it with rantune compress"
             )
         version = payload["format_version"]
         if version != FORMAT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"{where} has format_version {version!r}; this runtime reads {FORMAT_VERSION}: "
                 "regenerate the artifact or upgrade rantune"
             )
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(payload) - known)
         if unknown:
-            raise ValueError(f"{where} has unknown field(s) {unknown}")
+            raise InputError(f"{where} has unknown field(s) {unknown}")
         return cls(**payload)
 
 
@@ -129,13 +131,13 @@ def read_manifest(directory: Path | str) -> Manifest:
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
-        raise ValueError(f"artifact {directory} is not a directory: pass an artifact folder")
+        raise InputError(f"artifact {directory} is not a directory: pass an artifact folder")
     if not path.exists():
-        raise ValueError(
+        raise InputError(
             f"artifact {directory} has no {MANIFEST_NAME}: pass a folder made by rantune compress"
         )
     try:
         payload = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): the artifact is damaged") from err
+        raise InputError(f"{path} is not valid JSON ({err}): the artifact is damaged") from err
     return Manifest.from_dict(payload, where=str(path))

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from torch import Tensor, nn
+
 from rantune.compression.edge import session_options, summarize_latencies
 from rantune.compression.export import INPUT_NAME
-from torch import Tensor, nn
+from rantune.errors import InputError
 
 TORCH_REFERENCE = "torch-fp32-teacher"
 
@@ -28,7 +30,7 @@ def interleaved(
 ) -> dict[str, dict[str, float]]:
     """``{name: p50/p95/mean/runs}`` of each call, timed in ``turns`` interleaved rounds."""
     if repeats < 1:
-        raise ValueError(f"repeats={repeats} must be >= 1")
+        raise InputError(f"repeats={repeats} must be >= 1")
     for call in calls.values():
         for _ in range(warmup):
             call()

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from rantune.errors import InputError
 from rantune.federated import workload
 from rantune.federated.run_config import DEFAULTS, RunConfig, resolve_run_config
 from rantune.federated.rundir import RunDir
@@ -97,19 +98,19 @@ def read_run_config(run_dir: Path | str) -> tuple[RunConfig, dict]:
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ValueError(f"--run {run_dir} is not a directory: pass a fine-tuning run directory")
+        raise InputError(f"--run {run_dir} is not a directory: pass a fine-tuning run directory")
     path = run_dir / CONFIG_NAME
     if not path.exists():
-        raise ValueError(
+        raise InputError(
             f"run directory {run_dir} has no {CONFIG_NAME}: pass the directory written by "
             "`rantune federate` (or a centralized run in the same format)"
         )
     try:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not readable JSON ({err})") from err
+        raise InputError(f"{path} is not readable JSON ({err})") from err
     if not isinstance(raw, dict):
-        raise ValueError(f"{path} is not a JSON object")
+        raise InputError(f"{path} is not a JSON object")
     flat = raw.get("flat")
     if not isinstance(flat, dict):
         nested = {k: v for k, v in raw.items() if k not in ("config-hash", "format-version")}
@@ -121,13 +122,13 @@ def read_run_config(run_dir: Path | str) -> tuple[RunConfig, dict]:
         flat = dict(flat)
     for key in ("task",):
         if key not in flat:
-            raise ValueError(f"{path} does not name the run's {key}: it is not a rantune run")
+            raise InputError(f"{path} does not name the run's {key}: it is not a rantune run")
     try:
         cfg = resolve_run_config(
             {k: v for k, v in flat.items() if k in DEFAULTS},
         )
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
+        raise InputError(f"{path}: {err}") from err
     return cfg, raw
 
 
@@ -135,21 +136,21 @@ def load_adapter(run_dir: Path | str) -> dict[str, np.ndarray]:
     """The run's ``global_adapter.safetensors`` tensors; ``ValueError`` if absent/corrupt."""
     path = Path(run_dir) / ADAPTER_NAME
     if not path.exists():
-        raise ValueError(
+        raise InputError(
             f"run directory {run_dir} has no {ADAPTER_NAME}: the run did not finish (or is "
             "not a fine-tuning run); finish or resume it before compressing"
         )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} cannot be read ({err}): the adapter file is damaged") from err
+        raise InputError(f"{path} cannot be read ({err}): the adapter file is damaged") from err
 
 
 def merge_lora(peft_model) -> TaskModel:
     """Fold LoRA into the base weights (peft ``merge_and_unload``); eval mode, fp32."""
     merged = peft_model.merge_and_unload()
     if not isinstance(merged, TaskModel):
-        raise ValueError(f"merging gave {type(merged).__name__}, not a TaskModel")
+        raise InputError(f"merging gave {type(merged).__name__}, not a TaskModel")
     merged = merged.float().eval()
     for param in merged.parameters():
         param.requires_grad_(False)
@@ -171,7 +172,7 @@ def load_run(run_dir: Path | str) -> SourceRun:
     try:
         load_trainable_state(model, {k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
     except (ValueError, RuntimeError) as err:
-        raise ValueError(
+        raise InputError(
             f"{run_dir / ADAPTER_NAME} does not fit the model its config describes: {err}"
         ) from err
     config_hash = str(raw.get("config-hash") or cfg.identity_hash())

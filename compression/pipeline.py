@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
+
 from rantune.compression.data import CompressionData, run_data
 from rantune.compression.distill import DistillSettings, build_student, distill, student_config
 from rantune.compression.export import check_parity, describe_onnx, export_onnx, run_onnx
@@ -41,8 +43,7 @@ from rantune.compression.quantize_edge import (
     quantize_static_int8,
 )
 from rantune.compression.report import assess_targets, write_pareto, write_report_md
-from torch import Tensor, nn
-
+from rantune.errors import InputError
 from rantune.federated.rundir import json_safe
 from rantune.fileio import atomic_write_json, sha256_file
 from rantune.lora import count_parameters
@@ -84,7 +85,7 @@ def parse_variants(variants: str | Iterable[str] | None) -> tuple[str, ...]:
         return VARIANTS
     unknown = [v for v in names if v not in VARIANTS]
     if unknown or not names:
-        raise ValueError(
+        raise InputError(
             f"unknown variant(s) {unknown or names}: choose from {', '.join(VARIANTS)} (or all)"
         )
     return tuple(dict.fromkeys(names))
@@ -92,9 +93,9 @@ def parse_variants(variants: str | Iterable[str] | None) -> tuple[str, ...]:
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} is a file; give a directory path")
+        raise InputError(f"--out {out_dir} is a file; give a directory path")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ValueError(
+        raise InputError(
             f"--out {out_dir} already holds files; choose a new directory or pass --force "
             "to replace it"
         )

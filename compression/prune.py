@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from rantune.errors import InputError
 from rantune.lora import count_parameters
 from rantune.model.encoder import Attention, FeedForward
 from rantune.tasks import Task
@@ -53,9 +54,9 @@ class PruneSettings:
         for name in ("head_ratio", "ffn_ratio"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"prune {name}={value} is invalid: expected 0 <= ratio < 1")
+                raise InputError(f"prune {name}={value} is invalid: expected 0 <= ratio < 1")
         if self.importance not in IMPORTANCE_METHODS:
-            raise ValueError(
+            raise InputError(
                 f"importance {self.importance!r} is unknown: choose one of {IMPORTANCE_METHODS}"
             )
 
@@ -79,7 +80,7 @@ def importance_scores(
     if method == "auto":
         method = "taylor" if (y is not None and task is not None) else "activation"
     if method == "taylor" and (y is None or task is None):
-        raise ValueError("taylor importance needs labels and the task: pass y and task")
+        raise InputError("taylor importance needs labels and the task: pass y and task")
     work = copy.deepcopy(model).eval()
     for param in work.parameters():
         param.requires_grad_(method == "taylor")
@@ -144,7 +145,7 @@ def slice_heads(attn: Attention, keep: Tensor) -> None:
     """Keep heads ``keep`` (indices) of ``attn`` in place: smaller q/k/v/o matrices."""
     keep = torch.sort(torch.as_tensor(keep, dtype=torch.long)).values
     if len(keep) < 1:
-        raise ValueError("cannot prune every head of a block: keep at least one")
+        raise InputError("cannot prune every head of a block: keep at least one")
     hd = attn.head_dim
     rows = (keep[:, None] * hd + torch.arange(hd)[None, :]).reshape(-1)
     for name in ("q_proj", "k_proj", "v_proj"):
@@ -162,7 +163,7 @@ def slice_ffn(ffn: FeedForward, keep: Tensor) -> None:
     """Keep FFN channels ``keep`` in place: ``fc1`` rows and ``fc2`` columns."""
     keep = torch.sort(torch.as_tensor(keep, dtype=torch.long)).values
     if len(keep) < 1:
-        raise ValueError("cannot prune every FFN channel of a block: keep at least one")
+        raise InputError("cannot prune every FFN channel of a block: keep at least one")
     fc1, fc2 = ffn.fc1, ffn.fc2
     ffn.fc1 = _linear_like(fc1.weight.detach()[keep], fc1.bias.detach()[keep])
     ffn.fc2 = _linear_like(fc2.weight.detach()[:, keep], fc2.bias.detach())
@@ -219,7 +220,7 @@ def magnitude_prune(model: nn.Module, sparsity: float = 0.5) -> tuple[nn.Module,
     """A copy with the smallest-magnitude ``sparsity`` share of every encoder linear's
     weights set to zero (size-only: shapes and latency are unchanged)."""
     if not 0.0 < sparsity < 1.0:
-        raise ValueError(f"sparsity={sparsity} is invalid: expected 0 < sparsity < 1")
+        raise InputError(f"sparsity={sparsity} is invalid: expected 0 < sparsity < 1")
     pruned = copy.deepcopy(model).eval()
     zeros = total = 0
     with torch.no_grad():

@@ -24,7 +24,9 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
+
 from rantune.compression.export import INPUT_NAME, compact_onnx, strip_metadata
+from rantune.errors import InputError
 
 INT8_OPS = ("MatMul", "Gemm")
 CALIBRATION_METHODS = {
@@ -109,17 +111,17 @@ class ArrayCalibrationReader(CalibrationDataReader):
 def check_calibration(calibration: np.ndarray | None, expected_shape: list) -> np.ndarray:
     """Validate calibration rows against the model input shape (``"batch"`` first)."""
     if calibration is None or len(calibration) == 0:
-        raise ValueError(
+        raise InputError(
             "static int8 quantization needs calibration data (client channel samples) and "
             "none was given: the run's clients have no training rows for this task, or "
             "pass calibration rows; otherwise use the int8-dynamic variant"
         )
     calibration = np.asarray(calibration)
     if calibration.dtype != np.float32 or not np.isfinite(calibration).all():
-        raise ValueError("calibration data must be finite float32 model inputs")
+        raise InputError("calibration data must be finite float32 model inputs")
     want = [d for d in expected_shape[1:]]
     if list(calibration.shape[1:]) != want:
-        raise ValueError(
+        raise InputError(
             f"calibration data has shape {list(calibration.shape)}; the model takes "
             f"[batch, {', '.join(map(str, want))}]"
         )
@@ -157,7 +159,7 @@ def quantize_static_int8(
     from rantune.compression.export import describe_onnx
 
     if method not in CALIBRATION_METHODS:
-        raise ValueError(
+        raise InputError(
             f"calibration method {method!r} is unknown: choose one of {sorted(CALIBRATION_METHODS)}"
         )
     calibration = check_calibration(calibration, describe_onnx(src)["input"]["shape"])

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rantune.errors import InputError
+
 SERVER_MODES = ("fp32", "int8-weight-only", "int8-dynamic", "float8", "int4-weight-only")
 # Minimum CUDA compute capability of the CUDA-only modes.
 CUDA_ONLY = {"float8": (8, 9), "int4-weight-only": (8, 0)}
@@ -48,11 +50,11 @@ def pick_device(device: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise InputError(
             "device 'cuda' was asked for but torch sees no CUDA GPU: use device='cpu' or 'auto'"
         )
     if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r} is not supported: use auto, cpu or cuda")
+        raise InputError(f"device {device!r} is not supported: use auto, cpu or cuda")
     return resolved
 
 
@@ -67,13 +69,13 @@ def default_mode(device: torch.device) -> str:
 def check_mode(mode: str, device: torch.device) -> None:
     """Raise ``ValueError`` if ``mode`` is unknown or cannot run on ``device``."""
     if mode not in SERVER_MODES:
-        raise ValueError(f"server mode {mode!r} is unknown: choose one of {list(SERVER_MODES)}")
+        raise InputError(f"server mode {mode!r} is unknown: choose one of {list(SERVER_MODES)}")
     if mode in CUDA_ONLY:
         need = CUDA_ONLY[mode]
         capability = cuda_capability() if device.type == "cuda" else None
         if capability is None or capability < need:
             have = "no CUDA device" if capability is None else f"compute capability {capability}"
-            raise ValueError(
+            raise InputError(
                 f"server mode {mode} needs a CUDA GPU with compute capability >= "
                 f"{need[0]}.{need[1]} ({have} here): use int8-dynamic or int8-weight-only on CPU"
             )
@@ -114,7 +116,7 @@ def torchao_config(mode: str):
             group_size=INT4_GROUP_SIZE, int4_packing_format="tile_packed_to_4d"
         )
         return config, _linear_filter(INT4_GROUP_SIZE), torch.bfloat16
-    raise ValueError(f"server mode {mode!r} has no torchao config")
+    raise InputError(f"server mode {mode!r} has no torchao config")
 
 
 @dataclass

@@ -14,13 +14,15 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
 
+from rantune.errors import InputError
+
 SCENARIOS = ("umi", "uma", "rma")
 # Largest 2-D BS-UT distance for which TR 38.901 (Table 7.4.1-1) defines the scenario.
 MAX_DISTANCE_M = {"umi": 5_000.0, "uma": 5_000.0, "rma": 10_000.0}
 
 
 def _fail(name: str, value: object, hint: str) -> None:
-    raise ValueError(f"{name}={value!r} is invalid: {hint}")
+    raise InputError(f"{name}={value!r} is invalid: {hint}")
 
 
 def _check_positive_int(name: str, value: object, minimum: int = 1) -> None:
@@ -199,9 +201,9 @@ class DataConfig:
 def build_dataclass(cls: type, values: dict, where: str):
     """Build ``cls`` from a dict, failing loudly on unknown keys."""
     if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected a table of key = value pairs, got {values!r}")
+        raise InputError(f"{where}: expected a table of key = value pairs, got {values!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
+        raise InputError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
     return cls(**values)

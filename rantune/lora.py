@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from rantune.errors import InputError
+
 if TYPE_CHECKING:
     from peft import PeftModel
 
@@ -38,14 +40,14 @@ class LoraSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))
         if not isinstance(self.r, int) or self.r < 1:
-            raise ValueError(f"lora rank r={self.r!r} is invalid: expected an integer >= 1")
+            raise InputError(f"lora rank r={self.r!r} is invalid: expected an integer >= 1")
         if self.alpha <= 0:
-            raise ValueError(f"lora alpha={self.alpha} is invalid: expected > 0")
+            raise InputError(f"lora alpha={self.alpha} is invalid: expected > 0")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora dropout={self.dropout} is invalid: expected 0 <= dropout < 1")
+            raise InputError(f"lora dropout={self.dropout} is invalid: expected 0 <= dropout < 1")
         unknown = sorted(set(self.targets) - set(PROJECTION_NAMES))
         if unknown or not self.targets:
-            raise ValueError(
+            raise InputError(
                 f"lora targets {list(self.targets)} are invalid: choose from {list(PROJECTION_NAMES)}"
             )
 
@@ -82,13 +84,13 @@ def load_trainable_state(model: PeftModel, state: dict[str, Tensor]) -> None:
     expected = set(get_peft_model_state_dict(model))
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise ValueError(
+        raise InputError(
             f"adapter state does not fit the model: missing {missing[:4]}, extra {extra[:4]}"
         )
     result = set_peft_model_state_dict(model, {k: torch.as_tensor(v) for k, v in state.items()})
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
-        raise ValueError(f"adapter state has keys the model does not use: {unexpected[:4]}")
+        raise InputError(f"adapter state has keys the model does not use: {unexpected[:4]}")
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rantune.errors import InputError
+
 LABEL_FIELDS = {"beam": "beam_index", "los": "los"}
 
 
@@ -50,15 +52,15 @@ class PartitionConfig:
     def __post_init__(self) -> None:
         parse_scheme(self.scheme)
         if self.label not in LABEL_FIELDS:
-            raise ValueError(
+            raise InputError(
                 f"partition label {self.label!r} is invalid: choose one of {sorted(LABEL_FIELDS)}"
             )
         if self.num_clients is not None and self.num_clients < 1:
-            raise ValueError(f"num_clients={self.num_clients} is invalid: expected >= 1")
+            raise InputError(f"num_clients={self.num_clients} is invalid: expected >= 1")
         for name in ("val_fraction", "test_fraction", "global_test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 0.5:
-                raise ValueError(f"{name}={value} is invalid: expected 0 <= {name} < 0.5")
+                raise InputError(f"{name}={value} is invalid: expected 0 <= {name} < 0.5")
 
 
 def parse_scheme(scheme: str) -> tuple[str, float | None]:
@@ -72,7 +74,7 @@ def parse_scheme(scheme: str) -> tuple[str, float | None]:
             alpha = -1.0
         if alpha > 0 and math.isfinite(alpha):
             return "dirichlet", alpha
-    raise ValueError(
+    raise InputError(
         f"partition scheme {scheme!r} is invalid: use natural, iid, quantity or "
         "dirichlet-<alpha> with alpha > 0 (e.g. dirichlet-0.1)"
     )
@@ -172,14 +174,14 @@ def partition(
     num_sites = int(site_index.max()) + 1 if len(site_index) else 0
     n = cfg.num_clients or num_sites
     if kind == "natural" and n != num_sites:
-        raise ValueError(
+        raise InputError(
             f"natural partitioning gives one client per site ({num_sites} sites) but "
             f"num_clients={n}; drop num_clients or use dirichlet-<alpha>/iid/quantity"
         )
     global_test = _hold_out_global_test(site_index, cfg.global_test_fraction, rng)
     remaining = np.setdiff1d(np.arange(len(site_index)), global_test)
     if len(remaining) < 3 * n:
-        raise ValueError(
+        raise InputError(
             f"{len(remaining)} samples cannot be split into {n} clients with train/val/test; "
             "use more samples per site or fewer clients"
         )

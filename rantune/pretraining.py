@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rantune.errors import InputError
 from rantune.model.checkpoint import save_checkpoint
 from rantune.model.config import model_config
 from rantune.model.encoder import ChannelEncoder, csi_to_real
@@ -109,22 +110,22 @@ class PretrainSettings:
         for name in ("steps", "batch_size", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"pretrain {name}={value!r} is invalid: expected an integer >= 1")
+                raise InputError(f"pretrain {name}={value!r} is invalid: expected an integer >= 1")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps={self.warmup_steps!r} is invalid: expected >= 0")
+            raise InputError(f"warmup_steps={self.warmup_steps!r} is invalid: expected >= 0")
         if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio={self.mask_ratio} is invalid: expected 0 < ratio < 1")
+            raise InputError(f"mask_ratio={self.mask_ratio} is invalid: expected 0 < ratio < 1")
         if not (self.lr > 0 and math.isfinite(self.lr)) or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("lr must be finite and > 0, min_lr_ratio within 0..1")
+            raise InputError("lr must be finite and > 0, min_lr_ratio within 0..1")
         if self.noise not in NOISE_MODES:
-            raise ValueError(f"noise={self.noise!r} is invalid: choose one of {list(NOISE_MODES)}")
+            raise InputError(f"noise={self.noise!r} is invalid: choose one of {list(NOISE_MODES)}")
         if not 0.0 <= self.noise_probability <= 1.0:
-            raise ValueError(f"noise_probability={self.noise_probability} is not within 0..1")
+            raise InputError(f"noise_probability={self.noise_probability} is not within 0..1")
         low, high = self.noise_snr_db
         if len(self.noise_snr_db) != 2 or low > high:
-            raise ValueError(f"noise_snr_db={self.noise_snr_db} is invalid: expected [min, max]")
+            raise InputError(f"noise_snr_db={self.noise_snr_db} is invalid: expected [min, max]")
         if not isinstance(self.held_out_sites, int) or self.held_out_sites < 1:
-            raise ValueError("held_out_sites must be an integer >= 1 (the masked NMSE needs them)")
+            raise InputError("held_out_sites must be an integer >= 1 (the masked NMSE needs them)")
 
     def to_dict(self) -> dict:
         payload = asdict(self)
@@ -203,7 +204,7 @@ def load_pretrain_data(settings: PretrainSettings, progress: bool = True) -> Pre
 
     cfg = load_preset(settings.preset)
     if settings.held_out_sites >= len(cfg.sites):
-        raise ValueError(
+        raise InputError(
             f"preset {cfg.name!r} has {len(cfg.sites)} sites; held_out_sites="
             f"{settings.held_out_sites} leaves none to train on: lower it"
         )
@@ -301,7 +302,7 @@ def pretrain(
     if state_path.exists() and not fresh:
         state = torch.load(state_path, weights_only=False)
         if state["settings"] != settings.to_dict() or state["config_hash"] != data.config_hash:
-            raise ValueError(
+            raise InputError(
                 f"{state_path} belongs to a run with other settings or data; pass --fresh "
                 "to start over or choose another --run-dir"
             )

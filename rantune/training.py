@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rantune.errors import InputError
 from rantune.tasks.base import Task, predict
 
 
@@ -39,15 +40,15 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs={self.epochs!r} is invalid: expected an integer >= 1")
+            raise InputError(f"epochs={self.epochs!r} is invalid: expected an integer >= 1")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size!r} is invalid: expected >= 1")
+            raise InputError(f"batch_size={self.batch_size!r} is invalid: expected >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr={self.lr} is invalid: expected a finite value > 0")
+            raise InputError(f"lr={self.lr} is invalid: expected a finite value > 0")
         if not isinstance(self.max_steps, int) or self.max_steps < 0:
-            raise ValueError(f"max_steps={self.max_steps!r} is invalid: expected an integer >= 0")
+            raise InputError(f"max_steps={self.max_steps!r} is invalid: expected an integer >= 0")
         if self.prox_mu < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError("prox_mu, weight_decay and max_grad_norm must be >= 0")
+            raise InputError("prox_mu, weight_decay and max_grad_norm must be >= 0")
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -79,7 +80,7 @@ def train(
         ``loss`` (mean over steps, task loss only), ``num_examples``, ``steps``.
     """
     if len(x) == 0:
-        raise ValueError("no training rows: this client's training split is empty")
+        raise InputError("no training rows: this client's training split is empty")
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
     params = trainable_parameters(model)
@@ -131,7 +132,7 @@ def label_budget(rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     The labelled-data budget of centralized reference runs (1%, 10%, 100%).
     """
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"label budget {fraction} is invalid: expected 0 < budget <= 1")
+        raise InputError(f"label budget {fraction} is invalid: expected 0 < budget <= 1")
     count = min(len(rows), max(2, int(round(fraction * len(rows)))))
     chosen = np.random.default_rng([seed, 7]).choice(len(rows), size=count, replace=False)
     return np.sort(rows[chosen])
@@ -175,7 +176,7 @@ def train_probe(
     :func:`train` with a frozen, dropout-free encoder.
     """
     if len(x) == 0:
-        raise ValueError("no training rows: the training split is empty")
+        raise InputError("no training rows: the training split is empty")
     cls, patches = features if features is not None else encode(model.encoder, x)
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
+
+from rantune.federated.run_config import parse_run_config
 from rantune.server.loop import run_server
 from rantune.server.privacy import with_privacy
 from rantune.server.secagg import run_secagg_server, secagg_enabled
 from rantune.server.strategies import build_strategy
-
-from rantune.federated.run_config import parse_run_config
 
 app = ServerApp()
 

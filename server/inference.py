@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rantune.compression.merge import load_run
-from rantune.compression.quantize_server import ServerModel, quantize_for_server
 from torch import nn
 
+from rantune.compression.merge import load_run
+from rantune.compression.quantize_server import ServerModel, quantize_for_server
+from rantune.errors import InputError
 from rantune.lora import count_parameters
 from rantune.tasks import Task, get_task
 
@@ -70,7 +71,7 @@ class ServerInference:
         """
         rank = 5 if self.task.name == "prediction" else 4
         if x.ndim != rank or len(x) == 0:
-            raise ValueError(
+            raise InputError(
                 f"input of shape {list(x.shape)} does not fit task {self.task.name}: expected "
                 f"{rank} axes with batch first and at least one row"
             )
@@ -79,7 +80,7 @@ class ServerInference:
     def classify(self, x: np.ndarray | torch.Tensor) -> list[str]:
         """Label names of the argmax class (LoS task); beam index strings otherwise."""
         if self.task.name == "prediction":
-            raise ValueError("classify() is for classification tasks; use predict()")
+            raise InputError("classify() is for classification tasks; use predict()")
         index = self.predict(x).argmax(axis=1)
         names = self.task.label_names
         return [names[i] if names else str(int(i)) for i in index]

@@ -30,10 +30,8 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
-from rantune.server.replies import replies_by_node
-from rantune.server.strategies.hooks import evaluate_global, write_dense_deltas
-from rantune.server.strategies.state import load_strategy_state, strategy_state
 
+from rantune.errors import InputError
 from rantune.federated import workload
 from rantune.federated.compression import decode_update, settings_from_config, settings_to_config
 from rantune.federated.evaluation import GlobalEvaluator, summarize_clients
@@ -57,6 +55,9 @@ from rantune.federated.messages import (
 )
 from rantune.federated.run_config import RunConfig
 from rantune.federated.rundir import RunDir
+from rantune.server.replies import replies_by_node
+from rantune.server.strategies.hooks import evaluate_global, write_dense_deltas
+from rantune.server.strategies.state import load_strategy_state, strategy_state
 from rantune.tasks import get_task
 
 
@@ -363,7 +364,7 @@ class RoundRunner:
             "partition.num-clients"
         )
         if num_nodes > num_clients:
-            raise ValueError(f"{num_nodes} SuperNodes are connected but {hint}")
+            raise InputError(f"{num_nodes} SuperNodes are connected but {hint}")
         if num_nodes < num_clients:
             log(WARNING, "%s SuperNode(s) connected so far, but %s", num_nodes, hint)
 

@@ -52,13 +52,14 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 from flwr.supercore import log
-from rantune.server.strategies.state import load_strategy_state, strategy_state
 
+from rantune.errors import InputError
 from rantune.federated import workload
 from rantune.federated.dp_accounting import RdpAccountant
 from rantune.federated.messages import METRICS
 from rantune.federated.privacy import DPSettings, dp_settings
 from rantune.federated.run_config import RunConfig
+from rantune.server.strategies.state import load_strategy_state, strategy_state
 
 UNIT_WEIGHT = "dp-unit-weight"
 INNER_PREFIX = "inner/"
@@ -75,14 +76,14 @@ def check_plain_averaging(strategy: Strategy, name: str = "", option: str = "dp.
         type(strategy).aggregate_train is FedAvg.aggregate_train
     )
     if not plain:
-        raise ValueError(
+        raise InputError(
             f"{option} needs a strategy that averages updates (fedavg, fedprox); {label!r} "
             "aggregates differently (robust rules, server optimizers or per-client "
             'LoRA-aware rules need more than a noisy/secure mean): choose strategy.name="fedavg"'
         )
     for hook in ("keep_local_pattern", "freeze_pattern"):
         if getattr(strategy, hook, None):
-            raise ValueError(
+            raise InputError(
                 f"{option} cannot be combined with {label!r}: it keeps some parameters out "
                 "of the aggregate (both need every client's full update)"
             )
@@ -121,7 +122,7 @@ def _wrapper(strategy: Strategy, dp: DPSettings, num_sampled: int) -> Strategy:
             clipped_count_stddev=dp.clipped_count_stddev or None,
         )
     except ValueError as err:
-        raise ValueError(
+        raise InputError(
             f"dp.mode={dp.mode!r}: {err} Set dp.clipped-count-stddev above "
             f"dp.noise-multiplier / 2 (= {dp.noise_multiplier / 2:g}); with few clients "
             "the adaptive norm's count query needs that much noise."
@@ -265,7 +266,7 @@ class PrivateStrategy(Strategy):
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         if meta.get("mode") != self.settings.mode:
-            raise ValueError(
+            raise InputError(
                 f"checkpoint was written with dp.mode={meta.get('mode')!r}, not "
                 f"{self.settings.mode!r}; use another out-dir"
             )

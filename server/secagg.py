@@ -46,10 +46,6 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
-from rantune.server.loop import RoundRunner, _client_id, _train_config
-from rantune.server.privacy import check_plain_averaging
-from rantune.server.secagg_metering import MeteringGrid
-from rantune.server.strategies import aggregate_metrics
 
 from rantune.federated import workload
 from rantune.federated.messages import (
@@ -61,6 +57,10 @@ from rantune.federated.messages import (
 )
 from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash, secagg_settings
 from rantune.federated.run_config import RunConfig
+from rantune.server.loop import RoundRunner, _client_id, _train_config
+from rantune.server.privacy import check_plain_averaging
+from rantune.server.secagg_metering import MeteringGrid
+from rantune.server.strategies import aggregate_metrics
 
 STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from flwr.app import ArrayRecord, Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.serverapp import Grid
+
 from rantune.server.replies import replies_by_node
 
 

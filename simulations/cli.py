@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
+
 from rantune.simulations.commands import compare as compare_command
 from rantune.simulations.commands import compress as compress_command
 from rantune.simulations.commands import data as data_command
@@ -12,6 +15,7 @@ from rantune.simulations.commands import federation as federation_command
 from rantune.simulations.commands import pretrain as pretrain_command
 from rantune.simulations.commands import simulate as simulate_command
 from rantune.simulations.commands import train as train_command
+from rantune.simulations.errors import DEBUG_ENV
 
 app = typer.Typer(
     name="rantune",
@@ -32,8 +36,14 @@ federation_command.register(app)
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of input errors too (RANTUNE_DEBUG=1)."
+    ),
+) -> None:
     """Federated LoRA fine-tuning and edge deployment of wireless channel foundation models."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from rantune.aggregation.init import derive_seed, generator
 from rantune.aggregation.lora_keys import State
+from rantune.errors import InputError
 
 ATTACKS = ("sign-flip", "scaled", "gaussian")
 DEFAULT_FACTORS = {"sign-flip": 1.0, "scaled": 10.0, "gaussian": 0.0}
@@ -48,23 +49,23 @@ class AttackSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in ATTACKS:
-            raise ValueError(f"unknown attack {self.kind!r}: choose one of {list(ATTACKS)}")
+            raise InputError(f"unknown attack {self.kind!r}: choose one of {list(ATTACKS)}")
         if self.factor is None:
             object.__setattr__(self, "factor", DEFAULT_FACTORS[self.kind])
         if not math.isfinite(self.factor) or (self.kind != "gaussian" and self.factor <= 0):
-            raise ValueError(
+            raise InputError(
                 f"attack factor={self.factor} is invalid: expected a finite number > 0"
             )
         if not math.isfinite(self.noise_std) or self.noise_std < 0:
-            raise ValueError(f"attack noise_std={self.noise_std} is invalid: expected >= 0")
+            raise InputError(f"attack noise_std={self.noise_std} is invalid: expected >= 0")
 
 
 def num_byzantine(num_clients: int, fraction: float) -> int:
     """``round(fraction * num_clients)`` with halves rounded up; ``0 <= fraction <= 1``."""
     if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"byzantine fraction={fraction} is invalid: expected 0 <= fraction <= 1")
+        raise InputError(f"byzantine fraction={fraction} is invalid: expected 0 <= fraction <= 1")
     if num_clients < 0:
-        raise ValueError(f"num_clients={num_clients} is invalid: expected >= 0")
+        raise InputError(f"num_clients={num_clients} is invalid: expected >= 0")
     return min(num_clients, math.floor(fraction * num_clients + 0.5))
 
 
@@ -76,7 +77,7 @@ def select_byzantine(client_ids: Sequence[Hashable], fraction: float, seed: int)
     """
     ordered = sorted(client_ids, key=str)
     if len({str(c) for c in ordered}) != len(ordered):
-        raise ValueError("client ids must be unique to select Byzantine clients")
+        raise InputError("client ids must be unique to select Byzantine clients")
     count = num_byzantine(len(ordered), fraction)
     rng = np.random.default_rng(derive_seed("byzantine", seed))
     chosen = sorted(rng.choice(len(ordered), size=count, replace=False).tolist()) if count else []
@@ -118,10 +119,10 @@ def attack_update(
             out[key] = value.clone()
             continue
         if key not in reference:
-            raise ValueError(f"cannot attack {key!r}: no reference tensor for it")
+            raise InputError(f"cannot attack {key!r}: no reference tensor for it")
         ref = reference[key]
         if tuple(ref.shape) != tuple(value.shape):
-            raise ValueError(
+            raise InputError(
                 f"cannot attack {key!r}: reference {tuple(ref.shape)} vs local {tuple(value.shape)}"
             )
         ref64 = ref.detach().to(device=value.device, dtype=torch.float64)

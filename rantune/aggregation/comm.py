@@ -22,6 +22,7 @@ from numpy.lib import format as npy_format
 from torch import Tensor
 
 from rantune.aggregation.lora_keys import state_nbytes
+from rantune.errors import InputError
 
 MB = 1_000_000
 """Bytes per MB in every report (decimal megabytes)."""
@@ -53,7 +54,7 @@ def payload_nbytes(state: Mapping[str, Tensor | np.ndarray], measure: str = "rec
         return record_nbytes(state)
     if measure == "data":
         return state_nbytes(state)
-    raise ValueError(f"unknown byte measure {measure!r}: choose one of {list(MEASURES)}")
+    raise InputError(f"unknown byte measure {measure!r}: choose one of {list(MEASURES)}")
 
 
 def round_bytes(
@@ -91,7 +92,7 @@ def _numpy_dtype(tensor: Tensor) -> np.dtype:
     try:
         return torch.empty(0, dtype=tensor.dtype).numpy().dtype
     except TypeError as err:
-        raise ValueError(
+        raise InputError(
             f"{tensor.dtype} has no numpy equivalent: Flower cannot send it as an Array"
         ) from err
 

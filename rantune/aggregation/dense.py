@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from rantune.aggregation.lora_keys import State, group_state, lora_scale
+from rantune.errors import InputError
 
 DeltaMap = dict[str, Tensor]
 """``{module prefix: [d_out, d_in] dense update}``."""
@@ -37,7 +38,7 @@ def apply_dense_delta(weight: Tensor, delta: Tensor) -> Tensor:
     ``weight``: ``[d_out, d_in]`` frozen base weight; ``delta``: same shape.
     """
     if tuple(weight.shape) != tuple(delta.shape):
-        raise ValueError(
+        raise InputError(
             f"dense delta {tuple(delta.shape)} does not fit base weight {tuple(weight.shape)}"
         )
     return (weight.to(torch.float64) + delta.to(device=weight.device, dtype=torch.float64)).to(
@@ -54,7 +55,7 @@ def apply_dense_deltas(base_state: Mapping[str, Tensor], deltas: Mapping[str, Te
     for prefix, delta in deltas.items():
         key = base_weight_key(prefix)
         if key not in out:
-            raise ValueError(f"no base weight {key!r} for dense delta of module {prefix!r}")
+            raise InputError(f"no base weight {key!r} for dense delta of module {prefix!r}")
         out[key] = apply_dense_delta(out[key], delta)
     return out
 
@@ -63,11 +64,11 @@ def _base_weight(model: nn.Module, prefix: str) -> Tensor:
     try:
         module = model.get_submodule(prefix)
     except AttributeError as err:
-        raise ValueError(f"model has no module {prefix!r} to fold a dense delta into") from err
+        raise InputError(f"model has no module {prefix!r} to fold a dense delta into") from err
     base = getattr(module, "base_layer", module)
     weight = getattr(base, "weight", None)
     if not isinstance(weight, Tensor):
-        raise ValueError(f"module {prefix!r} has no weight tensor")
+        raise InputError(f"module {prefix!r} has no weight tensor")
     return weight
 
 
@@ -83,7 +84,7 @@ def fold_deltas_into_model(model: nn.Module, deltas: Mapping[str, Tensor]) -> No
     for prefix, delta in deltas.items():
         weight = _base_weight(model, prefix)
         if tuple(weight.shape) != tuple(delta.shape):
-            raise ValueError(
+            raise InputError(
                 f"dense delta {tuple(delta.shape)} does not fit {prefix} weight {tuple(weight.shape)}"
             )
         targets.append((weight, delta))

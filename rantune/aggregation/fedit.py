@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from rantune.aggregation.lora_keys import State, module_ranks
 from rantune.aggregation.update import ClientUpdate, example_weights, weighted_average_states
+from rantune.errors import InputError
 
 
 def require_equal_ranks(updates: Sequence[ClientUpdate], strategy: str) -> dict[str, int]:
@@ -21,7 +22,7 @@ def require_equal_ranks(updates: Sequence[ClientUpdate], strategy: str) -> dict[
             diff = sorted(
                 p for p in set(ranks) | set(reference) if ranks.get(p) != reference.get(p)
             )
-            raise ValueError(
+            raise InputError(
                 f"{strategy} needs the same LoRA rank on every client, but client "
                 f"{update.client_id!r} differs from client {updates[0].client_id!r} on {diff[:3]} "
                 f"(ranks {[ranks.get(p) for p in diff[:3]]} vs {[reference.get(p) for p in diff[:3]]}); "

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from rantune.aggregation.lora_keys import State, is_lora_a, is_lora_b
 from rantune.aggregation.update import ClientUpdate, example_weights, weighted_average_states
+from rantune.errors import InputError
 
 
 def is_shared_key(key: str, share_head: bool = True) -> bool:
@@ -43,7 +44,7 @@ def merge_shared_local(shared: Mapping[str, Tensor], local: Mapping[str, Tensor]
     """Union of the two parts; raises if they overlap (a key cannot be both global and local)."""
     overlap = sorted(set(shared) & set(local))
     if overlap:
-        raise ValueError(
+        raise InputError(
             f"shared and local parts overlap on {overlap[:4]}; split with split_shared_local"
         )
     return {**dict(shared), **dict(local)}
@@ -59,7 +60,7 @@ def fedsa_aggregate(updates: Sequence[ClientUpdate], share_head: bool = True) ->
     for update in updates:
         leaked = [k for k in update.state if not is_shared_key(k, share_head)]
         if leaked:
-            raise ValueError(
+            raise InputError(
                 f"client {update.client_id!r} sent local tensors {leaked[:3]}; FedSA-LoRA keeps them on the "
                 "client: send split_shared_local(state)[0]"
             )

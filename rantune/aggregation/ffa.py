@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from rantune.aggregation.init import seeded_lora_a
 from rantune.aggregation.lora_keys import State, is_lora_a
 from rantune.aggregation.update import ClientUpdate, example_weights, weighted_average_states
+from rantune.errors import InputError
 
 
 def ffa_frozen_a(
@@ -41,7 +42,7 @@ def ffa_frozen_a(
             shape, seed, key, value.dtype if isinstance(value, Tensor) else dtype
         )
     if not out:
-        raise ValueError("no lora_A keys to initialise: is LoRA applied to the model?")
+        raise InputError("no lora_A keys to initialise: is LoRA applied to the model?")
     return out
 
 
@@ -59,7 +60,7 @@ def freeze_lora_a(model: nn.Module) -> int:
             param.requires_grad_(False)
             count += 1
     if count == 0:
-        raise ValueError("model has no lora_A parameters to freeze: apply LoRA first")
+        raise InputError("model has no lora_A parameters to freeze: apply LoRA first")
     return count
 
 
@@ -102,13 +103,13 @@ def ffa_aggregate(
     for update in updates:
         has_a = any(is_lora_a(k) for k in update.state)
         if has_a and frozen_a is None:
-            raise ValueError(
+            raise InputError(
                 f"client {update.client_id!r} sent lora_A, which FFA-LoRA never transmits; send ffa_upload(state)"
             )
         if has_a:
             reason = ffa_check_frozen(update.state, frozen_a)
             if reason:
-                raise ValueError(f"client {update.client_id!r}: {reason}")
+                raise InputError(f"client {update.client_id!r}: {reason}")
     trained = [ffa_upload(u.state) for u in updates]
     out = weighted_average_states(trained, weights)
     if frozen_a is not None:

@@ -47,6 +47,7 @@ from rantune.aggregation.lora_keys import (
     require_same_modules,
 )
 from rantune.aggregation.update import ClientUpdate, example_weights, weighted_average_states
+from rantune.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def flora_downlink(aggregate: FloraAggregate, mode: str = "dense") -> State:
         return aggregate.stacked_state()
     if mode == "dense":
         return {**deltas_to_state(aggregate.dense_deltas(), aggregate.dtype), **aggregate.other}
-    raise ValueError(f"unknown FLoRA downlink mode {mode!r}: choose 'stacked' or 'dense'")
+    raise InputError(f"unknown FLoRA downlink mode {mode!r}: choose 'stacked' or 'dense'")
 
 
 def downlink_deltas(downlink: Mapping[str, Tensor]) -> tuple[DeltaMap, State]:
@@ -184,7 +185,7 @@ def flora_client_reset(
     fresh = fresh_adapters(local_state, seed, salt)
     unknown = sorted(set(head) - set(fresh))
     if unknown:
-        raise ValueError(f"FLoRA downlink carries tensors the client does not have: {unknown[:4]}")
+        raise InputError(f"FLoRA downlink carries tensors the client does not have: {unknown[:4]}")
     fresh.update({k: v.to(fresh[k].dtype) for k, v in head.items()})
     return fresh
 

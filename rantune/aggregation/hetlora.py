@@ -37,6 +37,7 @@ from rantune.aggregation.update import (
     weighted_average_states,
     weighted_sum,
 )
+from rantune.errors import InputError
 
 
 def pad_pair(pair: LoraPair, rank: int) -> LoraPair:
@@ -45,7 +46,7 @@ def pad_pair(pair: LoraPair, rank: int) -> LoraPair:
     ``B @ A`` is unchanged. Raises if ``rank < r``.
     """
     if rank < pair.rank:
-        raise ValueError(f"cannot pad rank {pair.rank} down to {rank}; use truncate_pair")
+        raise InputError(f"cannot pad rank {pair.rank} down to {rank}; use truncate_pair")
     extra = rank - pair.rank
     a = torch.cat([pair.A, pair.A.new_zeros((extra, pair.d_in))], dim=0)
     b = torch.cat([pair.B, pair.B.new_zeros((pair.d_out, extra))], dim=1)
@@ -55,7 +56,7 @@ def pad_pair(pair: LoraPair, rank: int) -> LoraPair:
 def truncate_pair(pair: LoraPair, rank: int) -> LoraPair:
     """First ``rank`` components: ``A[:rank, :]`` ``[rank, d_in]``, ``B[:, :rank]`` ``[d_out, rank]`` (copies)."""
     if not 1 <= rank <= pair.rank:
-        raise ValueError(
+        raise InputError(
             f"cannot truncate rank {pair.rank} to {rank}: expected 1 <= rank <= {pair.rank}"
         )
     return LoraPair(pair.A[:rank, :].clone(), pair.B[:, :rank].clone())
@@ -76,7 +77,7 @@ def truncate_state(state: Mapping[str, Tensor], rank: int | Mapping[str, int]) -
     for prefix, pair in groups.pairs.items():
         r = rank if isinstance(rank, int) else rank.get(prefix)
         if r is None:
-            raise ValueError(f"no target rank given for module {prefix!r}")
+            raise InputError(f"no target rank given for module {prefix!r}")
         pairs[prefix] = truncate_pair(pair, r)
     return LoraGroups(pairs, groups.other).to_state()
 
@@ -92,7 +93,7 @@ def hetlora_weights(
     (e.g. untrained ``B = 0``) the data weights are used instead.
     """
     if scope not in ("module", "global"):
-        raise ValueError(f"unknown HetLoRA weight scope {scope!r}: choose 'module' or 'global'")
+        raise InputError(f"unknown HetLoRA weight scope {scope!r}: choose 'module' or 'global'")
     data_w = example_weights(updates)
     groups = [group_state(u.state) for u in updates]
     prefixes = require_same_modules(groups, [u.client_id for u in updates])
@@ -136,7 +137,7 @@ def hetlora_aggregate(
     largest = max_rank([u.state for u in updates])
     r_max = largest if r_max is None else r_max
     if r_max < largest:
-        raise ValueError(f"r_max={r_max} is below the largest client rank {largest}")
+        raise InputError(f"r_max={r_max} is below the largest client rank {largest}")
     pairs = {}
     for prefix in prefixes:
         padded = [pad_pair(g.pairs[prefix], r_max) for g in groups]

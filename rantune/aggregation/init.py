@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from rantune.aggregation.lora_keys import State, is_lora_a, is_lora_b
+from rantune.errors import InputError
 
 
 def derive_seed(*parts: object) -> int:
@@ -51,7 +52,7 @@ def seeded_lora_a(
     """
     rows, d_in = (int(s) for s in shape)
     if rows < 1 or d_in < 1:
-        raise ValueError(f"lora_A shape {tuple(shape)} is invalid: expected (r >= 1, d_in >= 1)")
+        raise InputError(f"lora_A shape {tuple(shape)} is invalid: expected (r >= 1, d_in >= 1)")
     bound = 1.0 / math.sqrt(d_in)
     draw = torch.rand((rows, d_in), generator=generator("lora_A", seed, key), dtype=torch.float64)
     return ((2.0 * draw - 1.0) * bound).to(dtype)

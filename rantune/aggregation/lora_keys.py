@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rantune.errors import InputError
+
 LORA_A_SUFFIX = ".lora_A.weight"
 LORA_B_SUFFIX = ".lora_B.weight"
 
@@ -45,7 +47,7 @@ def module_prefix(key: str) -> str:
     for suffix in (LORA_A_SUFFIX, LORA_B_SUFFIX):
         if key.endswith(suffix):
             return key[: -len(suffix)]
-    raise ValueError(
+    raise InputError(
         f"{key!r} is not a LoRA adapter key (expected a '{LORA_A_SUFFIX}' or '{LORA_B_SUFFIX}' suffix)"
     )
 
@@ -63,7 +65,7 @@ def lora_scale(alpha: float | None, rank: int) -> float:
     if alpha is None:
         return 1.0
     if rank < 1:
-        raise ValueError(f"LoRA rank {rank} is invalid: expected >= 1")
+        raise InputError(f"LoRA rank {rank} is invalid: expected >= 1")
     return float(alpha) / rank
 
 
@@ -73,7 +75,7 @@ def as_tensor(value: Tensor | np.ndarray) -> Tensor:
         return value
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value))
-    raise ValueError(f"expected a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
+    raise InputError(f"expected a torch.Tensor or numpy.ndarray, got {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,11 @@ class LoraPair:
 
     def __post_init__(self) -> None:
         if self.A.dim() != 2 or self.B.dim() != 2:
-            raise ValueError(
+            raise InputError(
                 f"LoRA A and B must be 2-D, got A {tuple(self.A.shape)} and B {tuple(self.B.shape)}"
             )
         if self.A.shape[0] != self.B.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"LoRA ranks disagree: A {tuple(self.A.shape)} has rank {self.A.shape[0]}, "
                 f"B {tuple(self.B.shape)} has rank {self.B.shape[1]}"
             )
@@ -163,7 +165,7 @@ def group_state(state: Mapping[str, Tensor | np.ndarray]) -> LoraGroups:
             other[key] = tensor
     unpaired = sorted(set(a_parts) ^ set(b_parts))
     if unpaired:
-        raise ValueError(
+        raise InputError(
             f"LoRA modules with only one of lora_A/lora_B: {unpaired[:4]}; send both or neither"
         )
     return LoraGroups({p: LoraPair(a_parts[p], b_parts[p]) for p in order}, other)
@@ -197,7 +199,7 @@ def uniform_rank(state: Mapping[str, Tensor | np.ndarray]) -> int:
     """The single rank used by every module of ``state``; raises if modules differ or none exist."""
     ranks = set(module_ranks(state).values())
     if len(ranks) != 1:
-        raise ValueError(f"expected one LoRA rank across modules, found {sorted(ranks) or 'none'}")
+        raise InputError(f"expected one LoRA rank across modules, found {sorted(ranks) or 'none'}")
     return ranks.pop()
 
 
@@ -226,20 +228,20 @@ def require_same_modules(groups: list[LoraGroups], names: list[object]) -> list[
     d_out)`` differs between clients (ranks may differ). ``names`` label the clients.
     """
     if not groups:
-        raise ValueError("nothing to aggregate: no client updates")
+        raise InputError("nothing to aggregate: no client updates")
     prefixes = list(groups[0].pairs)
     if not prefixes:
-        raise ValueError("the updates hold no LoRA adapters (lora_A/lora_B keys)")
+        raise InputError("the updates hold no LoRA adapters (lora_A/lora_B keys)")
     for name, group in zip(names, groups, strict=True):
         if set(group.pairs) != set(prefixes):
             diff = sorted(set(group.pairs) ^ set(prefixes))
-            raise ValueError(
+            raise InputError(
                 f"client {name!r} adapts different modules than client {names[0]!r}: {diff[:3]}"
             )
     for prefix in prefixes:
         shapes = {(g.pairs[prefix].d_in, g.pairs[prefix].d_out) for g in groups}
         if len(shapes) != 1:
-            raise ValueError(
+            raise InputError(
                 f"module {prefix}: clients disagree on (d_in, d_out): {sorted(shapes)}"
             )
     return prefixes

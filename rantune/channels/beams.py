@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rantune.errors import InputError
+
 
 def dft_codebook(num_antennas: int, num_beams: int, spacing_wavelengths: float = 0.5) -> np.ndarray:
     """Unit-norm DFT beamforming codebook.
@@ -25,9 +27,9 @@ def dft_codebook(num_antennas: int, num_beams: int, spacing_wavelengths: float =
         ``[K, N]`` complex64; row ``k`` is the weight vector of beam ``k``.
     """
     if num_beams < 1:
-        raise ValueError(f"num_beams={num_beams} is invalid: a codebook needs at least 1 beam")
+        raise InputError(f"num_beams={num_beams} is invalid: a codebook needs at least 1 beam")
     if num_antennas < 1:
-        raise ValueError(f"num_antennas={num_antennas} is invalid: expected >= 1")
+        raise InputError(f"num_antennas={num_antennas} is invalid: expected >= 1")
     directions = -1.0 + (2.0 * np.arange(num_beams) + 1.0) / num_beams  # [K]
     positions = np.arange(num_antennas) * spacing_wavelengths  # [N], in wavelengths
     phase = 2.0 * np.pi * np.outer(directions, positions)  # [K, N]

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rantune.errors import InputError
+
 REQUIRED_FIELDS = (
     "csi",
     "csi_noisy",
@@ -53,10 +55,10 @@ class ChannelDataset:
     def __post_init__(self) -> None:
         missing = [k for k in REQUIRED_FIELDS if k not in self.arrays]
         if missing:
-            raise ValueError(f"channel data set is missing field(s) {missing}")
+            raise InputError(f"channel data set is missing field(s) {missing}")
         sizes = {k: len(v) for k, v in self.arrays.items()}
         if len(set(sizes.values())) != 1:
-            raise ValueError(f"channel data set fields disagree on the sample count: {sizes}")
+            raise InputError(f"channel data set fields disagree on the sample count: {sizes}")
 
     def __len__(self) -> int:
         return len(self.arrays["csi"])
@@ -82,5 +84,5 @@ class ChannelDataset:
         keys = set(parts[0].arrays)
         for part in parts[1:]:
             if set(part.arrays) != keys:
-                raise ValueError("cannot concatenate data sets with different fields")
+                raise InputError("cannot concatenate data sets with different fields")
         return ChannelDataset({k: np.concatenate([p.arrays[k] for p in parts]) for k in keys})

@@ -23,6 +23,7 @@ import torch
 
 from rantune.aggregation.byzantine import ATTACKS, AttackSpec, attack_update, select_byzantine
 from rantune.aggregation.init import derive_seed
+from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig
 
 
@@ -51,17 +52,17 @@ def attack_settings(cfg: RunConfig) -> AttackSettings:
     kind = flat.get("attack.kind", "sign-flip")
     factor = flat.get("attack.factor", 0.0)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float):
-        raise ValueError(f"run config attack.fraction={fraction!r} is invalid: expected a number")
+        raise InputError(f"run config attack.fraction={fraction!r} is invalid: expected a number")
     if not 0.0 <= float(fraction) <= 1.0:
-        raise ValueError(f"run config attack.fraction={fraction} is invalid: expected 0..1")
+        raise InputError(f"run config attack.fraction={fraction} is invalid: expected 0..1")
     if kind not in ATTACKS:
-        raise ValueError(
+        raise InputError(
             f"run config attack.kind={kind!r} is invalid: choose one of {', '.join(ATTACKS)}"
         )
     if isinstance(factor, bool) or not isinstance(factor, int | float):
-        raise ValueError(f"run config attack.factor={factor!r} is invalid: expected a number")
+        raise InputError(f"run config attack.factor={factor!r} is invalid: expected a number")
     if not np.isfinite(factor) or factor < 0:
-        raise ValueError(
+        raise InputError(
             f"run config attack.factor={factor} is invalid: expected >= 0 (0 = the kind's default)"
         )
     settings = AttackSettings(float(fraction), str(kind), float(factor))

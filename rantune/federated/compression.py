@@ -32,6 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
+from rantune.errors import InputError
 from rantune.federated.messages import record_to_state, state_to_record
 from rantune.federated.run_config import CompressionSection
 
@@ -89,7 +90,7 @@ def _quantize(vector: np.ndarray, groups: list[int]) -> tuple[np.ndarray, np.nda
 
 def _dequantize(q: np.ndarray, scales: np.ndarray, groups: list[int]) -> np.ndarray:
     if len(scales) != len(groups):
-        raise ValueError(f"{len(scales)} scales for {len(groups)} quantization groups")
+        raise InputError(f"{len(scales)} scales for {len(groups)} quantization groups")
     return q.astype(np.float32) * np.repeat(scales.astype(np.float32), groups)
 
 
@@ -118,7 +119,7 @@ def encode_update(
     residual : the new error-feedback memory (None without error feedback).
     """
     if set(reference) != set(local):
-        raise ValueError("encode_update: reference and local tensors have different keys")
+        raise InputError("encode_update: reference and local tensors have different keys")
     if not settings.enabled:
         return state_to_record(local), None
     keys = sorted(local)
@@ -159,28 +160,28 @@ def _decode_delta(
         "topk-int8": {INDEX_KEY, INT8_KEY, SCALES_KEY},
     }[method]
     if set(arrays) != expected:
-        raise ValueError(
+        raise InputError(
             f"{method} packet has arrays {sorted(arrays)}; expected {sorted(expected)}"
         )
     if method == "int8":
         q = arrays[INT8_KEY]
         if q.dtype != np.int8 or q.ndim != 1 or q.size != total:
-            raise ValueError(f"int8 packet holds {q.size} {q.dtype} values; expected {total} int8")
+            raise InputError(f"int8 packet holds {q.size} {q.dtype} values; expected {total} int8")
         return _dequantize(q, arrays[SCALES_KEY], _channel_groups(layout, settings.granularity))
     index = arrays[INDEX_KEY]
     if index.ndim != 1 or not np.issubdtype(index.dtype, np.unsignedinteger):
-        raise ValueError(f"top-k index array has dtype {index.dtype}, shape {index.shape}")
+        raise InputError(f"top-k index array has dtype {index.dtype}, shape {index.shape}")
     if index.size and (int(index.max()) >= total or np.any(np.diff(index.astype(np.int64)) <= 0)):
-        raise ValueError("top-k indices are out of range or not strictly increasing")
+        raise InputError("top-k indices are out of range or not strictly increasing")
     if method == "topk-int8":
         q = arrays[INT8_KEY]
         if q.dtype != np.int8 or q.shape != index.shape:
-            raise ValueError("top-k int8 values do not match the index array")
+            raise InputError("top-k int8 values do not match the index array")
         values = _dequantize(q, arrays[SCALES_KEY], [q.size])
     else:
         values = arrays[VALUES_KEY]
         if values.shape != index.shape:
-            raise ValueError("top-k values do not match the index array")
+            raise InputError("top-k values do not match the index array")
     delta = np.zeros(total, dtype=np.float32)
     delta[index.astype(np.int64)] = values.astype(np.float32)
     return delta

@@ -25,6 +25,7 @@ import torch
 from rantune.aggregation.dense import DENSE_SUFFIX
 from rantune.aggregation.init import seeded_lora_a
 from rantune.aggregation.lora_keys import is_lora_a
+from rantune.errors import InputError
 from rantune.federated import workload
 from rantune.federated.run_config import RunConfig
 
@@ -109,7 +110,7 @@ def model_for(cfg: RunConfig, rank: int, deltas: Mapping[str, np.ndarray] | None
         model, pristine, offset = _DENSE[key]
         unknown = sorted(set(deltas) - set(pristine))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"dense updates for modules this model does not adapt: {unknown[:3]} "
                 f"(adapted: {sorted(pristine)[:3]}...)"
             )
@@ -119,7 +120,7 @@ def model_for(cfg: RunConfig, rank: int, deltas: Mapping[str, np.ndarray] | None
             if prefix in deltas:
                 delta = torch.as_tensor(np.asarray(deltas[prefix]))
                 if tuple(delta.shape) != tuple(base.shape):
-                    raise ValueError(
+                    raise InputError(
                         f"dense update for {prefix} has shape {tuple(delta.shape)}, "
                         f"the base weight {tuple(base.shape)}"
                     )

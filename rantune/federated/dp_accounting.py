@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from rantune.errors import InputError
+
 # The orders Google's dp-accounting uses by default: 1.1 .. 10.9 by 0.1, 11 .. 63, 2^7 .. 2^10.
 DEFAULT_ORDERS: tuple[float, ...] = (
     tuple(round(1 + x / 10, 1) for x in range(1, 100))
@@ -51,7 +53,7 @@ def _log_add(a: float, b: float) -> float:
 def _log_sub(a: float, b: float) -> float:
     """``log(exp(a) - exp(b))`` for ``a >= b``."""
     if b > a:
-        raise ValueError("log_sub: the result would be negative")
+        raise InputError("log_sub: the result would be negative")
     if b == -math.inf:
         return a
     if a == b:
@@ -131,9 +133,9 @@ def rdp_sampled_gaussian(q: float, noise_multiplier: float, order: float) -> flo
     order : Rényi order alpha > 1.
     """
     if not 0.0 <= q <= 1.0:
-        raise ValueError(f"sampling rate q={q} must be in [0, 1]")
+        raise InputError(f"sampling rate q={q} must be in [0, 1]")
     if order <= 1:
-        raise ValueError(f"Rényi order {order} must be > 1")
+        raise InputError(f"Rényi order {order} must be > 1")
     if q == 0.0:
         return 0.0
     if noise_multiplier <= 0.0:
@@ -154,11 +156,11 @@ def epsilon_from_rdp(
 ) -> tuple[float, float]:
     """``(epsilon, best order)`` at ``delta`` from RDP values (Canonne et al. 2020, Prop. 12)."""
     if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta={delta} must be in (0, 1)")
+        raise InputError(f"delta={delta} must be in (0, 1)")
     best, best_order = math.inf, math.nan
     for a, r in zip(orders, rdp, strict=True):
         if r < 0:
-            raise ValueError("RDP values must be >= 0")
+            raise InputError("RDP values must be >= 0")
         if math.isinf(r):
             continue
         if delta**2 + math.expm1(-r) > 0:  # KL bound already gives epsilon = 0
@@ -192,7 +194,7 @@ class RdpAccountant:
 
     def __post_init__(self) -> None:
         if any(a <= 1 for a in self.orders):
-            raise ValueError("every Rényi order must be > 1")
+            raise InputError("every Rényi order must be > 1")
         ledger, self.releases = list(self.releases), []
         self._rdp = [0.0] * len(self.orders)
         for z, q, steps in ledger:
@@ -201,9 +203,9 @@ class RdpAccountant:
     def compose(self, noise_multiplier: float, sampling_rate: float, steps: int = 1) -> None:
         """Add ``steps`` releases of a Gaussian mechanism with this multiplier and rate."""
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps={steps!r} must be a positive integer")
+            raise InputError(f"steps={steps!r} must be a positive integer")
         if not noise_multiplier >= 0 or not math.isfinite(noise_multiplier):
-            raise ValueError(f"noise multiplier {noise_multiplier} must be finite and >= 0")
+            raise InputError(f"noise multiplier {noise_multiplier} must be finite and >= 0")
         per_step = _rdp_vector(float(sampling_rate), float(noise_multiplier), tuple(self.orders))
         for k, value in enumerate(per_step):
             self._rdp[k] += steps * value
@@ -232,5 +234,5 @@ class RdpAccountant:
             orders = tuple(float(a) for a in state["orders"])
             releases = [(float(z), float(q), int(s)) for z, q, s in state["releases"]]
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"unreadable privacy accountant state: {err}") from err
+            raise InputError(f"unreadable privacy accountant state: {err}") from err
         return cls(orders=orders, releases=releases)

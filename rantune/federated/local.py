@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
+from rantune.errors import InputError
 from rantune.federated import downlink, ranks, workload
 from rantune.federated.attacks import maybe_attack
 from rantune.federated.compression import encode_update, settings_from_config
@@ -52,7 +53,7 @@ class NodeIdentity:
 def node_identity(cfg: RunConfig, node_config: Mapping[str, object]) -> NodeIdentity:
     """Read and check ``partition-id``, ``num-partitions`` and optional ``lora-r``."""
     if "partition-id" not in node_config:
-        raise ValueError(
+        raise InputError(
             "node config has no partition-id: start the SuperNode with --node-config "
             "'partition-id=<i> num-partitions=<n>' (simulation sets it automatically)"
         )
@@ -60,13 +61,13 @@ def node_identity(cfg: RunConfig, node_config: Mapping[str, object]) -> NodeIden
     num_clients = workload.federated_data(cfg).num_clients
     workload.check_partition_id(pid, num_clients)
     if num is not None and num != num_clients:
-        raise ValueError(
+        raise InputError(
             f"num-partitions={num} but the run config partitions the data into {num_clients} "
             "clients: run one SuperNode per client or set partition.num-clients"
         )
     rank = node_config.get(LORA_RANK, ranks.scheduled_rank(cfg, int(pid)))
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"node config lora-r={rank!r} is invalid: expected an integer >= 1")
+        raise InputError(f"node config lora-r={rank!r} is invalid: expected an integer >= 1")
     return NodeIdentity(int(pid), int(num_clients), int(rank))
 
 
@@ -91,13 +92,13 @@ def _compose(
     base = _init_state(cfg, node.rank)
     unknown = sorted(set(received) - set(base))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"received tensors the local model does not have: {unknown[:3]} (only adapter "
             "and head keys of rantune.lora.trainable_state may travel)"
         )
     for key, value in received.items():
         if tuple(value.shape) != tuple(base[key].shape):
-            raise ValueError(
+            raise InputError(
                 f"received {key} with shape {tuple(value.shape)}, but this node trains "
                 f"{tuple(base[key].shape)} (LoRA rank {node.rank}); heterogeneous ranks need "
                 "a rank-aware strategy"

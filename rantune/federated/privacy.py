@@ -28,6 +28,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig, Scalar
 
 DP_MODES = ("none", "server-fixed", "client-fixed", "server-adaptive", "client-adaptive")
@@ -53,7 +54,7 @@ PRIVACY_DEFAULTS: dict[str, Scalar] = {
 
 
 def _fail(key: str, value: object, hint: str) -> None:
-    raise ValueError(f"run config {key}={value!r} is invalid: {hint}")
+    raise InputError(f"run config {key}={value!r} is invalid: {hint}")
 
 
 def _number(flat: dict, key: str, low: float = -math.inf, high: float = math.inf) -> float:

@@ -11,6 +11,7 @@ client ``lora.r``. A node config's ``lora-r`` wins over the schedule.
 
 from __future__ import annotations
 
+from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig
 
 KEY = "lora.client-ranks"
@@ -19,13 +20,13 @@ KEY = "lora.client-ranks"
 def parse_client_ranks(text: object) -> tuple[int, ...]:
     """``"4,8,16"`` -> ``(4, 8, 16)``; ``""`` -> ``()``. Raises ``ValueError`` with a hint."""
     if not isinstance(text, str):
-        raise ValueError(f'run config {KEY}={text!r} is invalid: expected a string like "4,8,16"')
+        raise InputError(f'run config {KEY}={text!r} is invalid: expected a string like "4,8,16"')
     ranks = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
         if not part.isdigit() or int(part) < 1:
-            raise ValueError(
+            raise InputError(
                 f"run config {KEY}={text!r} is invalid: {part!r} is not an integer >= 1 "
                 '(write comma-separated ranks, e.g. "4,8,16")'
             )

@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rantune.errors import InputError
 from rantune.lora import LoraSettings
 from rantune.partition import PartitionConfig
 from rantune.tasks import TASKS
@@ -268,7 +269,7 @@ def compatible_diff(stored: Mapping[str, Scalar], current: Mapping[str, Scalar])
 
 
 def _fail(key: str, value: object, hint: str) -> None:
-    raise ValueError(f"run config {key}={value!r} is invalid: {hint}")
+    raise InputError(f"run config {key}={value!r} is invalid: {hint}")
 
 
 class _Reader:
@@ -321,13 +322,13 @@ def check_keys(raw: Mapping[str, Scalar]) -> None:
     strategy_keys = {k for k in raw if _STRATEGY_PARAM.match(k)}
     unknown = sorted(set(raw) - set(DEFAULTS) - strategy_keys)
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown run config key(s) {unknown}; valid keys are {sorted(DEFAULTS)} "
             "plus strategy.<param> hyper-parameters of the chosen strategy"
         )
     missing = sorted(set(DEFAULTS) - set(raw))
     if missing:
-        raise ValueError(
+        raise InputError(
             f"run config is missing key(s) {missing}: add them to [tool.flwr.app.config] "
             "in pyproject.toml (see rantune.federated.run_config.DEFAULTS)"
         )
@@ -365,7 +366,7 @@ def parse_run_config(raw: Mapping[str, Scalar]) -> RunConfig:
             seed=r.int("partition.seed", 0),
         )
     except ValueError as err:
-        raise ValueError(f"run config: {err}") from err
+        raise InputError(f"run config: {err}") from err
     sampling = SamplingSection(
         fraction_train=r.float("fraction-train", 0.0, 1.0),
         fraction_evaluate=r.float("fraction-evaluate", 0.0, 1.0),
@@ -435,7 +436,7 @@ def resolve_run_config(
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(base))
     if unknown:
-        raise ValueError(f"unknown run config key(s) {unknown}; valid keys are {sorted(base)}")
+        raise InputError(f"unknown run config key(s) {unknown}; valid keys are {sorted(base)}")
     return parse_run_config({**base, **overrides})
 
 
@@ -449,12 +450,12 @@ def parse_override_pairs(pairs: list[str] | tuple[str, ...]) -> dict[str, Scalar
         for item in pair.split():
             key, sep, text = item.partition("=")
             if not sep or not key:
-                raise ValueError(f"--run-config {item!r} is invalid: use key=value")
+                raise InputError(f"--run-config {item!r} is invalid: use key=value")
             try:
                 value = tomllib.loads(f"v = {text}")["v"]
             except tomllib.TOMLDecodeError:
                 value = text.strip("'\"")
             if not isinstance(value, bool | int | float | str):
-                raise ValueError(f"--run-config {item!r}: values must be bool, int, float or str")
+                raise InputError(f"--run-config {item!r}: values must be bool, int, float or str")
             result[key.strip()] = value
     return result

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save
 
+from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig, compatible_diff
 from rantune.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 
@@ -93,10 +94,10 @@ class RunDir:
             If OUT is a file, or holds a run of a different config (nothing is written).
         """
         if self.root.exists() and not self.root.is_dir():
-            raise ValueError(f"out-dir {self.root} is a file; give a directory path")
+            raise InputError(f"out-dir {self.root} is a file; give a directory path")
         if not self.config_path.exists():
             if self.checkpoints.exists() and any(self.checkpoints.glob("round_*.json")):
-                raise ValueError(
+                raise InputError(
                     f"out-dir {self.root} has checkpoints but no config.json: it is not a "
                     "complete rantune run; use another out-dir"
                 )
@@ -106,13 +107,13 @@ class RunDir:
             flat = stored["flat"]
             stored_hash = stored["config-hash"]
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(
+            raise InputError(
                 f"out-dir {self.root} has an unreadable config.json ({err}); use another out-dir"
             ) from err
         if stored_hash != cfg.identity_hash():
             diff = compatible_diff(flat, cfg.flat_dict())
             if diff or not isinstance(flat, dict):
-                raise ValueError(
+                raise InputError(
                     f"out-dir {self.root} holds a run with a different config (differs in "
                     f"{diff or 'the rantune version'}); nothing was overwritten: use another "
                     "out-dir or the same config to resume"
@@ -158,7 +159,7 @@ class RunDir:
         try:
             commit = json.loads(meta_path.read_text())
             if commit.get("config-hash") not in {cfg.identity_hash(), *self.accepted_hashes}:
-                raise ValueError(
+                raise InputError(
                     f"checkpoint {meta_path} belongs to another config; use another out-dir"
                 )
             if sha256_file(weights) != commit["sha256"]:

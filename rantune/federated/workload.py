@@ -23,6 +23,7 @@ from torch import Tensor
 
 from rantune.channels import ChannelDataset, load_sites
 from rantune.config import DataConfig
+from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig
 from rantune.lora import LoraSettings, apply_lora, trainable_state
 from rantune.model import ChannelEncoder, load_checkpoint, model_config
@@ -74,7 +75,7 @@ def resolve_checkpoint(name: str) -> Path:
     path = Path(name).expanduser()
     if path.suffix == ".safetensors":
         if not path.exists():
-            raise ValueError(f"model.pretrained={name!r}: file not found")
+            raise InputError(f"model.pretrained={name!r}: file not found")
         return path
     candidates = [SHIPPED_DIR / f"{name}.safetensors"]
     try:
@@ -93,7 +94,7 @@ def resolve_checkpoint(name: str) -> Path:
     for candidate in candidates:
         if candidate.exists() and candidate.with_suffix(".json").exists():
             return candidate
-    raise ValueError(
+    raise InputError(
         f"model.pretrained={name!r}: no shipped checkpoint found (looked in "
         f"{sorted({str(c.parent) for c in candidates})}); give a .safetensors path, or set "
         'model.pretrained="none" for a seeded random encoder (no pretraining)'
@@ -258,7 +259,7 @@ def split_rows(cfg: RunConfig, client: int | None, split: str) -> np.ndarray:
     data = federated_data(cfg)
     if client is None:
         if split != "test":
-            raise ValueError("only the global test split exists without a client")
+            raise InputError("only the global test split exists without a client")
         return cap_rows(cfg, data.parts.global_test, client, split)
     check_partition_id(client, data.num_clients)
     return cap_rows(cfg, getattr(data.parts.clients[client], split), client, split)
@@ -273,7 +274,7 @@ def row_caps(cfg: RunConfig) -> tuple[int, int, int]:
     caps = tuple(flat.get(key, 0) for key in ROW_CAP_KEYS)
     for key, value in zip(ROW_CAP_KEYS, caps, strict=True):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"run config {key}={value!r} is invalid: expected an integer >= 0")
+            raise InputError(f"run config {key}={value!r} is invalid: expected an integer >= 0")
     return tuple(int(c) for c in caps)
 
 
@@ -304,7 +305,7 @@ def tensors(cfg: RunConfig, client: int | None, split: str) -> tuple[Tensor, Ten
 
 def check_partition_id(partition_id: int, num_clients: int) -> None:
     if not isinstance(partition_id, int) or not 0 <= partition_id < num_clients:
-        raise ValueError(
+        raise InputError(
             f"partition-id {partition_id!r} is out of range: this run's partitioning has "
             f"{num_clients} clients (0..{num_clients - 1}); run as many SuperNodes as clients "
             "(options.num-supernodes) or change partition.num-clients"

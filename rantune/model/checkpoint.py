@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from rantune.errors import InputError
 from rantune.fileio import atomic_write_json, sha256_file
 from rantune.model.config import ModelConfig
 from rantune.model.encoder import ChannelEncoder
@@ -52,31 +53,29 @@ def load_checkpoint(
 
     Raises
     ------
-    FileNotFoundError
-        If the weights or the card are missing.
-    ValueError
-        If the weights fail their checksum or do not match the card's (or ``expect``'s)
+    InputError
+        If the weights or the card are missing, if the weights fail their checksum or do not match the card's (or ``expect``'s)
         model config.
     """
     path = Path(path)
     card_path = path.with_suffix(".json")
     if not path.exists() or not card_path.exists():
-        raise FileNotFoundError(f"checkpoint {path} (and its card {card_path.name}) not found")
+        raise InputError(f"checkpoint {path} (and its card {card_path.name}) not found")
     card = json.loads(card_path.read_text())
     cfg = ModelConfig(**card["model_config"])
     if expect is not None and expect != cfg:
-        raise ValueError(
+        raise InputError(
             f"checkpoint {path} holds model config {cfg}, not the expected {expect}; "
             "pick the checkpoint made for this model size"
         )
     if "sha256" in card and sha256_file(path) != card["sha256"]:
-        raise ValueError(f"checkpoint {path} does not match the sha256 in its card: file corrupted")
+        raise InputError(f"checkpoint {path} does not match the sha256 in its card: file corrupted")
     encoder = ChannelEncoder(cfg)
     state = load_file(str(path))
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"checkpoint {path} does not fit its model config: {err}") from err
+        raise InputError(f"checkpoint {path} does not fit its model config: {err}") from err
     return encoder, card
 
 
@@ -92,7 +91,7 @@ def load_pretrained(name: str = "tiny") -> ChannelEncoder:
         shipped = sorted(
             p.stem for p in SHIPPED_DIR.glob("*.safetensors") if p.with_suffix(".json").exists()
         )
-        raise ValueError(
+        raise InputError(
             f"no shipped checkpoint named {name!r}; available: {shipped or 'none'} "
             "(make one with `rantune pretrain`)"
         )

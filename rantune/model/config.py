@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from rantune.errors import InputError
+
 INPUT_NORMS = ("frobenius", "none")
 
 
@@ -55,16 +57,16 @@ class ModelConfig:
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{name}={value!r} is invalid: expected an integer >= 1")
+                raise InputError(f"model.{name}={value!r} is invalid: expected an integer >= 1")
         if self.d_model % self.num_heads:
-            raise ValueError(
+            raise InputError(
                 f"model.d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
                 "choose num_heads that divides d_model"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout={self.dropout} is invalid: expected 0 <= dropout < 1")
+            raise InputError(f"model.dropout={self.dropout} is invalid: expected 0 <= dropout < 1")
         if self.input_norm not in INPUT_NORMS:
-            raise ValueError(
+            raise InputError(
                 f"model.input_norm={self.input_norm!r} is invalid: choose one of {list(INPUT_NORMS)}"
             )
 
@@ -92,5 +94,5 @@ MODEL_SIZES: dict[str, ModelConfig] = {
 def model_config(size: str) -> ModelConfig:
     """Named model size (``tiny`` or ``small``)."""
     if size not in MODEL_SIZES:
-        raise ValueError(f"model size {size!r} is unknown: choose one of {sorted(MODEL_SIZES)}")
+        raise InputError(f"model size {size!r} is unknown: choose one of {sorted(MODEL_SIZES)}")
     return MODEL_SIZES[size]

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rantune.errors import InputError
 from rantune.model.config import ModelConfig
 
 
@@ -110,14 +111,14 @@ class ChannelEncoder(nn.Module):
         """Patch grid ``(rows, cols)`` for a CSI shape; raises ``ValueError`` if unpatchable."""
         cfg = self.config
         if num_antennas % cfg.patch_antennas or num_subcarriers % cfg.patch_subcarriers:
-            raise ValueError(
+            raise InputError(
                 f"CSI shape ({num_antennas} antennas, {num_subcarriers} subcarriers) cannot be cut "
                 f"into {cfg.patch_antennas}x{cfg.patch_subcarriers} patches: use multiples of "
                 "the patch size"
             )
         rows, cols = num_antennas // cfg.patch_antennas, num_subcarriers // cfg.patch_subcarriers
         if rows > cfg.max_grid_rows or cols > cfg.max_grid_cols:
-            raise ValueError(
+            raise InputError(
                 f"CSI shape ({num_antennas}, {num_subcarriers}) exceeds the model's maximum "
                 f"({cfg.max_grid_rows * cfg.patch_antennas}, {cfg.max_grid_cols * cfg.patch_subcarriers})"
             )
@@ -169,13 +170,13 @@ class ChannelEncoder(nn.Module):
         patches : ``[B, P, d_model]`` patch embeddings.
         """
         if x.dim() != 4 or x.shape[1] != 2:
-            raise ValueError(
+            raise InputError(
                 f"encoder input has shape {tuple(x.shape)}; expected [batch, 2, antennas, "
                 "subcarriers] (use csi_to_real on complex CSI)"
             )
         rows, cols = self.grid(x.shape[2], x.shape[3])
         if mask is not None and tuple(mask.shape) != (x.shape[0], rows * cols):
-            raise ValueError(
+            raise InputError(
                 f"mask has shape {tuple(mask.shape)}; expected [batch, patches] = "
                 f"[{x.shape[0]}, {rows * cols}]"
             )

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from rantune.errors import InputError
 from rantune.fileio import sha256_file
 from rantune.model.checkpoint import SHIPPED_DIR, load_checkpoint
 from rantune.model.encoder import ChannelEncoder, csi_to_real
@@ -166,10 +167,10 @@ def load_masked_model(name_or_path: str | Path = "tiny") -> MaskedChannelModel:
     encoder, card = load_checkpoint(path)
     head_path = path.with_name(path.stem + ".head.safetensors")
     if not head_path.exists():
-        raise ValueError(f"checkpoint {path} has no reconstruction head ({head_path.name})")
+        raise InputError(f"checkpoint {path} has no reconstruction head ({head_path.name})")
     expected = card.get("reconstruction_head", {}).get("sha256")
     if expected and sha256_file(head_path) != expected:
-        raise ValueError(f"{head_path} does not match the sha256 in its card: file corrupted")
+        raise InputError(f"{head_path} does not match the sha256 in its card: file corrupted")
     model = MaskedChannelModel(encoder)
     model.head.load_state_dict(load_file(str(head_path)), strict=True)
     model.eval()

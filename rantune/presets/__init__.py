@@ -21,6 +21,7 @@ import tomllib
 from pathlib import Path
 
 from rantune.config import DataConfig, RadioConfig, SiteConfig, build_dataclass
+from rantune.errors import InputError
 
 PRESET_DIR = Path(__file__).parent
 
@@ -37,10 +38,10 @@ def _generated_sites(spec: dict, where: str) -> list[dict]:
     sites named ``<template name>-<i>``, each with its own seed.
     """
     if not isinstance(spec, dict):
-        raise ValueError(f"{where}: [generate] must be a table with count and templates")
+        raise InputError(f"{where}: [generate] must be a table with count and templates")
     unknown = sorted(set(spec) - {"count", "templates"})
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{where}: unknown key(s) {unknown} in [generate]; valid: count, templates"
         )
     count = spec.get("count")
@@ -53,7 +54,7 @@ def _generated_sites(spec: dict, where: str) -> list[dict]:
         or not templates
         or not all(isinstance(t, dict) for t in templates)
     ):
-        raise ValueError(
+        raise InputError(
             f"{where}: [generate] needs count >= 1 and at least one [[generate.templates]] table"
         )
     sites = []
@@ -61,7 +62,7 @@ def _generated_sites(spec: dict, where: str) -> list[dict]:
         template = dict(templates[i % len(templates)])
         seed = template.get("seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(
+            raise InputError(
                 f"{where}: [[generate.templates]] seed={seed!r} is invalid: expected an integer >= 0"
             )
         template["name"] = f"{template.get('name', 'site')}-{i:03d}"
@@ -75,11 +76,11 @@ def parse_preset(raw: dict, where: str) -> DataConfig:
     allowed = {"name", "description", "radio", "sites", "generate", "test_fraction"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ValueError(f"{where}: unknown top-level key(s) {unknown}; valid: {sorted(allowed)}")
+        raise InputError(f"{where}: unknown top-level key(s) {unknown}; valid: {sorted(allowed)}")
     radio = build_dataclass(RadioConfig, raw.get("radio", {}), f"{where} [radio]")
     site_dicts = raw.get("sites", [])
     if not isinstance(site_dicts, list):
-        raise ValueError(f"{where}: 'sites' must be an array of [[sites]] tables")
+        raise InputError(f"{where}: 'sites' must be an array of [[sites]] tables")
     site_dicts = list(site_dicts)
     if "generate" in raw:
         site_dicts += _generated_sites(raw["generate"], where)
@@ -105,12 +106,12 @@ def load_preset(name_or_path: str | Path) -> DataConfig:
     if not path.suffix and (PRESET_DIR / f"{text_name}.toml").exists():
         path = PRESET_DIR / f"{text_name}.toml"
     if not path.exists():
-        raise ValueError(
+        raise InputError(
             f"preset {text_name!r} not found: use one of {builtin_presets()} "
             "or the path to a preset .toml file"
         )
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ValueError(f"cannot read preset file {path}: {err}") from err
+        raise InputError(f"cannot read preset file {path}: {err}") from err
     return parse_preset(raw, str(path))

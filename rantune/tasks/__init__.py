@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from rantune.errors import InputError
 from rantune.tasks.base import Task, TaskModel, build_task_model, predict
 from rantune.tasks.classification import BeamTask, LosTask
 from rantune.tasks.prediction import PredictionTask
@@ -24,4 +25,4 @@ def get_task(name: str) -> Task:
         return BeamTask()
     if name == "prediction":
         return PredictionTask()
-    raise ValueError(f"task {name!r} is unknown: choose one of {', '.join(TASKS)}")
+    raise InputError(f"task {name!r} is unknown: choose one of {', '.join(TASKS)}")

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from rantune.channels.beams import beam_gains, dft_codebook
 from rantune.channels.dataset import ChannelDataset
 from rantune.config import RadioConfig
+from rantune.errors import InputError
 from rantune.model.config import ModelConfig
 from rantune.model.encoder import csi_to_real
 from rantune.tasks.base import Task
@@ -57,7 +58,7 @@ CLASSIFICATION_HEADS = {"token-mlp": TokenMLPHead, "pooled-linear": PooledLinear
 
 def _check_head(head: str) -> str:
     if head not in CLASSIFICATION_HEADS:
-        raise ValueError(f"head {head!r} is unknown: choose one of {list(CLASSIFICATION_HEADS)}")
+        raise InputError(f"head {head!r} is unknown: choose one of {list(CLASSIFICATION_HEADS)}")
     return head
 
 
@@ -179,4 +180,4 @@ def _codebook_like(data: ChannelDataset, num_beams: int) -> np.ndarray:
         codebook = dft_codebook(antennas, num_beams, spacing)
         if np.allclose(beam_gains(data["csi"][:1], codebook), data["beam_gains"][:1], rtol=1e-3):
             return codebook
-    raise ValueError("cannot reproduce the data set's beam codebook (non-standard element spacing)")
+    raise InputError("cannot reproduce the data set's beam codebook (non-standard element spacing)")

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from rantune.channels.dataset import ChannelDataset
 from rantune.config import RadioConfig
+from rantune.errors import InputError
 from rantune.model.config import ModelConfig
 from rantune.model.encoder import csi_to_real
 from rantune.tasks.base import Task
@@ -115,9 +116,9 @@ class PredictionTask(Task):
 
     def __init__(self, horizon: int = 2, head: str = "mixing") -> None:
         if horizon < 1:
-            raise ValueError(f"prediction horizon={horizon} is invalid: expected >= 1 slot")
+            raise InputError(f"prediction horizon={horizon} is invalid: expected >= 1 slot")
         if head not in PREDICTION_HEADS:
-            raise ValueError(
+            raise InputError(
                 f"prediction head {head!r} is unknown: choose {list(PREDICTION_HEADS)}"
             )
         self.horizon = horizon
@@ -125,13 +126,13 @@ class PredictionTask(Task):
 
     def _split(self, data: ChannelDataset) -> int:
         if "csi_sequence" not in data:
-            raise ValueError(
+            raise InputError(
                 "the prediction task needs csi_sequence: use a preset with "
                 "radio.num_time_steps >= 3 (e.g. smoke or default)"
             )
         num_inputs = data["csi_sequence"].shape[1] - self.horizon
         if num_inputs < 1:
-            raise ValueError(
+            raise InputError(
                 f"csi_sequence has {data['csi_sequence'].shape[1]} slots; horizon {self.horizon} "
                 "needs more: raise radio.num_time_steps"
             )
@@ -145,7 +146,7 @@ class PredictionTask(Task):
     def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
         num_inputs = radio.num_time_steps - self.horizon
         if num_inputs < 1:
-            raise ValueError(
+            raise InputError(
                 f"the prediction task needs radio.num_time_steps > horizon ({self.horizon}); "
                 f"the preset has {radio.num_time_steps}: use a preset with time series"
             )

@@ -36,6 +36,7 @@ from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from rantune.errors import InputError
 from rantune.federated.messages import BOOKKEEPING_METRICS
 from rantune.federated.run_config import RunConfig, Scalar
 
@@ -76,7 +77,7 @@ def register(spec: StrategySpec) -> StrategySpec:
     for other in REGISTRY.values():
         for key in set(spec.params) & set(other.params):
             if spec.params[key] != other.params[key]:
-                raise ValueError(
+                raise InputError(
                     f"strategy {spec.name!r} declares strategy.{key}={spec.params[key]!r} but "
                     f"{other.name!r} declares {other.params[key]!r}: one key, one default"
                 )
@@ -91,7 +92,7 @@ def strategy_names() -> list[str]:
 def get_spec(name: str) -> StrategySpec:
     key = name.strip().lower()
     if key not in REGISTRY:
-        raise ValueError(
+        raise InputError(
             f"strategy {name!r} is unknown: choose one of {', '.join(strategy_names())}"
         )
     return REGISTRY[key]
@@ -109,7 +110,7 @@ def strategy_params(cfg: RunConfig) -> dict[str, Scalar]:
     known = {k.removeprefix("strategy.") for k in strategy_param_defaults()}
     unknown = sorted(set(dict(cfg.strategy.params)) - known)
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown strategy hyper-parameter(s) {['strategy.' + k for k in unknown]}; "
             f"{spec.name} reads {sorted('strategy.' + k for k in spec.params) or 'none'}"
         )
@@ -151,7 +152,7 @@ def check_compatible(cfg: RunConfig, node_ranks: Mapping[int, int] | None = None
     ranks = set((node_ranks or {}).values()) | set(rank_schedule(cfg)) | {cfg.lora.r}
     if len(ranks) > 1 and not spec.heterogeneous_ranks:
         aware = [s.name for s in REGISTRY.values() if s.heterogeneous_ranks]
-        raise ValueError(
+        raise InputError(
             f"strategy {spec.name!r} needs every client to train the same LoRA rank, but node "
             f"configs / lora.client-ranks / lora.r ask for ranks {sorted(ranks)}; choose a "
             f"rank-aware strategy ({', '.join(sorted(aware))}) or one rank for all"
@@ -174,7 +175,7 @@ def _fedavg(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
 def _fedprox(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
     mu = float(params["proximal-mu"])
     if not mu >= 0:
-        raise ValueError(f"strategy.proximal-mu={mu} is invalid: expected >= 0")
+        raise InputError(f"strategy.proximal-mu={mu} is invalid: expected >= 0")
     return FedProx(proximal_mu=mu, **common_kwargs(cfg))
 
 

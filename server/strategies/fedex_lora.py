@@ -15,6 +15,10 @@ from collections.abc import Iterable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
+
+from rantune.aggregation import fedex_aggregate
+from rantune.federated.messages import record_to_state
+from rantune.federated.run_config import RunConfig, Scalar
 from rantune.server.strategies import StrategySpec, register
 from rantune.server.strategies.lora_base import (
     DenseDeltaMixin,
@@ -22,10 +26,6 @@ from rantune.server.strategies.lora_base import (
     client_updates,
     to_record,
 )
-
-from rantune.aggregation import fedex_aggregate
-from rantune.federated.messages import record_to_state
-from rantune.federated.run_config import RunConfig, Scalar
 
 
 class FedExLoRA(DenseDeltaMixin, LoraStrategy):

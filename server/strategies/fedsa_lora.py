@@ -14,12 +14,13 @@ from collections.abc import Iterable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
-from rantune.server.strategies import StrategySpec, register
-from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 from rantune.aggregation import fedsa_aggregate
+from rantune.errors import InputError
 from rantune.federated.messages import HEAD_PREFIX, record_to_state, select_keys
 from rantune.federated.run_config import RunConfig, Scalar
+from rantune.server.strategies import StrategySpec, register
+from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 LOCAL_B = r"\.lora_B\.weight$"
 LOCAL_B_AND_HEAD = r"\.lora_B\.weight$|^" + HEAD_PREFIX.replace(".", r"\.")
@@ -67,7 +68,7 @@ class FedSALoRA(LoraStrategy):
 def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> FedSALoRA:
     share = params["fedsa-share-head"]
     if not isinstance(share, bool):
-        raise ValueError(f"strategy.fedsa-share-head={share!r} is invalid: expected true or false")
+        raise InputError(f"strategy.fedsa-share-head={share!r} is invalid: expected true or false")
     return FedSALoRA(cfg, share)
 
 

@@ -16,14 +16,14 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
-from rantune.server.strategies import StrategySpec, register
-from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 from rantune.aggregation import derive_seed, ffa_aggregate, ffa_frozen_a
 from rantune.aggregation.lora_keys import is_lora_a
 from rantune.federated.downlink import LORA_A_SEED
 from rantune.federated.messages import record_to_state
 from rantune.federated.run_config import RunConfig, Scalar
+from rantune.server.strategies import StrategySpec, register
+from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 FREEZE_A = r"\.lora_A\.weight$"
 

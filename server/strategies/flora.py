@@ -25,6 +25,11 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
+
+from rantune.aggregation import derive_seed, flora_aggregate, group_state, seeded_lora_a
+from rantune.aggregation.lora_keys import a_key, b_key
+from rantune.federated.messages import record_to_state
+from rantune.federated.run_config import RunConfig, Scalar
 from rantune.server.strategies import StrategySpec, register
 from rantune.server.strategies.lora_base import (
     DenseDeltaMixin,
@@ -32,11 +37,6 @@ from rantune.server.strategies.lora_base import (
     client_updates,
     to_record,
 )
-
-from rantune.aggregation import derive_seed, flora_aggregate, group_state, seeded_lora_a
-from rantune.aggregation.lora_keys import a_key, b_key
-from rantune.federated.messages import record_to_state
-from rantune.federated.run_config import RunConfig, Scalar
 
 
 def fresh_adapters(

@@ -41,9 +41,10 @@ from flwr.serverapp.strategy import (
     QFedAvg,
     Strategy,
 )
-from rantune.server.strategies import StrategySpec, common_kwargs, register
 
+from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig, Scalar
+from rantune.server.strategies import StrategySpec, common_kwargs, register
 
 OPT_PARAMS = {"eta": 0.01, "tau": 0.001}
 MOMENT_PARAMS = {"beta-1": 0.9, "beta-2": 0.99}
@@ -52,10 +53,10 @@ MOMENT_PARAMS = {"beta-1": 0.9, "beta-2": 0.99}
 def _number(params: Mapping[str, Scalar], key: str, low: float, high: float = math.inf) -> float:
     value = params[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"strategy.{key}={value!r} is invalid: expected a number")
+        raise InputError(f"strategy.{key}={value!r} is invalid: expected a number")
     value = float(value)
     if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(
+        raise InputError(
             f"strategy.{key}={value} is invalid: expected {low:g} <= value <= {high:g}"
         )
     return value
@@ -64,7 +65,7 @@ def _number(params: Mapping[str, Scalar], key: str, low: float, high: float = ma
 def _count(params: Mapping[str, Scalar], key: str) -> int:
     value = params[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"strategy.{key}={value!r} is invalid: expected an integer >= 0")
+        raise InputError(f"strategy.{key}={value!r} is invalid: expected an integer >= 0")
     return int(value)
 
 
@@ -116,7 +117,7 @@ def _robust_check(minimum: Callable[[int], tuple[int, str]]):
         n = train_sample_size(cfg)
         need, rule = minimum(f)
         if n < need:
-            raise ValueError(
+            raise InputError(
                 f"strategy {cfg.strategy.name!r} with strategy.num-malicious-nodes={f} needs at "
                 f"least {need} clients per training round ({rule}), but only {n} are sampled: "
                 "lower strategy.num-malicious-nodes, raise fraction-train / min-train-clients, "
@@ -125,7 +126,7 @@ def _robust_check(minimum: Callable[[int], tuple[int, str]]):
         if "num-nodes-to-select" in params and cfg.strategy.name == "multikrum":
             m = _count(params, "num-nodes-to-select")
             if m > n - f:
-                raise ValueError(
+                raise InputError(
                     f"strategy.num-nodes-to-select={m} is invalid: at most n - f = {n - f} "
                     "(0 = n - f)"
                 )

@@ -26,14 +26,15 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
-from rantune.server.strategies import StrategySpec, register
-from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 from rantune.aggregation import ClientUpdate, hetlora_aggregate, hetlora_downlink
 from rantune.aggregation.lora_keys import is_lora_b, uniform_rank
+from rantune.errors import InputError
 from rantune.federated.messages import record_to_state
 from rantune.federated.ranks import rank_schedule
 from rantune.federated.run_config import RunConfig, Scalar
+from rantune.server.strategies import StrategySpec, register
+from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
 
 
 def rescale_b(state: Mapping[str, torch.Tensor], factor: float) -> dict[str, torch.Tensor]:
@@ -53,7 +54,7 @@ class HetLoRA(LoraStrategy):
     def client_state(self, state: Mapping[str, np.ndarray], rank: int) -> dict[str, torch.Tensor]:
         """The global state for a client of ``rank``: truncated, B in the client's scale."""
         if rank > self.r_max:
-            raise ValueError(
+            raise InputError(
                 f"a client trains LoRA rank {rank} but hetlora's global rank is lora.r="
                 f"{self.r_max}: set lora.r to the largest client rank"
             )
@@ -108,7 +109,7 @@ class HetLoRA(LoraStrategy):
 def _check(cfg: RunConfig, params: Mapping[str, Scalar]) -> None:
     too_big = sorted({r for r in rank_schedule(cfg) if r > cfg.lora.r})
     if too_big:
-        raise ValueError(
+        raise InputError(
             f"hetlora truncates the global adapters (rank lora.r={cfg.lora.r}) to each client's "
             f"rank, but lora.client-ranks asks for {too_big}: set lora.r to the largest client rank"
         )
@@ -117,11 +118,11 @@ def _check(cfg: RunConfig, params: Mapping[str, Scalar]) -> None:
 def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> HetLoRA:
     by_examples, scope = params["hetlora-weight-by-examples"], params["hetlora-weight-scope"]
     if not isinstance(by_examples, bool):
-        raise ValueError(
+        raise InputError(
             f"strategy.hetlora-weight-by-examples={by_examples!r} is invalid: expected true or false"
         )
     if scope not in ("module", "global"):
-        raise ValueError(
+        raise InputError(
             f"strategy.hetlora-weight-scope={scope!r} is invalid: choose module or global"
         )
     return HetLoRA(cfg, by_examples, str(scope))

@@ -25,7 +25,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
-from rantune.server.strategies import common_kwargs
 
 from rantune.aggregation import ClientUpdate
 from rantune.aggregation.dense import DENSE_SUFFIX
@@ -40,6 +39,7 @@ from rantune.federated.messages import (
     state_to_record,
 )
 from rantune.federated.run_config import RunConfig
+from rantune.server.strategies import common_kwargs
 
 
 def to_record(state: Mapping[str, torch.Tensor | np.ndarray]) -> ArrayRecord:

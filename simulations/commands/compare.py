@@ -11,8 +11,10 @@ import logging
 from pathlib import Path
 
 import typer
-from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rich.console import Console
+
+from rantune.errors import InputError
+from rantune.simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
 
@@ -46,6 +48,7 @@ def register(app: typer.Typer) -> None:
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
     ) -> None:
         """Compare aggregation strategies across partitions and seeds (resumable, 2 cores)."""
+        from rantune.federated.run_config import parse_override_pairs
         from rantune.simulations.compare.grid import (
             GridSpec,
             parse_list,
@@ -54,8 +57,6 @@ def register(app: typer.Typer) -> None:
             plan,
             run_grid,
         )
-
-        from rantune.federated.run_config import parse_override_pairs
 
         spec = GridSpec(
             preset=preset,
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
         if result.files is not None:
             console.print(f"results: [bold]{result.files.csv}[/], [bold]{result.files.markdown}[/]")
         if result.failed:
-            raise ValueError(
+            raise InputError(
                 f"{len(result.failed)} run(s) failed (the report covers the others): "
                 + "; ".join(f"{k}: {v}" for k, v in sorted(result.failed.items()))
             )

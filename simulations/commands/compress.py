@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import typer
-from rantune.simulations.errors import cli_errors
 from rich.console import Console
 from rich.table import Table
+
+from rantune.simulations.errors import cli_errors
 
 console = Console()
 

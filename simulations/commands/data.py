@@ -7,19 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from rantune.channels import load_sites
+from rantune.errors import InputError
+from rantune.fileio import atomic_write_json
+from rantune.partition import PartitionConfig
+from rantune.presets import load_preset
 from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rantune.simulations.partition_report import (
     partition_sites,
     plot_label_histograms,
     summarize_partition,
 )
-from rich.console import Console
-from rich.table import Table
-
-from rantune.channels import load_sites
-from rantune.fileio import atomic_write_json
-from rantune.partition import PartitionConfig
-from rantune.presets import load_preset
 
 console = Console()
 
@@ -55,16 +56,16 @@ def check_output_dir(path: Path) -> Path:
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(
+        raise InputError(
             f"--out {path} is a file; give a directory path (it is created if missing)"
         )
     ancestor = path.absolute()
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ValueError(f"--out {path}: {ancestor} is a file, so the directory cannot be made")
+        raise InputError(f"--out {path}: {ancestor} is a file, so the directory cannot be made")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {path}: {ancestor} is not writable; choose another directory")
+        raise InputError(f"--out {path}: {ancestor} is not writable; choose another directory")
     return path
 
 

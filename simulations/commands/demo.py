@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rich.console import Console
+
+from rantune.simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
 

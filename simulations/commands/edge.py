@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import typer
-from rantune.simulations.errors import cli_errors
 from rich.console import Console
 from rich.table import Table
+
+from rantune.errors import InputError
+from rantune.simulations.errors import cli_errors
 
 console = Console()
 
@@ -18,11 +20,11 @@ def _load_npy(path: Path):
     import numpy as np
 
     if not path.is_file():
-        raise ValueError(f"--input {path} does not exist: give a .npy file of model inputs")
+        raise InputError(f"--input {path} does not exist: give a .npy file of model inputs")
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise ValueError(f"--input {path} is not a readable .npy array ({err})") from err
+        raise InputError(f"--input {path} is not a readable .npy array ({err})") from err
 
 
 def _save_npy(path: Path, array) -> None:
@@ -31,7 +33,7 @@ def _save_npy(path: Path, array) -> None:
     from rantune.fileio import atomic_write_bytes
 
     if path.exists() and path.is_dir():
-        raise ValueError(f"--out {path} is a directory; give a file path ending in .npy")
+        raise InputError(f"--out {path} is a directory; give a file path ending in .npy")
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     atomic_write_bytes(path, buffer.getvalue())
@@ -77,10 +79,10 @@ def register(app: typer.Typer) -> None:
         from rantune.compression.edge import EdgeModel
 
         if any(b < 1 for b in batch) or any(t < 1 for t in threads):
-            raise ValueError("--batch and --threads values must be >= 1")
+            raise InputError("--batch and --threads values must be >= 1")
         model = EdgeModel(artifact)
         if max(batch) > model.max_batch:
-            raise ValueError(f"--batch {max(batch)} exceeds the model's maximum {model.max_batch}")
+            raise InputError(f"--batch {max(batch)} exceeds the model's maximum {model.max_batch}")
         result = model.bench(tuple(batch), tuple(threads), warmup=warmup, repeats=repeats)
         table = Table(title=f"{model.task} {model.manifest.variant}: onnxruntime CPU")
         for column in ("threads", "batch", "p50 ms", "p95 ms", "samples/s"):
@@ -98,6 +100,6 @@ def register(app: typer.Typer) -> None:
             from rantune.fileio import atomic_write_bytes
 
             if json_out.exists() and json_out.is_dir():
-                raise ValueError(f"--json {json_out} is a directory; give a file path")
+                raise InputError(f"--json {json_out} is a directory; give a file path")
             atomic_write_bytes(json_out, (json.dumps(result, indent=2) + "\n").encode())
             console.print(f"wrote {json_out}")

@@ -11,12 +11,14 @@ import os
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from rantune.errors import InputError
 from rantune.simulations.errors import cli_errors, ensure_output_dir, fail
 from rantune.simulations.federation import auth, drills, launcher, tls
 from rantune.simulations.federation.connection import flwr_home
 from rantune.simulations.federation.tls import TlsFiles
-from rich.console import Console
-from rich.table import Table
 
 console = Console()
 DEFAULT_OUT = Path("runs/federation")
@@ -27,7 +29,7 @@ def _tls_files(ca: Path | None, cert: Path | None, key: Path | None) -> TlsFiles
     if not given:
         return None
     if len(given) != 3:
-        raise ValueError(
+        raise InputError(
             "give all of --tls-ca-cert, --tls-cert and --tls-key, or none of them "
             "(then `--tls` generates a CA and server certificate)"
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rich.console import Console
+
+from rantune.errors import InputError
+from rantune.simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
 
@@ -16,7 +18,7 @@ def parse_pair(text: str, what: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError as err:
-        raise ValueError(f"{what}={text!r} is invalid: expected two numbers, e.g. -5,25") from err
+        raise InputError(f"{what}={text!r} is invalid: expected two numbers, e.g. -5,25") from err
     return low, high
 
 
@@ -59,7 +61,7 @@ def register(app: typer.Typer) -> None:
         from rantune.pretraining import PretrainSettings, pretrain
 
         if threads < 1:
-            raise ValueError(f"--threads={threads} is invalid: expected >= 1")
+            raise InputError(f"--threads={threads} is invalid: expected >= 1")
         torch.set_num_threads(threads)
         settings = PretrainSettings(
             preset=preset,

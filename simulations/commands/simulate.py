@@ -12,9 +12,10 @@ import math
 from pathlib import Path
 
 import typer
-from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rich.console import Console
 from rich.table import Table
+
+from rantune.simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
 
@@ -78,9 +79,8 @@ def register(app: typer.Typer) -> None:
         verbose: bool = typer.Option(False, help="Show Flower's per-round log lines."),
     ) -> None:
         """Federated LoRA fine-tuning on the in-process engine (the `flwr run .` apps, no Ray)."""
-        from rantune.simulations.engine import resolve_config, run_simulation
-
         from rantune.federated.run_config import parse_override_pairs
+        from rantune.simulations.engine import resolve_config, run_simulation
 
         overrides = parse_override_pairs(run_config or [])
         flags = {

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rich.console import Console
 from rich.table import Table
 
+from rantune.errors import InputError
 from rantune.lora import PROJECTION_NAMES, LoraSettings
+from rantune.simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
 MODES = ("scratch", "probe", "lora", "full")
@@ -73,14 +74,14 @@ class CentralizedSettings:
         get_task(self.task)  # unknown task -> ValueError
         model_config(self.size)
         if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r} is unknown: choose one of {', '.join(MODES)}")
+            raise InputError(f"mode {self.mode!r} is unknown: choose one of {', '.join(MODES)}")
         if not 0.0 < self.budget <= 1.0:
-            raise ValueError(f"--budget={self.budget} is invalid: expected 0 < budget <= 1")
+            raise InputError(f"--budget={self.budget} is invalid: expected 0 < budget <= 1")
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if not self.seeds:
-            raise ValueError("give at least one seed")
+            raise InputError("give at least one seed")
         if self.epochs < 1 or self.min_steps < 0 or self.max_steps < 0 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1, min_steps and max_steps >= 0")
+            raise InputError("epochs and batch_size must be >= 1, min_steps and max_steps >= 0")
 
     @property
     def learning_rate(self) -> float:
@@ -113,7 +114,7 @@ def load_encoder(mode: str, checkpoint: str, size: str):
         path = SHIPPED_DIR / f"{checkpoint}.safetensors"
         if not path.exists():
             shipped = sorted(p.stem for p in SHIPPED_DIR.glob("*.safetensors"))
-            raise ValueError(
+            raise InputError(
                 f"no checkpoint {checkpoint!r}: give a shipped name {shipped} or a "
                 ".safetensors path (make one with `rantune pretrain`)"
             )
@@ -279,7 +280,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError as err:
-        raise ValueError(f"--seeds={text!r} is invalid: expected e.g. 0,1,2") from err
+        raise InputError(f"--seeds={text!r} is invalid: expected e.g. 0,1,2") from err
 
 
 def register(app: typer.Typer) -> None:
@@ -313,7 +314,7 @@ def register(app: typer.Typer) -> None:
         from rantune.fileio import atomic_write_json
 
         if threads < 1:
-            raise ValueError(f"--threads={threads} is invalid: expected >= 1")
+            raise InputError(f"--threads={threads} is invalid: expected >= 1")
         torch.set_num_threads(threads)
         lora = LoraSettings(
             r=lora_r,

@@ -34,11 +34,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rantune.simulations.compare.records import record_path, run_from_dict, save_run, slug
-from rantune.simulations.compare.report import ReportFiles, Targets, write_report
-
+from rantune.errors import InputError
 from rantune.federated.evaluation import lower_is_better
 from rantune.federated.run_config import RunConfig, Scalar
+from rantune.simulations.compare.records import record_path, run_from_dict, save_run, slug
+from rantune.simulations.compare.report import ReportFiles, Targets, write_report
 
 
 @dataclass(frozen=True)
@@ -108,10 +108,10 @@ def parse_list(text: str, what: str) -> tuple[str, ...]:
     """``"a, b,c"`` -> ``("a", "b", "c")`` (no empties, no duplicates)."""
     items = tuple(t.strip() for t in str(text).split(",") if t.strip())
     if not items:
-        raise ValueError(f"--{what} is empty: give a comma-separated list")
+        raise InputError(f"--{what} is empty: give a comma-separated list")
     duplicates = sorted({t for t in items if items.count(t) > 1})
     if duplicates:
-        raise ValueError(f"--{what} lists {duplicates} twice")
+        raise InputError(f"--{what} lists {duplicates} twice")
     return items
 
 
@@ -125,7 +125,7 @@ def parse_metric(text: str | None) -> str | dict[str, str] | None:
     for item in parse_list(text, "metric"):
         task, sep, name = item.partition("=")
         if not sep or not task.strip() or not name.strip():
-            raise ValueError(f"--metric {item!r} is invalid: use name or task=name,task=name")
+            raise InputError(f"--metric {item!r} is invalid: use name or task=name,task=name")
         out[task.strip()] = name.strip()
     return out
 
@@ -134,7 +134,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     seeds = []
     for item in parse_list(text, "seeds"):
         if not item.lstrip("-").isdigit() or int(item) < 0:
-            raise ValueError(f"--seeds: {item!r} is not an integer >= 0")
+            raise InputError(f"--seeds: {item!r} is not an integer >= 0")
         seeds.append(int(item))
     return tuple(seeds)
 
@@ -146,13 +146,13 @@ def plan(spec: GridSpec, out: Path) -> list[tuple[RunJob, RunConfig]]:
     from rantune.simulations.engine import resolve_config
 
     if spec.rounds < 1:
-        raise ValueError(f"--rounds {spec.rounds} is invalid: expected >= 1")
+        raise InputError(f"--rounds {spec.rounds} is invalid: expected >= 1")
     for name in spec.strategies:
         get_spec(name)  # unknown -> lists the valid ones
     reserved = {"data.preset", "task", "strategy.name", "partition.scheme", "seed", "out-dir"}
     clash = sorted(reserved & set(spec.overrides))
     if clash:
-        raise ValueError(f"--run-config may not set {clash}: they are the grid's own axes/flags")
+        raise InputError(f"--run-config may not set {clash}: they are the grid's own axes/flags")
     jobs = []
     for task in spec.tasks:
         for strategy in spec.strategies:
@@ -172,7 +172,7 @@ def plan(spec: GridSpec, out: Path) -> list[tuple[RunJob, RunConfig]]:
                     try:
                         cfg = resolve_config(flat)
                     except ValueError as err:
-                        raise ValueError(f"run {job.name}: {err}") from err
+                        raise InputError(f"run {job.name}: {err}") from err
                     jobs.append((job, cfg))
     return jobs
 
@@ -216,7 +216,7 @@ def history_to_record(history: dict, job: RunJob, cfg: RunConfig, metric: str | 
             }
         )
     if not rounds:
-        raise ValueError(f"run {job.name}: history has no training round")
+        raise InputError(f"run {job.name}: history has no training round")
     return {
         "strategy": job.strategy,
         "partition": job.partition,
@@ -332,7 +332,7 @@ def run_grid(
     """
     out = Path(out)
     if workers < 1:
-        raise ValueError(f"--workers {workers} is invalid: expected >= 1")
+        raise InputError(f"--workers {workers} is invalid: expected >= 1")
     jobs = plan(spec, out)
     result = GridResult()
     start = time.perf_counter()

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rantune.errors import InputError
 from rantune.fileio import atomic_write_json
 
 REQUIRED_RUN_KEYS = ("strategy", "partition", "seed", "task", "history")
@@ -85,33 +86,33 @@ def _number(value: object, where: str, allow_none: bool = False) -> float:
     if value is None and allow_none:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{where}: expected a number, got {value!r}")
+        raise InputError(f"{where}: expected a number, got {value!r}")
     return float(value)
 
 
 def _round_from_dict(raw: Mapping, where: str) -> RoundRecord:
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where}: a history entry must be a mapping, got {type(raw).__name__}")
+        raise InputError(f"{where}: a history entry must be a mapping, got {type(raw).__name__}")
     missing = [k for k in REQUIRED_ROUND_KEYS if k not in raw]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{where}: missing {missing}; each round needs {list(REQUIRED_ROUND_KEYS)}"
         )
     clients = raw.get("client_metrics") or {}
     if isinstance(clients, list | tuple):
         clients = {str(i): v for i, v in enumerate(clients)}
     if not isinstance(clients, Mapping):
-        raise ValueError(f"{where}: client_metrics must be a mapping or a list")
+        raise InputError(f"{where}: client_metrics must be a mapping or a list")
     rnd = raw["round"]
     if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0:
-        raise ValueError(f"{where}: round={rnd!r} is not an integer >= 0")
+        raise InputError(f"{where}: round={rnd!r} is not an integer >= 0")
     up, down = (
         _number(raw["bytes_up"], f"{where}.bytes_up"),
         _number(raw["bytes_down"], f"{where}.bytes_down"),
     )
     wall = _number(raw["wall_time"], f"{where}.wall_time")
     if up < 0 or down < 0 or wall < 0:
-        raise ValueError(f"{where}: bytes and wall_time must be >= 0")
+        raise InputError(f"{where}: bytes and wall_time must be >= 0")
     return RoundRecord(
         round=rnd,
         global_metric=_number(raw["global_metric"], f"{where}.global_metric", allow_none=True),
@@ -128,19 +129,19 @@ def _round_from_dict(raw: Mapping, where: str) -> RoundRecord:
 def run_from_dict(raw: Mapping) -> RunRecord:
     """Validate a record dict (see the module docstring) and build a :class:`RunRecord`."""
     if not isinstance(raw, Mapping):
-        raise ValueError(f"a run record must be a mapping, got {type(raw).__name__}")
+        raise InputError(f"a run record must be a mapping, got {type(raw).__name__}")
     missing = [k for k in REQUIRED_RUN_KEYS if k not in raw]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"run record is missing {missing}; a record needs {list(REQUIRED_RUN_KEYS)}"
         )
     seed = raw["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"run record seed={seed!r} is not an integer")
+        raise InputError(f"run record seed={seed!r} is not an integer")
     name = f"run {raw['strategy']}/{raw['partition']}/seed {seed}/{raw['task']}"
     history = raw["history"]
     if not isinstance(history, list | tuple) or not history:
-        raise ValueError(f"{name}: history must be a non-empty list of rounds")
+        raise InputError(f"{name}: history must be a non-empty list of rounds")
     rounds = tuple(
         sorted(
             (_round_from_dict(r, f"{name} history[{i}]") for i, r in enumerate(history)),
@@ -148,10 +149,10 @@ def run_from_dict(raw: Mapping) -> RunRecord:
         )
     )
     if len({r.round for r in rounds}) != len(rounds):
-        raise ValueError(f"{name}: history has duplicate round numbers")
+        raise InputError(f"{name}: history has duplicate round numbers")
     hib = raw.get("higher_is_better", True)
     if not isinstance(hib, bool):
-        raise ValueError(f"{name}: higher_is_better must be true or false")
+        raise InputError(f"{name}: higher_is_better must be true or false")
     extra = {
         k: v for k, v in raw.items() if k not in (*REQUIRED_RUN_KEYS, "metric", "higher_is_better")
     }
@@ -201,12 +202,12 @@ def as_runs(records: Iterable[Mapping | RunRecord]) -> list[RunRecord]:
     seen: set = set()
     for run in runs:
         if run.key in seen:
-            raise ValueError(
+            raise InputError(
                 f"run {run.key} appears twice; each (task, strategy, partition, seed) once"
             )
         seen.add(run.key)
     if not runs:
-        raise ValueError("no run records to report")
+        raise InputError("no run records to report")
     return runs
 
 
@@ -240,7 +241,7 @@ def load_runs(out_dir: Path) -> list[RunRecord]:
         try:
             runs.append(run_from_dict(json.loads(path.read_text())))
         except (json.JSONDecodeError, ValueError) as err:
-            raise ValueError(
+            raise InputError(
                 f"{path}: unreadable run record ({err}); delete it to rerun that run"
             ) from err
     return runs

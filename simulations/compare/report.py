@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rantune.simulations.compare.records import RunRecord, as_runs
 
+from rantune.errors import InputError
 from rantune.fileio import atomic_write_bytes
+from rantune.simulations.compare.records import RunRecord, as_runs
 
 MB = 1_000_000  # decimal megabytes, as in rantune.aggregation.comm
 
@@ -203,7 +204,7 @@ def summarise(rows: list[dict]) -> list[Summary]:
     for (task, strategy, partition), group in groups.items():
         directions = {r["higher_is_better"] for r in group}
         if len(directions) != 1:
-            raise ValueError(
+            raise InputError(
                 f"task {task!r}: runs disagree on higher_is_better; one direction per task"
             )
         out.append(

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from rantune.errors import InputError
 from rantune.fileio import atomic_write_json
 
 Log = Callable[[str], None]
@@ -80,13 +81,12 @@ def demo_plan(quick: bool) -> DemoPlan:
 
 def data_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
     """Generate/load the preset's channels; write ``out/data/summary.json`` and plots."""
-    from rantune.simulations.commands.data import site_summary
-    from rantune.simulations.demo.plots import plot_sites
-    from rantune.simulations.partition_report import partition_report
-
     from rantune.channels import load_sites
     from rantune.partition import PartitionConfig
     from rantune.presets import load_preset
+    from rantune.simulations.commands.data import site_summary
+    from rantune.simulations.demo.plots import plot_sites
+    from rantune.simulations.partition_report import partition_report
 
     cfg = load_preset(plan.preset)
     log(f"[bold]1/5 data[/]: preset {cfg.name}, {len(cfg.sites)} base stations (Sionna TR 38.901)")
@@ -146,7 +146,7 @@ def best_run(rows: list[dict], task: str) -> dict:
     """The run of ``task`` with the best final global metric (direction-aware)."""
     candidates = [r for r in rows if r["task"] == task and r["final_metric"] not in ("", "nan")]
     if not candidates:
-        raise ValueError(f"no finished run of task {task!r} to compress")
+        raise InputError(f"no finished run of task {task!r} to compress")
     higher = candidates[0]["higher_is_better"].lower() == "true"
     return sorted(candidates, key=lambda r: float(r["final_metric"]), reverse=higher)[0]
 

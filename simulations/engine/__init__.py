@@ -20,11 +20,12 @@ from pathlib import Path
 
 from flwr.app import Context, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
-from rantune.simulations.engine.grid import ClientCallable, InProcessGrid
-from rantune.simulations.engine.identity import server_identity
 
+from rantune.errors import InputError
 from rantune.federated import workload
 from rantune.federated.run_config import DEFAULTS, RunConfig, Scalar, resolve_run_config
+from rantune.simulations.engine.grid import ClientCallable, InProcessGrid
+from rantune.simulations.engine.identity import server_identity
 
 __all__ = [
     "EngineStats",
@@ -85,7 +86,7 @@ def _check_sampling(cfg: RunConfig, num_nodes: int) -> None:
         ("min-evaluate-clients", s.min_evaluate_clients),
     ):
         if value > num_nodes:
-            raise ValueError(
+            raise InputError(
                 f"{key}={value} but the run has {num_nodes} clients: Flower would wait forever; "
                 f"set {key} <= {num_nodes}"
             )

@@ -18,6 +18,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+
+from rantune.errors import InputError
 from rantune.simulations.engine.identity import assign_message_id
 
 ClientCallable = Callable[[Message, Context], Message]
@@ -99,7 +101,7 @@ class InProcessGrid(Grid):
         ids = []
         for message in messages:
             if message.metadata.dst_node_id not in self.contexts:
-                raise ValueError(f"no node {message.metadata.dst_node_id} in this grid")
+                raise InputError(f"no node {message.metadata.dst_node_id} in this grid")
             message_id = assign_message_id(message)
             self._pending[message_id] = message
             ids.append(message_id)

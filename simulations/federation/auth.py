@@ -22,6 +22,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from rantune.errors import InputError
 from rantune.simulations.federation.files import atomic_write
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -62,7 +64,7 @@ def generate_node_keys(out_dir: Path, name: str) -> NodeKeys:
         Resolved paths of the written files.
     """
     if not _NAME.match(name):
-        raise ValueError(
+        raise InputError(
             f"invalid node name {name!r}; use letters, digits, '_', '.', '-' (e.g. 'bs-0')"
         )
     out_dir = Path(out_dir)
@@ -84,7 +86,7 @@ def load_node_keys(private_key: Path) -> ec.EllipticCurvePrivateKey:
     """Load a SuperNode private key the way ``flower-supernode`` does, or fail clearly."""
     path = Path(private_key)
     if not path.is_file():
-        raise ValueError(
+        raise InputError(
             f"SuperNode private key {path} does not exist; generate one with "
             "`ssh-keygen -t ecdsa -b 384 -N '' -f node.key` or let "
             "`rantune federation up --auth` create it"
@@ -92,12 +94,12 @@ def load_node_keys(private_key: Path) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as err:
-        raise ValueError(
+        raise InputError(
             f"{path} is not an unencrypted OpenSSH private key ({err}); Flower 1.41 expects "
             "an ECDSA key in OpenSSH format"
         ) from err
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{path} is a {type(key).__name__}; SuperNode auth needs an EC key")
+        raise InputError(f"{path} is a {type(key).__name__}; SuperNode auth needs an EC key")
     return key
 
 
@@ -189,7 +191,7 @@ def run_flwr(command: list[str], flwr_home: Path, timeout_s: float) -> subproces
             command, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except FileNotFoundError as err:
-        raise ValueError(
+        raise InputError(
             f"{command[0]!r} not found; install flwr (`pip install 'flwr[simulation]==1.41.0'`) "
             "or activate the environment that has it"
         ) from err

@@ -16,6 +16,8 @@ import tomllib
 from pathlib import Path
 
 import tomli_w
+
+from rantune.errors import InputError
 from rantune.simulations.federation.files import atomic_write
 
 CONFIG_FILE = "config.toml"
@@ -33,7 +35,7 @@ def flwr_home(explicit: Path | None = None) -> Path:
 def check_connection_name(name: str) -> str:
     """Return ``name`` if it is usable as a TOML table key and ``flwr`` argument."""
     if not _NAME.match(name):
-        raise ValueError(
+        raise InputError(
             f"invalid connection name {name!r}; use letters, digits, '_' and '-' "
             "(e.g. --name rantune-local)"
         )
@@ -53,7 +55,7 @@ def _read(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(
+        raise InputError(
             f"{path} is not valid TOML ({err}); fix or remove it (Flower recreates defaults)"
         ) from err
 
@@ -85,7 +87,7 @@ def write_connection(
     config = _read(path)
     superlink = config.setdefault("superlink", {})
     if not isinstance(superlink, dict):
-        raise ValueError(f"{path}: 'superlink' is not a table; fix or remove the file")
+        raise InputError(f"{path}: 'superlink' is not a table; fix or remove the file")
     table: dict[str, object] = {"address": address}
     if root_certificates is None:
         table["insecure"] = True

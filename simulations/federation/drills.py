@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from rantune.errors import InputError
 from rantune.simulations.federation import auth, processes
 from rantune.simulations.federation.state import Federation
 
@@ -36,7 +37,7 @@ def _record(fed: Federation, name: str) -> processes.ProcessRecord:
         if record.name == name:
             return record
     names = [p.name for p in fed.processes]
-    raise ValueError(f"no process {name!r} in {fed.out_dir} (recorded: {', '.join(names)})")
+    raise InputError(f"no process {name!r} in {fed.out_dir} (recorded: {', '.join(names)})")
 
 
 def _family(record: processes.ProcessRecord) -> list[tuple[int, int]]:
@@ -71,7 +72,7 @@ def kill_node(out_dir: Path, name: str, sig: signal.Signals = signal.SIGKILL) ->
     fed = Federation.load(Path(out_dir).resolve())
     record = _record(fed, name)
     if not name.startswith("bs-"):
-        raise ValueError(f"{name!r} is not a SuperNode (bs-<i>); kill_serverapp ends the server")
+        raise InputError(f"{name!r} is not a SuperNode (bs-<i>); kill_serverapp ends the server")
     targets = _family(record)
     count = _kill(targets, sig)
     deadline = time.monotonic() + 10
@@ -91,7 +92,7 @@ def restart_node(out_dir: Path, name: str, env: dict[str, str] | None = None) ->
     fed = Federation.load(out_dir)
     old = _record(fed, name)
     if processes.matches(old):
-        raise ValueError(f"{name} is still running (pid {old.pid}); kill_node first")
+        raise InputError(f"{name} is still running (pid {old.pid}); kill_node first")
     bin_dir = str(Path(sys.executable).parent)
     env = dict(env or os.environ)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
@@ -130,7 +131,7 @@ def node_status(fed: Federation, name: str) -> str:
     (node ids are known only for registered nodes)."""
     node = next((n for n in fed.nodes if n["name"] == name), None)
     if node is None or "node_id" not in node:
-        raise ValueError(f"{name}: no registered node id (start the federation with --auth)")
+        raise InputError(f"{name}: no registered node id (start the federation with --auth)")
     flwr_bin = str(Path(sys.executable).with_name("flwr"))
     listed = auth.list_nodes(fed.name, fed.flwr_home, flwr_bin=flwr_bin)
     for entry in listed:

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from rantune.errors import InputError
 from rantune.simulations.federation import auth, connection, processes, tls
 from rantune.simulations.federation.node_config import build_node_config, check_partitions
 from rantune.simulations.federation.state import STATE_FILE, Federation
@@ -98,14 +99,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 def check_port_free(host: str, port: int, what: str) -> None:
     """Raise ValueError with a hint if ``host:port`` cannot be bound."""
     if not 1 <= port <= 65535:
-        raise ValueError(f"{what} port {port} is out of range; use 1..65535 or omit it")
+        raise InputError(f"{what} port {port} is out of range; use 1..65535 or omit it")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # As uvicorn binds: a port left in TIME_WAIT is usable, a listening one is not.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as err:
-            raise ValueError(
+            raise InputError(
                 f"{what} port {port} on {host} is already in use ({err.strerror}); pass another "
                 "port, or omit it to pick a free one"
             ) from err
@@ -123,7 +124,7 @@ def _executable(bin_dir: Path, name: str) -> str:
         return str(candidate)
     found = shutil.which(name)
     if found is None:
-        raise ValueError(
+        raise InputError(
             f"{name!r} not found next to {sys.executable} or on PATH; install "
             "'flwr[simulation]==1.41.0' in this environment"
         )
@@ -133,19 +134,19 @@ def _executable(bin_dir: Path, name: str) -> str:
 def _validate(cfg: LaunchConfig) -> list[str]:
     """Check the launch request and return the node-config strings."""
     if not 1 <= cfg.num_nodes <= MAX_NODES:
-        raise ValueError(f"--nodes must be in 1..{MAX_NODES}, got {cfg.num_nodes}")
+        raise InputError(f"--nodes must be in 1..{MAX_NODES}, got {cfg.num_nodes}")
     if cfg.use_auth and not cfg.use_tls:
-        raise ValueError(
+        raise InputError(
             "--auth needs --tls: Flower authenticates SuperNodes only over TLS; add --tls"
         )
     if cfg.tls_files is not None and not cfg.use_tls:
-        raise ValueError("TLS files were given without --tls; add --tls or drop the files")
+        raise InputError("TLS files were given without --tls; add --tls or drop the files")
     try:
         loopback = ipaddress.ip_address(cfg.host).is_loopback
     except ValueError:
         loopback = False
     if not loopback or ipaddress.ip_address(cfg.host).version != 4:
-        raise ValueError(
+        raise InputError(
             f"host {cfg.host!r} is not an IPv4 loopback address; the local launcher binds "
             "127.0.0.1 only (see the multi-host guide for separate machines)"
         )
@@ -153,14 +154,14 @@ def _validate(cfg: LaunchConfig) -> list[str]:
     if cfg.node_configs is not None:
         configs = list(cfg.node_configs)
         if len(configs) != cfg.num_nodes:
-            raise ValueError(
+            raise InputError(
                 f"{len(configs)} node-configs for {cfg.num_nodes} SuperNodes; give one per node"
             )
     else:
         configs = [build_node_config(i, cfg.num_nodes, cfg.preset) for i in range(cfg.num_nodes)]
     check_partitions(configs)
     if cfg.node_ports is not None and len(cfg.node_ports) != cfg.num_nodes:
-        raise ValueError(f"{len(cfg.node_ports)} node ports for {cfg.num_nodes} SuperNodes")
+        raise InputError(f"{len(cfg.node_ports)} node ports for {cfg.num_nodes} SuperNodes")
     return configs
 
 
@@ -175,7 +176,7 @@ def _ports(cfg: LaunchConfig) -> tuple[int, list[int]]:
 
     def pick(given: int | None) -> int:
         if given is not None and given in taken:
-            raise ValueError(f"port {given} is given twice; every process needs its own port")
+            raise InputError(f"port {given} is given twice; every process needs its own port")
         port = given
         while port is None or port in taken:
             port = free_port(cfg.host)
@@ -190,7 +191,7 @@ def _ports(cfg: LaunchConfig) -> tuple[int, list[int]]:
 def _fail_with_log(record: processes.ProcessRecord, what: str) -> None:
     tail = processes.log_tail(record.log)
     if "address already in use" in tail.lower() or "errno 98" in tail.lower():
-        raise ValueError(
+        raise InputError(
             f"{what} could not bind its port (address already in use); pass another port or "
             f"omit it to pick a free one. Log {record.log}:\n{tail}"
         )
@@ -270,7 +271,7 @@ def up(cfg: LaunchConfig) -> Federation:
     if (out_dir / STATE_FILE).is_file():
         previous = Federation.load(out_dir)
         if previous.running():
-            raise ValueError(
+            raise InputError(
                 f"a federation started from {out_dir} is still running (pids "
                 f"{[p.pid for p in previous.running()]}); run `rantune federation down --out "
                 f"{out_dir}` first"

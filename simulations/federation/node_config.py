@@ -14,6 +14,8 @@ import re
 import tomllib
 from typing import Any
 
+from rantune.errors import InputError
+
 # Flower 1.41's pattern (flwr.common.config.parse_config_args).
 _PAIR = re.compile(r"(\S+?)=(\'[^\']*\'|\"[^\"]*\"|\S+)")
 _PRESET = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -43,7 +45,7 @@ def build_node_config(partition_id: int, num_partitions: int, preset: str | None
     text = f"{PARTITION_ID}={int(partition_id)} {NUM_PARTITIONS}={int(num_partitions)}"
     if preset is not None:
         if not _PRESET.match(preset):
-            raise ValueError(
+            raise InputError(
                 f"invalid preset name {preset!r}; use letters, digits, '_', '.', '-' "
                 "(e.g. --preset smoke)"
             )
@@ -63,14 +65,14 @@ def parse_node_config(text: str) -> dict[str, Any]:
     pairs = _PAIR.findall(text)
     leftover = _PAIR.sub("", text).strip()
     if leftover:
-        raise ValueError(
+        raise InputError(
             f"node-config {text!r}: cannot read {leftover!r}; write space-separated key=value "
             "pairs, e.g. 'partition-id=0 num-partitions=2 data-preset=\"smoke\"'"
         )
     try:
         return tomllib.loads("\n".join(f"{k} = {v}" for k, v in pairs))
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(
+        raise InputError(
             f"node-config {text!r} is not valid ({err}); values must be TOML: ints, floats, "
             'true/false, or quoted strings (data-preset="smoke")'
         ) from err
@@ -100,28 +102,28 @@ def validate_node_config(text: str, num_partitions: int | None = None) -> dict[s
     values = parse_node_config(text)
     missing = [k for k in (PARTITION_ID, NUM_PARTITIONS) if k not in values]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"node-config {text!r} has no {' or '.join(missing)}; every SuperNode needs its base "
             "station's partition, e.g. 'partition-id=0 num-partitions=2'"
         )
     pid, num = values[PARTITION_ID], values[NUM_PARTITIONS]
     if type(pid) is not int or type(num) is not int:
-        raise ValueError(
+        raise InputError(
             f"node-config {text!r}: partition-id and num-partitions must be integers "
             "(no quotes), e.g. 'partition-id=0 num-partitions=2'"
         )
     if num < 1 or not 0 <= pid < num:
-        raise ValueError(
+        raise InputError(
             f"node-config {text!r}: need 0 <= partition-id < num-partitions and "
             f"num-partitions >= 1 (got partition-id={pid}, num-partitions={num})"
         )
     if num_partitions is not None and num != num_partitions:
-        raise ValueError(
+        raise InputError(
             f"node-config {text!r}: num-partitions={num} but the federation has "
             f"{num_partitions} SuperNodes; make them equal"
         )
     if DATA_PRESET in values and not isinstance(values[DATA_PRESET], str):
-        raise ValueError(f'node-config {text!r}: data-preset must be a quoted string ("smoke")')
+        raise InputError(f'node-config {text!r}: data-preset must be a quoted string ("smoke")')
     return values
 
 
@@ -136,7 +138,7 @@ def check_partitions(configs: list[str]) -> list[dict[str, Any]]:
     parsed = [validate_node_config(text, num_partitions=len(configs)) for text in configs]
     ids = sorted(p[PARTITION_ID] for p in parsed)
     if ids != list(range(len(configs))):
-        raise ValueError(
+        raise InputError(
             f"node-configs give partition ids {ids}; each of 0..{len(configs) - 1} must appear "
             "exactly once (one SuperNode per base station)"
         )

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rantune.errors import InputError
 from rantune.simulations.federation import processes
 from rantune.simulations.federation.files import atomic_write
 
@@ -47,7 +48,7 @@ class Federation:
         """Read ``out_dir/federation.json``; ValueError if absent or unreadable."""
         path = Path(out_dir) / STATE_FILE
         if not path.is_file():
-            raise ValueError(
+            raise InputError(
                 f"no federation recorded in {out_dir} ({STATE_FILE} is missing); pass the --out "
                 "directory given to `rantune federation up`"
             )
@@ -64,7 +65,7 @@ class Federation:
                 nodes=list(data["nodes"]),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise ValueError(
+            raise InputError(
                 f"{path} is corrupt ({err!r}); stop leftover processes by hand (see logs/) "
                 "and delete it"
             ) from err

@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from rantune.errors import InputError
 from rantune.simulations.federation.files import atomic_write
 
 CA_CERT = "ca.pem"
@@ -82,7 +84,7 @@ def _hosts(extra_hosts: list[str] | tuple[str, ...]) -> list[str]:
     for host in (*DEFAULT_HOSTS, *extra_hosts):
         host = host.strip()
         if not host or any(c in host for c in " /:") and not _is_ip(host):
-            raise ValueError(
+            raise InputError(
                 f"invalid TLS host name {host!r}; give a bare DNS name or IP address "
                 "(no scheme, port or spaces), e.g. --tls-host superlink.lab.example"
             )
@@ -124,7 +126,7 @@ def generate_tls(
         The written paths (keys with mode 0600).
     """
     if valid_days < 1:
-        raise ValueError(f"valid_days must be >= 1, got {valid_days}")
+        raise InputError(f"valid_days must be >= 1, got {valid_days}")
     hosts = _hosts(extra_hosts)
     out_dir = Path(out_dir)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
@@ -213,7 +215,7 @@ def generate_tls(
 def _read_pem(path: Path, what: str, flag: str) -> bytes:
     path = Path(path)
     if not path.is_file():
-        raise ValueError(
+        raise InputError(
             f"{what} {path} does not exist or is not a file; pass an existing PEM file to "
             f"{flag}, or omit the TLS file options so `rantune federation up --tls` "
             "generates a CA and server certificate"
@@ -239,15 +241,15 @@ def load_tls_files(ca_cert: Path, server_cert: Path, server_key: Path) -> TlsFil
     try:
         ca = x509.load_pem_x509_certificate(ca_bytes)
     except ValueError as err:
-        raise ValueError(f"CA certificate {ca_cert} is not a PEM certificate ({err})") from err
+        raise InputError(f"CA certificate {ca_cert} is not a PEM certificate ({err})") from err
     try:
         cert = x509.load_pem_x509_certificate(cert_bytes)
     except ValueError as err:
-        raise ValueError(f"server certificate {server_cert} is not a PEM certificate") from err
+        raise InputError(f"server certificate {server_cert} is not a PEM certificate") from err
     try:
         key = serialization.load_pem_private_key(key_bytes, password=None)
     except (ValueError, TypeError) as err:
-        raise ValueError(
+        raise InputError(
             f"server key {server_key} is not an unencrypted PEM private key ({err})"
         ) from err
     if key.public_key().public_bytes(
@@ -255,21 +257,21 @@ def load_tls_files(ca_cert: Path, server_cert: Path, server_key: Path) -> TlsFil
     ) != cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ):
-        raise ValueError(
+        raise InputError(
             f"server key {server_key} does not belong to server certificate {server_cert}; "
             "pass the key the certificate was issued for"
         )
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as err:
-        raise ValueError(
+        raise InputError(
             f"server certificate {server_cert} was not issued by CA {ca_cert}; SuperNodes "
             "verifying with this CA would refuse the SuperLink"
         ) from err
     now = dt.datetime.now(dt.UTC)
     for c, p in ((ca, ca_cert), (cert, server_cert)):
         if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
-            raise ValueError(
+            raise InputError(
                 f"certificate {p} is not valid now (valid {c.not_valid_before_utc:%Y-%m-%d} "
                 f"to {c.not_valid_after_utc:%Y-%m-%d}); generate a new one"
             )

@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 
 import pytest
-from rantune.simulations.cli import app
 from typer.testing import CliRunner
+
+from rantune.simulations.cli import app
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,9 @@ import json
 import time
 
 import pytest
-from rantune.simulations.cli import app
 from typer.testing import CliRunner
+
+from rantune.simulations.cli import app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

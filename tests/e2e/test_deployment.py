@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from safetensors.numpy import load_file
+
 from rantune.simulations.federation import launcher
 from rantune.simulations.federation.checks import (
     federation_ports,
@@ -21,7 +23,6 @@ from rantune.simulations.federation.checks import (
     wait_no_strays,
 )
 from rantune.simulations.federation.runner import start_run
-from safetensors.numpy import load_file
 
 pytestmark = pytest.mark.e2e
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from rantune.simulations.federation import drills, launcher
 from rantune.simulations.federation.checks import (
     federation_ports,

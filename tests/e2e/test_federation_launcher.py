@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from rantune.simulations.commands.federation import register
 from rantune.simulations.federation import auth, connection, launcher, processes
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.e2e
 

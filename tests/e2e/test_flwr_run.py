@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from rantune.simulations.engine import run_simulation
-from rantune.simulations.engine.flwr_cli import flwr_simulation
 
 from rantune.federated.workload import resolve_checkpoint
+from rantune.simulations.engine import run_simulation
+from rantune.simulations.engine.flwr_cli import flwr_simulation
 
 pytestmark = pytest.mark.e2e
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rantune.simulations.cli import app
 from typer.testing import CliRunner
 
 import rantune.channels as channels
 from rantune.channels import ChannelDataset
+from rantune.simulations.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,6 +6,7 @@ import csv
 import math
 
 import pytest
+
 from rantune.simulations.compare.records import load_runs, run_from_dict, run_to_dict, save_run
 from rantune.simulations.compare.report import build_rows, render_markdown, summarise, write_report
 

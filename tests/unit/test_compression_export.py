@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
 from rantune.compression.export import FP32_TOLERANCE, check_parity, describe_onnx, run_onnx
 from rantune.compression.quantize_edge import quantize_dynamic_int8, quantize_static_int8
 from rantune.compression.testing import smoke_onnx

@@ -6,6 +6,8 @@ import json
 import shutil
 
 import pytest
+from typer.testing import CliRunner
+
 from rantune.compression.distill import DistillSettings
 from rantune.compression.edge import EdgeModel
 from rantune.compression.merge import ADAPTER_NAME, load_run
@@ -17,7 +19,6 @@ from rantune.compression.pipeline import (
 )
 from rantune.compression.testing import smoke_run
 from rantune.simulations.cli import app
-from typer.testing import CliRunner
 
 FAST = CompressSettings(
     recover=DistillSettings(epochs=1, batch_size=32),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from rantune.compression.distill import (
     DistillSettings,
     build_student,
@@ -20,7 +21,6 @@ from rantune.compression.prune import (
     structured_prune,
 )
 from rantune.compression.testing import smoke_onnx
-
 from rantune.federated import workload
 from rantune.lora import count_parameters
 

@@ -14,12 +14,12 @@ import math
 import numpy as np
 import pytest
 from flwr.app import Context, Message
-from rantune.client.app import app as client_app
-from rantune.simulations.engine import resolve_config, run_simulation
 from safetensors.numpy import load_file
 
+from rantune.client.app import app as client_app
 from rantune.federated.dp_accounting import RdpAccountant
 from rantune.federated.messages import record_to_state
+from rantune.simulations.engine import resolve_config, run_simulation
 
 BASE = {
     "data.preset": "smoke",

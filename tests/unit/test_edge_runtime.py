@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from rantune.compression.edge import EdgeModel, prepare_csi
 from rantune.compression.export import describe_onnx, run_onnx
 from rantune.compression.manifest import MODEL_NAME, Manifest, read_manifest, write_manifest
 from rantune.compression.testing import smoke_onnx
-from rantune.simulations.cli import app
-from typer.testing import CliRunner
-
 from rantune.fileio import sha256_file
+from rantune.simulations.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 

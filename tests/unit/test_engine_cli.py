@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from rantune.simulations.cli import app
 from typer.testing import CliRunner
+
+from rantune.simulations.cli import app
 
 runner = CliRunner()
 

@@ -6,6 +6,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
+
 from rantune.simulations.engine.grid import FIRST_NODE_ID, InProcessGrid
 from rantune.simulations.engine.identity import assign_message_id, server_identity
 

@@ -18,16 +18,16 @@ import pytest
 from flwr.app import Array, Context, Message
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
-from rantune.client.app import app as client_app
-from rantune.server.loop import run_server
-from rantune.server.strategies import common_kwargs
-from rantune.simulations.engine import resolve_config, run_simulation
 from safetensors.numpy import load_file
 
+from rantune.client.app import app as client_app
 from rantune.federated import workload
 from rantune.federated.local import node_identity
 from rantune.federated.messages import is_adapter_key, record_bytes, state_to_record
 from rantune.federated.run_config import parse_run_config
+from rantune.server.loop import run_server
+from rantune.server.strategies import common_kwargs
+from rantune.simulations.engine import resolve_config, run_simulation
 
 BASE = {
     "data.preset": "smoke",

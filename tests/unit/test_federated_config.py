@@ -6,8 +6,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from rantune.server.strategies import build_strategy, strategy_names, strategy_param_defaults
-from rantune.simulations.engine import all_defaults, resolve_config
 
 from rantune.federated.run_config import (
     DEFAULTS,
@@ -16,6 +14,8 @@ from rantune.federated.run_config import (
     parse_run_config,
     resolve_run_config,
 )
+from rantune.server.strategies import build_strategy, strategy_names, strategy_param_defaults
+from rantune.simulations.engine import all_defaults, resolve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

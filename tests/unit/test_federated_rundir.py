@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from rantune.simulations.engine import resolve_config
 
 from rantune.federated.rundir import RunDir, json_safe
+from rantune.simulations.engine import resolve_config
 
 
 def _state(value: float) -> dict[str, np.ndarray]:

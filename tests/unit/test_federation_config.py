@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from rantune.simulations.federation import connection, processes
 from rantune.simulations.federation.launcher import LaunchConfig, _validate, check_port_free, up
 from rantune.simulations.federation.node_config import (

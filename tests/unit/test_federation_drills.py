@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from rantune.simulations.commands.federation import register
 from rantune.simulations.federation import auth, drills, launcher, processes, tls
 from rantune.simulations.federation.runner import run_command, run_config_arg
 from rantune.simulations.federation.state import Federation
-from typer.testing import CliRunner
 
 
 def _fake_federation(tmp_path: Path) -> Federation:

@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from rantune.simulations.federation import auth, tls
 from rantune.simulations.federation.files import atomic_write
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Context, Message
+from safetensors.numpy import load_file
+
 from rantune.client.app import app as client_app
 from rantune.client.secagg import legacy_fit_mod
+from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash
 from rantune.server.secagg import STAGES, quantization_error_bound, resolved_shares
 from rantune.simulations.engine import run_simulation
 from rantune.simulations.engine.identity import server_identity
-from safetensors.numpy import load_file
-
-from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash
 
 BASE = {
     "data.preset": "smoke",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from rantune.compression.quantize_server import (
     SERVER_MODES,
     check_mode,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flwr.app import Message, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+
 from rantune.server.replies import replies_by_node
 from rantune.simulations.engine.identity import assign_message_id, server_identity
 

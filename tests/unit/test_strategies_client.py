@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from rantune.simulations.engine import resolve_config
 
 from rantune.aggregation import ffa_frozen_a
 from rantune.federated import downlink, workload
@@ -14,6 +13,7 @@ from rantune.federated.attacks import byzantine_partitions, maybe_attack
 from rantune.federated.local import node_identity
 from rantune.federated.ranks import client_ranks, parse_client_ranks
 from rantune.lora import trainable_state
+from rantune.simulations.engine import resolve_config
 
 BASE = {"data.preset": "smoke", "model.pretrained": "none"}
 

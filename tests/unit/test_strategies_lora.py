@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Context, Message
-from rantune.client.app import app as client_app
-from rantune.server.strategies.hooks import DENSE_FILE
-from rantune.simulations.engine import run_simulation
 from safetensors.numpy import load_file
 
 from rantune.aggregation import derive_seed, ffa_frozen_a
 from rantune.aggregation.lora_keys import group_state, lora_scale
+from rantune.client.app import app as client_app
+from rantune.server.strategies.hooks import DENSE_FILE
+from rantune.simulations.engine import run_simulation
 
 BASE = {
     "data.preset": "smoke",

@@ -19,6 +19,7 @@ from flwr.serverapp.strategy import (
     MultiKrum,
     QFedAvg,
 )
+
 from rantune.server.strategies import (
     build_strategy,
     get_spec,

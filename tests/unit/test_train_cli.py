@@ -6,6 +6,12 @@ import numpy as np
 import pytest
 import torch
 import typer
+from typer.testing import CliRunner
+
+from rantune.channels.beams import beam_gains, dft_codebook
+from rantune.channels.dataset import ChannelDataset
+from rantune.config import RadioConfig
+from rantune.lora import LoraSettings
 from rantune.simulations.commands import pretrain as pretrain_command
 from rantune.simulations.commands import train as train_command
 from rantune.simulations.commands.train import (
@@ -15,12 +21,6 @@ from rantune.simulations.commands.train import (
     load_encoder,
     run_centralized,
 )
-from typer.testing import CliRunner
-
-from rantune.channels.beams import beam_gains, dft_codebook
-from rantune.channels.dataset import ChannelDataset
-from rantune.config import RadioConfig
-from rantune.lora import LoraSettings
 from rantune.tasks import get_task, predict
 from rantune.training import TrainSettings, encode, label_budget, train_probe
 
