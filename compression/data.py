@@ -8,6 +8,7 @@ the run trained on and accuracy is measured on the held-out global test set.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,15 +28,21 @@ def _subsample(rows: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
 
 
 def pooled_split(
-    cfg: RunConfig, split: str, max_rows: int | None = None, seed: int = 0
+    cfg: RunConfig,
+    split: str,
+    max_rows: int | None = None,
+    seed: int = 0,
+    clients: Sequence[int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Inputs and targets of every client's ``split`` rows pooled (``train``/``val``/``test``).
 
     ``max_rows`` caps the count with a seeded random subset (stratification is left to
-    the partitioning: every client contributes in proportion to its size).
+    the partitioning: every client contributes in proportion to its size). ``clients``
+    (partition ids) pools only those clients' rows; default all.
     """
     data = workload.federated_data(cfg)
-    rows = np.concatenate([getattr(client, split) for client in data.parts.clients])
+    chosen = data.parts.clients if clients is None else [data.parts.clients[c] for c in clients]
+    rows = np.concatenate([getattr(client, split) for client in chosen])
     rows = _subsample(np.sort(rows), max_rows, seed)
     return get_task(cfg.task).tensors(data.pooled, rows)
 

@@ -15,6 +15,7 @@ same base encoder, same LoRA targets), the adapter and head are loaded, and peft
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +199,7 @@ def train_centralized_run(
     overrides: dict,
     settings: TrainSettings,
     max_train_rows: int | None = None,
+    clients: Sequence[int] | None = None,
 ) -> dict:
     """Fine-tune LoRA + head on every client's training rows pooled, and write a run dir.
 
@@ -207,22 +209,26 @@ def train_centralized_run(
     overrides : flat run-config keys (``{"task": "los", "data.preset": "smoke", ...}``).
     settings : optimisation settings of :func:`rantune.training.train`.
     max_train_rows : cap on the pooled training rows (seeded random subset).
+    clients : partition ids whose training rows are pooled (default all); one id gives
+        the local-only reference of that client.
 
     Returns
     -------
     dict
-        Training summary plus global-test metrics of the trained model.
+        Training summary plus global-test metrics of the trained model (``test``) and,
+        with ``clients``, the metrics on those clients' own test rows (``own-test``).
     """
     from rantune.compression.data import pooled_split
+    from rantune.training import evaluate
 
     cfg = resolve_run_config(overrides)
     task = get_task(cfg.task)
     model = workload.build_model(cfg)
-    x, y = pooled_split(cfg, "train", max_rows=max_train_rows, seed=cfg.seed)
+    x, y = pooled_split(cfg, "train", max_rows=max_train_rows, seed=cfg.seed, clients=clients)
     summary = train(model, task, x, y, settings)
     x_test, y_test = workload.tensors(cfg, None, "test")
-    from rantune.training import evaluate
-
     summary["test"] = evaluate(model, task, x_test, y_test)
+    if clients is not None:
+        summary["own-test"] = evaluate(model, task, *pooled_split(cfg, "test", clients=clients))
     write_run_dir(run_dir, cfg, model, extra={"centralized": {"summary": summary}})
     return summary
