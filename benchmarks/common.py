@@ -164,6 +164,13 @@ def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
     return float(t.ppf(0.5 + confidence / 2.0, df))
 
 
+def half_width(std: float, n: int, confidence: float = CONFIDENCE) -> float:
+    """Student-t confidence half-width of a mean from the sample std of ``n`` values."""
+    if n < 2:
+        return math.nan
+    return t_quantile(n - 1, confidence) * std / math.sqrt(n)
+
+
 def mean_ci(values: Iterable[float | None], confidence: float = CONFIDENCE) -> tuple[float, float, int]:
     """Mean and Student-t confidence half-width over seeds.
 
@@ -174,11 +181,8 @@ def mean_ci(values: Iterable[float | None], confidence: float = CONFIDENCE) -> t
     n = len(finite)
     if n == 0:
         return math.nan, math.nan, 0
-    mean = statistics.fmean(finite)
-    if n == 1:
-        return mean, math.nan, 1
-    half = t_quantile(n - 1, confidence) * statistics.stdev(finite) / math.sqrt(n)
-    return mean, half, n
+    std = statistics.stdev(finite) if n > 1 else math.nan
+    return statistics.fmean(finite), half_width(std, n, confidence), n
 
 
 def fmt(value: float | None, digits: int = 3, scale: float = 1.0) -> str:
@@ -190,10 +194,14 @@ def fmt(value: float | None, digits: int = 3, scale: float = 1.0) -> str:
 
 def fmt_ci(values: Iterable[float | None], digits: int = 3, scale: float = 1.0) -> str:
     """``mean ± half-width`` (95% Student t over the values), ``mean`` for one value."""
-    mean, half, n = mean_ci(values)
+    return fmt_mean_ci(*mean_ci(values), digits=digits, scale=scale)
+
+
+def fmt_mean_ci(mean: float, half: float, n: int, digits: int = 3, scale: float = 1.0) -> str:
+    """``mean ± half`` for ``n`` >= 2 values, ``mean`` for one, "—" for none."""
     if n == 0:
         return "—"
-    if n == 1:
+    if n == 1 or math.isnan(half):
         return fmt(mean, digits, scale)
     return f"{fmt(mean, digits, scale)} ± {fmt(half, digits, scale)}"
 
@@ -229,3 +237,24 @@ def section(title: str, *blocks: Iterable[str], level: int = 2) -> list[str]:
         if block:
             lines += [*block, ""]
     return lines
+
+
+# -------------------------------------------------------------------------- render
+def add_render_flag(parser) -> None:
+    """``--render``: rebuild the Markdown from the committed JSON without measuring."""
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite the Markdown from the JSON under benchmarks/results/",
+    )
+
+
+def render(json_path: Path, md_path: Path, markdown) -> str:
+    """Rewrite ``md_path`` as ``markdown(<content of json_path>)``; returns the text."""
+    payload = load_json(json_path)
+    if payload is None:
+        raise FileNotFoundError(f"{json_path} does not exist: run the benchmark first")
+    text = markdown(payload)
+    save_text(md_path, text)
+    print(f"wrote {md_path}", flush=True)
+    return text
