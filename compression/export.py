@@ -174,7 +174,7 @@ def count_initializer_elements(proto: onnx.ModelProto) -> int:
 
 
 def onnx_session(path: Path | str, threads: int | None = None) -> ort.InferenceSession:
-    from rantune.compression.edge import session_options
+    from rantune_edge.runtime import session_options
 
     return ort.InferenceSession(
         str(path), session_options(threads), providers=["CPUExecutionProvider"]

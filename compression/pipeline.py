@@ -13,8 +13,10 @@ Variants (each in ``ART/<variant>/`` with ``model.onnx`` and ``manifest.json``):
                     gain shows in the compressed (zip) size, not in latency.
 
 ``ART/report.json``, ``ART/report.md`` and ``ART/pareto.png`` compare them with the
-PyTorch eager fp32 teacher. Everything is built in a hidden temporary directory next
-to ``ART`` and renamed into place at the end: a failure leaves ``ART`` untouched.
+PyTorch eager fp32 teacher. With ``sign_key`` (an Ed25519 private key, PEM) every
+variant's manifest is signed (``signature.json``, :mod:`rantune_edge.signing`).
+Everything is built in a hidden temporary directory next to ``ART`` and renamed into
+place at the end: a failure leaves ``ART`` untouched.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from torch import Tensor, nn
 from rantune.compression.data import CompressionData, run_data
 from rantune.compression.distill import DistillSettings, build_student, distill, student_config
 from rantune.compression.export import check_parity, describe_onnx, export_onnx, run_onnx
-from rantune.compression.manifest import MODEL_NAME, Manifest, write_manifest
 from rantune.compression.measure import TORCH_REFERENCE, latency_table
 from rantune.compression.merge import SourceRun, load_run
 from rantune.compression.prune import PruneSettings, magnitude_prune, structured_prune
@@ -48,6 +49,14 @@ from rantune.federated.rundir import json_safe
 from rantune.fileio import atomic_write_json, sha256_file
 from rantune.lora import count_parameters
 from rantune.tasks import Task, predict
+from rantune_edge import signing
+from rantune_edge.manifest import (
+    MODEL_NAME,
+    Manifest,
+    normalization_for,
+    output_kind,
+    write_manifest,
+)
 
 VARIANTS = ("fp32", "int8-dynamic", "int8-static", "pruned-int8", "distilled-int8", "sparse-int8")
 DEFAULT_VARIANTS = VARIANTS[:5]
@@ -169,12 +178,14 @@ class _Job:
             "compressed_size_bytes": len(zlib.compress(model_path.read_bytes(), 9)),
             "parameters": params,
         }
+        output = {**info["output"], "kind": output_kind(info["output"])}
         manifest = Manifest(
             task=self.task.name,
             variant=variant,
             input=info["input"],
-            output=info["output"],
-            label_names=list(self.task.label_names),
+            output=output,
+            normalization=normalization_for(info["input"]["shape"]),
+            label_names=_label_names(self.task, output),
             model={
                 "file": MODEL_NAME,
                 "sha256": sha256_file(model_path),
@@ -278,6 +289,13 @@ class _Job:
         return self.finish("sparse-int8", out, count_parameters(sparse), summary)
 
 
+def _label_names(task: Task, output: dict) -> list[str]:
+    """The task's class names; ``beam-0 .. beam-K-1`` for a task without fixed names."""
+    if output["kind"] != "logits":
+        return []
+    return list(task.label_names) or [f"{task.name}-{i}" for i in range(output["shape"][-1])]
+
+
 def _radio(run: SourceRun):
     from rantune.federated import workload
 
@@ -303,6 +321,7 @@ def compress(
     data: CompressionData | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    sign_key: Path | str | None = None,
 ) -> dict:
     """Build, measure and report the compressed variants of a run.
 
@@ -316,6 +335,8 @@ def compress(
     data : tensors to use instead of the run's own data (tests).
     overwrite : replace an existing non-empty ``out_dir``.
     log : progress callback (one line per step).
+    sign_key : Ed25519 private key (PEM) that signs every variant's manifest; read
+        before any work, so a bad key fails first.
 
     Returns
     -------
@@ -332,6 +353,7 @@ def compress(
     names = parse_variants(variants)
     out_dir = Path(out_dir).expanduser().resolve()
     _check_out_dir(out_dir, overwrite)
+    key = signing.load_private_key(sign_key) if sign_key is not None else None
     run = load_run(run_dir)
     if data is None:
         log(f"loading {run.config.data.preset} data of the run")
@@ -350,6 +372,13 @@ def compress(
         }
         results = [getattr(job, name.replace("-", "_"))() for name in names]
         job.measure_and_write(reference, results)
+        signature = None
+        if key is not None:
+            key_id = signing.fingerprint(key.public_key())
+            for name in names:
+                signing.sign_artifact(tmp / name, key)
+            log(f"signed {len(names)} manifest(s) with key {key_id[:12]}...")
+            signature = {"algorithm": signing.ALGORITHM, "public_key_sha256": key_id}
         fp32_size = job.teacher_onnx()[0].stat().st_size
         reference["size_bytes"] = fp32_size
         report = {
@@ -360,6 +389,7 @@ def compress(
             "eval_rows": int(len(data.eval_x)),
             "reference": reference,
             "variants": results,
+            "signature": signature,
             "settings": {
                 "threads": settings.threads,
                 "prune": asdict(settings.prune),

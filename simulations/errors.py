@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from rantune.errors import InputError
+from rantune_edge.errors import EdgeError
 
 err_console = Console(stderr=True)
 
@@ -34,13 +35,14 @@ def debug_enabled() -> bool:
 
 
 def cli_errors(func: Callable) -> Callable:
-    """Decorator: :class:`InputError` -> ``error: message`` on stderr and exit 2."""
+    """Decorator: :class:`InputError` (and the edge runtime's :class:`EdgeError`) ->
+    ``error: message`` on stderr and exit 2."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except InputError as err:
+        except (InputError, EdgeError) as err:
             if debug_enabled():
                 raise
             fail(str(err))

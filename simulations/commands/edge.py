@@ -1,42 +1,22 @@
-"""``rantune edge predict|bench``: run an artifact with onnxruntime only (as on a device)."""
+"""``rantune edge predict|bench|verify|keygen``: the ``rantune-edge`` commands, same code.
+
+Each command calls the function of :mod:`rantune_edge.cli` that ``rantune-edge`` runs
+(numpy + onnxruntime, no torch); :func:`~rantune.simulations.errors.cli_errors` prints
+its :class:`~rantune_edge.errors.EdgeError` as one line with exit status 2.
+"""
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from rantune.errors import InputError
 from rantune.simulations.errors import cli_errors
+from rantune_edge.io import DEFAULT_TOP_K
+from rantune_edge.runtime import BENCH_BATCHES, BENCH_REPEATS, BENCH_THREADS, BENCH_WARMUP
 
-console = Console()
-
-
-def _load_npy(path: Path):
-    import numpy as np
-
-    if not path.is_file():
-        raise InputError(f"--input {path} does not exist: give a .npy file of model inputs")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise InputError(f"--input {path} is not a readable .npy array ({err})") from err
-
-
-def _save_npy(path: Path, array) -> None:
-    import numpy as np
-
-    from rantune.fileio import atomic_write_bytes
-
-    if path.exists() and path.is_dir():
-        raise InputError(f"--out {path} is a directory; give a file path ending in .npy")
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    atomic_write_bytes(path, buffer.getvalue())
+ARTIFACT_HELP = "Artifact folder (manifest.json)."
+KEY_HELP = "Builder's Ed25519 public key (PEM): refuse artifacts whose signature fails."
 
 
 def register(app: typer.Typer) -> None:
@@ -49,57 +29,64 @@ def register(app: typer.Typer) -> None:
     @group.command("predict")
     @cli_errors
     def predict(
-        artifact: Path = typer.Option(..., "--artifact", help="Artifact folder (manifest.json)."),
-        input_path: Path = typer.Option(..., "--input", help="float32 .npy input [batch, ...]."),
-        out: Path = typer.Option(..., "--out", help="Output .npy file."),
-        threads: int | None = typer.Option(None, help="onnxruntime intra-op threads."),
+        artifact: Path = typer.Option(..., "--artifact", help=ARTIFACT_HELP),
+        input_path: Path = typer.Option(
+            ..., "--input", help=".npy complex CSI [N, A, S] ([N, T, A, S]) or float input."
+        ),
+        out: Path | None = typer.Option(None, "--out", help="Result file (.npz)."),
+        json_lines: bool = typer.Option(False, "--json", help="Print JSON lines (one per row)."),
+        public_key: Path | None = typer.Option(None, "--public-key", help=KEY_HELP),
+        top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", min=1, help="Classes per row."),
+        threads: int | None = typer.Option(None, min=1, help="onnxruntime intra-op threads."),
+        batch_size: int | None = typer.Option(None, min=1, help="Rows per onnxruntime call."),
+        no_normalize: bool = typer.Option(
+            False, "--no-normalize", help="Complex CSI is already scaled as in training."
+        ),
     ) -> None:
-        """Verify the artifact's sha256, validate the input and write the model output."""
-        from rantune.compression.edge import EdgeModel
+        """Verify the artifact, decode the CSI and write labels/probabilities or CSI."""
+        from rantune_edge import cli
 
-        model = EdgeModel(artifact, threads=threads)
-        output = model.predict(_load_npy(input_path))
-        _save_npy(out, output)
-        console.print(
-            f"{model.task} ({model.manifest.variant}): {len(output)} rows -> {out} "
-            f"shape {list(output.shape)}"
-        )
+        cli.predict(
+            artifact, input_path, out, json_lines, public_key, top_k, threads, batch_size,
+            normalize=not no_normalize,
+        )  # fmt: skip
 
     @group.command("bench")
     @cli_errors
     def bench(
-        artifact: Path = typer.Option(..., "--artifact", help="Artifact folder (manifest.json)."),
-        json_out: Path | None = typer.Option(None, "--json", help="Write the results as JSON."),
-        batch: list[int] = typer.Option([1, 64], help="Batch sizes (repeat the option)."),
-        threads: list[int] = typer.Option([1, 2], help="Thread counts (repeat the option)."),
-        repeats: int = typer.Option(100, help="Timed calls per setting."),
-        warmup: int = typer.Option(10, help="Untimed calls first."),
+        artifact: Path = typer.Option(..., "--artifact", help=ARTIFACT_HELP),
+        json_out: Path | None = typer.Option(None, "--json", help="Write the results (.json)."),
+        batch: list[int] = typer.Option(list(BENCH_BATCHES), help="Batch sizes (repeatable)."),
+        threads: list[int] = typer.Option(list(BENCH_THREADS), help="Threads (repeatable)."),
+        repeats: int = typer.Option(BENCH_REPEATS, min=1, help="Timed calls per setting."),
+        warmup: int = typer.Option(BENCH_WARMUP, min=0, help="Untimed calls first."),
+        public_key: Path | None = typer.Option(None, "--public-key", help=KEY_HELP),
     ) -> None:
         """p50/p95 latency at each batch size and thread count."""
-        from rantune.compression.edge import EdgeModel
+        from rantune_edge import cli
 
-        if any(b < 1 for b in batch) or any(t < 1 for t in threads):
-            raise InputError("--batch and --threads values must be >= 1")
-        model = EdgeModel(artifact)
-        if max(batch) > model.max_batch:
-            raise InputError(f"--batch {max(batch)} exceeds the model's maximum {model.max_batch}")
-        result = model.bench(tuple(batch), tuple(threads), warmup=warmup, repeats=repeats)
-        table = Table(title=f"{model.task} {model.manifest.variant}: onnxruntime CPU")
-        for column in ("threads", "batch", "p50 ms", "p95 ms", "samples/s"):
-            table.add_column(column, justify="right")
-        for row in result["results"]:
-            table.add_row(
-                str(row["threads"]),
-                str(row["batch"]),
-                f"{row['p50_ms']:.3f}",
-                f"{row['p95_ms']:.3f}",
-                f"{row['samples_per_s']:.0f}",
-            )
-        console.print(table)
-        if json_out is not None:
-            from rantune.fileio import atomic_write_bytes
+        cli.bench(artifact, json_out, tuple(batch), tuple(threads), repeats, warmup, public_key)
 
-            if json_out.exists() and json_out.is_dir():
-                raise InputError(f"--json {json_out} is a directory; give a file path")
-            atomic_write_bytes(json_out, (json.dumps(result, indent=2) + "\n").encode())
-            console.print(f"wrote {json_out}")
+    @group.command("verify")
+    @cli_errors
+    def verify(
+        artifact: Path = typer.Option(..., "--artifact", help=ARTIFACT_HELP + " Or ART."),
+        public_key: Path | None = typer.Option(None, "--public-key", help=KEY_HELP),
+    ) -> None:
+        """Check manifest, signature (with --public-key) and sha256 of each artifact."""
+        from rantune_edge import cli
+
+        cli.verify(artifact, public_key)
+
+    @group.command("keygen")
+    @cli_errors
+    def keygen(
+        out: Path = typer.Option(..., "--out", help="Private key file (PEM, mode 0600)."),
+        public_out: Path | None = typer.Option(
+            None, "--public-out", help="Public key file (default KEY.pub.pem)."
+        ),
+    ) -> None:
+        """Create an Ed25519 key pair for rantune compress --sign."""
+        from rantune_edge import cli
+
+        cli.keygen(out, public_out)

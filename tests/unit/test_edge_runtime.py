@@ -13,17 +13,25 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rantune.compression.edge import EdgeModel, prepare_csi
 from rantune.compression.export import describe_onnx, run_onnx
-from rantune.compression.manifest import MODEL_NAME, Manifest, read_manifest, write_manifest
 from rantune.compression.testing import smoke_onnx
 from rantune.fileio import sha256_file
 from rantune.simulations.cli import app
+from rantune_edge import EdgeModel
+from rantune_edge.manifest import (
+    MODEL_NAME,
+    Manifest,
+    normalization_for,
+    read_manifest,
+    write_manifest,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_artifact(directory: Path, onnx_path: Path, task: str = "los") -> Path:
+def make_artifact(
+    directory: Path, onnx_path: Path, task: str = "los", labels: tuple = ("nlos", "los")
+) -> Path:
     """An artifact folder around an existing ONNX file (no export needed)."""
     directory.mkdir(parents=True, exist_ok=True)
     model = directory / MODEL_NAME
@@ -34,7 +42,8 @@ def make_artifact(directory: Path, onnx_path: Path, task: str = "los") -> Path:
         variant="fp32",
         input=info["input"],
         output=info["output"],
-        label_names=["nlos", "los"],
+        normalization=normalization_for(info["input"]["shape"]),
+        label_names=list(labels),
         model={
             "file": MODEL_NAME,
             "sha256": sha256_file(model),
@@ -75,7 +84,7 @@ def test_edge_module_imports_and_predicts_with_torch_blocked(artifact, exported,
         sys.meta_path.insert(0, BlockTorch())
         sys.modules.pop("torch", None)
         import numpy as np
-        from rantune.compression.edge import EdgeModel
+        from rantune_edge import EdgeModel
         model = EdgeModel({str(artifact)!r})
         y = model.predict(np.load({str(tmp_path / "x.npy")!r}))
         np.save({str(tmp_path / "y.npy")!r}, y)
@@ -83,6 +92,7 @@ def test_edge_module_imports_and_predicts_with_torch_blocked(artifact, exported,
             import torch  # noqa: F401
         except ImportError:
             print("torch-blocked", sorted(m for m in sys.modules if m.startswith("torch")))
+        print("rantune", sorted(m for m in sys.modules if m.split(".")[0] == "rantune"))
         """
     )
     # Execute
@@ -92,6 +102,7 @@ def test_edge_module_imports_and_predicts_with_torch_blocked(artifact, exported,
     # Assert: it ran, torch was never imported, outputs equal the in-process run
     assert result.returncode == 0, result.stderr
     assert "torch-blocked []" in result.stdout
+    assert "rantune []" in result.stdout
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), run_onnx(exported["onnx"], x))
 
 
@@ -163,19 +174,6 @@ def test_bench_reports_p50_p95_per_batch_and_threads(artifact):
     json.dumps(result)
 
 
-def test_prepare_csi_normalizes_and_stacks():
-    # Prepare
-    rng = np.random.default_rng(0)
-    csi = (rng.standard_normal((3, 16, 32)) + 1j * rng.standard_normal((3, 16, 32))) * 5
-    # Execute
-    x = prepare_csi(csi)
-    # Assert
-    assert x.shape == (3, 2, 16, 32) and x.dtype == np.float32
-    np.testing.assert_allclose((x**2).sum(axis=(1, 2, 3)), 1.0, rtol=1e-5)
-    with pytest.raises(ValueError, match="complex CSI"):
-        prepare_csi(np.ones((2, 4), np.float32))
-
-
 def test_manifest_round_trips(artifact):
     # Prepare
     manifest = read_manifest(artifact)
@@ -216,7 +214,7 @@ def test_cli_predict_and_bench(artifact, exported, tmp_path):
     predicted = runner.invoke(
         app,
         ["edge", "predict", "--artifact", str(artifact), "--input", str(tmp_path / "x.npy"),
-         "--out", str(tmp_path / "y.npy")],
+         "--out", str(tmp_path / "y.npz")],
     )  # fmt: skip
     bench = runner.invoke(
         app,
@@ -225,7 +223,9 @@ def test_cli_predict_and_bench(artifact, exported, tmp_path):
     )  # fmt: skip
     # Assert
     assert predicted.exit_code == 0, predicted.output
-    assert np.load(tmp_path / "y.npy").shape == (4, 2)
+    with np.load(tmp_path / "y.npz") as result:
+        assert result["logits"].shape == (4, 2)
+        assert set(result["labels"]) <= {"nlos", "los"}
     assert bench.exit_code == 0, bench.output
     assert json.loads((tmp_path / "b.json").read_text())["results"][0]["batch"] == 1
 
@@ -234,7 +234,7 @@ def test_cli_refuses_wrong_shape_and_tampered_model(artifact, exported, tmp_path
     # Prepare
     np.save(tmp_path / "bad.npy", exported["x"][:2, :, :8].numpy())
     runner = CliRunner()
-    args = ["edge", "predict", "--artifact", str(artifact), "--out", str(tmp_path / "y.npy")]
+    args = ["edge", "predict", "--artifact", str(artifact), "--out", str(tmp_path / "y.npz")]
     # Execute
     wrong_shape = runner.invoke(app, [*args, "--input", str(tmp_path / "bad.npy")])
     (artifact / MODEL_NAME).write_bytes(b"not a model")
@@ -242,4 +242,4 @@ def test_cli_refuses_wrong_shape_and_tampered_model(artifact, exported, tmp_path
     # Assert: exit 2 with one-line errors, nothing written
     assert wrong_shape.exit_code == 2 and "does not match the model" in wrong_shape.stderr
     assert tampered.exit_code == 2 and "truncated or replaced" in tampered.stderr
-    assert not (tmp_path / "y.npy").exists()
+    assert not (tmp_path / "y.npz").exists()
