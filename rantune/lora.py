@@ -6,13 +6,14 @@ use it, so the settings and names here stay cheap to import (the CLI reads them)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from rantune.errors import InputError
+from rantune.schema import setting
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -22,7 +23,7 @@ PROJECTION_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA hyper-parameters.
+    """``lora.*``: LoRA hyper-parameters (the run defaults; see :mod:`rantune.schema`).
 
     Attributes
     ----------
@@ -30,15 +31,23 @@ class LoraSettings:
     alpha : scaling numerator (``scale = alpha / r``).
     dropout : dropout on the adapter input.
     targets : projection names to adapt (subset of ``PROJECTION_NAMES``).
+    client_ranks : per-partition ranks cycled over partition ids (``()`` = ``r`` for
+        all; a node config's ``lora-r`` wins), see :mod:`rantune.federated.ranks`.
     """
 
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    r: int = setting(4, "adapter rank", low=1)
+    alpha: float = setting(8.0, "adapter scale numerator (scale = alpha / r)", low=0.0, low_open=True)
+    dropout: float = setting(0.0, "dropout on the adapter input", low=0.0, high=0.999)
+    targets: tuple[str, ...] = setting(
+        ("q_proj", "v_proj"), "adapted projections (comma-separated)", choices=PROJECTION_NAMES
+    )
+    client_ranks: tuple[int, ...] = setting(
+        (), 'per-partition ranks cycled over partition ids, e.g. "4,8,16" ("" = r for all)'
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "client_ranks", tuple(self.client_ranks))
         if not isinstance(self.r, int) or self.r < 1:
             raise InputError(f"lora rank r={self.r!r} is invalid: expected an integer >= 1")
         if self.alpha <= 0:
@@ -50,6 +59,15 @@ class LoraSettings:
             raise InputError(
                 f"lora targets {list(self.targets)} are invalid: choose from {list(PROJECTION_NAMES)}"
             )
+        if any(not isinstance(r, int) or r < 1 for r in self.client_ranks):
+            raise InputError(
+                f"lora.client-ranks={self.client_ranks} is invalid: ranks are integers >= 1 "
+                '(write comma-separated ranks, e.g. "4,8,16")'
+            )
+
+    def with_rank(self, r: int) -> LoraSettings:
+        """The same settings at rank ``r`` (one client's rank)."""
+        return replace(self, r=int(r))
 
 
 def apply_lora(model: nn.Module, settings: LoraSettings) -> PeftModel:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rantune.errors import InputError
+from rantune.schema import setting
 
 LABEL_FIELDS = {"beam": "beam_index", "los": "los"}
 
@@ -34,20 +35,24 @@ class PartitionConfig:
     Attributes
     ----------
     scheme : ``natural``, ``iid``, ``dirichlet-<alpha>`` or ``quantity``.
-    num_clients : number of clients; ``None`` = one per site.
+    num_clients : number of clients; 0 (or ``None``) = one per site.
     label : label whose skew Dirichlet partitioning controls: ``beam`` or ``los``.
     val_fraction, test_fraction : per-client validation and test shares.
     global_test_fraction : share of every site held out as the global test set.
     seed : seed of every random choice made here.
     """
 
-    scheme: str = "natural"
-    num_clients: int | None = None
-    label: str = "beam"
+    scheme: str = setting(
+        "natural", "natural (one base station = one client), iid, quantity or dirichlet-<alpha>"
+    )
+    num_clients: int = setting(0, "clients of a non-natural split (0 = one per site)", low=0)
+    label: str = setting(
+        "beam", "label whose skew dirichlet-<alpha> controls", choices=tuple(LABEL_FIELDS)
+    )
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     global_test_fraction: float = 0.15
-    seed: int = 0
+    seed: int = setting(0, "seed of every partitioning choice", low=0)
 
     def __post_init__(self) -> None:
         parse_scheme(self.scheme)
@@ -55,8 +60,12 @@ class PartitionConfig:
             raise InputError(
                 f"partition label {self.label!r} is invalid: choose one of {sorted(LABEL_FIELDS)}"
             )
-        if self.num_clients is not None and self.num_clients < 1:
-            raise InputError(f"num_clients={self.num_clients} is invalid: expected >= 1")
+        if self.num_clients is None:
+            object.__setattr__(self, "num_clients", 0)
+        if not isinstance(self.num_clients, int) or self.num_clients < 0:
+            raise InputError(
+                f"num_clients={self.num_clients} is invalid: expected >= 1 (0 = one per site)"
+            )
         for name in ("val_fraction", "test_fraction", "global_test_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 0.5:

@@ -57,7 +57,7 @@ from rantune.errors import InputError
 from rantune.federated import workload
 from rantune.federated.dp_accounting import RdpAccountant
 from rantune.federated.messages import METRICS
-from rantune.federated.privacy import DPSettings, dp_settings
+from rantune.federated.privacy import DPSettings
 from rantune.federated.run_config import RunConfig
 from rantune.server.strategies.state import load_strategy_state, strategy_state
 
@@ -318,7 +318,7 @@ def _fresh_noise(settings: DPSettings, seed: int, server_round: int):
 
 def with_privacy(cfg: RunConfig, strategy: Strategy) -> Strategy:
     """``strategy`` wrapped for ``dp.mode`` (unchanged when it is ``"none"``)."""
-    settings = dp_settings(cfg)
+    settings = cfg.dp
     if not settings.enabled:
         return strategy
     check_dp_compatible(strategy, cfg.strategy.name)

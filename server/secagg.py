@@ -55,7 +55,7 @@ from rantune.federated.messages import (
     PARTITION_ID,
     check_update,
 )
-from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash, secagg_settings
+from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash
 from rantune.federated.run_config import RunConfig
 from rantune.server.loop import RoundRunner, _client_id, _train_config
 from rantune.server.privacy import check_plain_averaging
@@ -300,11 +300,11 @@ def quantization_error_bound(settings: SecAggSettings, weights: list[float]) -> 
 
 def run_secagg_server(grid: Grid, cfg: RunConfig, strategy: Strategy, out_dir=None) -> dict:
     """Run (or resume) a federated run whose training rounds use SecAgg+."""
-    settings = secagg_settings(cfg)
+    settings = cfg.secagg
     check_plain_averaging(strategy, cfg.strategy.name, "secagg.enabled")
     return SecAggRoundRunner(grid, cfg, strategy, settings, out_dir).run()
 
 
 def secagg_enabled(cfg: RunConfig) -> bool:
     """Whether the run asks for SecAgg+ (validates the ``secagg.*`` keys)."""
-    return secagg_settings(cfg).enabled
+    return cfg.secagg.enabled

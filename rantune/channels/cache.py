@@ -18,13 +18,14 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from rantune.channels.dataset import ChannelDataset
+from rantune.errors import InputError
 from rantune.fileio import atomic_write_json, sha256_file
 
 CACHE_FORMAT_VERSION = 1
 COMPLEX_SUFFIX = "::complex"
 
 
-class CorruptCacheError(ValueError):
+class CorruptCacheError(InputError):
     """A cached shard failed its checksum or could not be parsed."""
 
 

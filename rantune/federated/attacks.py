@@ -17,23 +17,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from rantune.aggregation.byzantine import ATTACKS, AttackSpec, attack_update, select_byzantine
 from rantune.aggregation.init import derive_seed
-from rantune.errors import InputError
-from rantune.federated.run_config import RunConfig
+from rantune.schema import setting
+
+if TYPE_CHECKING:
+    from rantune.federated.run_config import RunConfig
 
 
 @dataclass(frozen=True)
 class AttackSettings:
     """``attack.*`` of a run: who attacks and how."""
 
-    fraction: float
-    kind: str
-    factor: float
+    fraction: float = setting(0.0, "share of partitions that attack (Byzantine)", low=0.0, high=1.0)
+    kind: str = setting("sign-flip", "attack: " + "|".join(ATTACKS), choices=tuple(ATTACKS))
+    factor: float = setting(0.0, "attack strength (0 = the kind's default)", low=0.0)
+
+    def __post_init__(self) -> None:
+        self.spec()  # the aggregation module's own checks
 
     @property
     def enabled(self) -> bool:
@@ -45,31 +51,6 @@ class AttackSettings:
         return AttackSpec(self.kind, self.factor or None)
 
 
-def attack_settings(cfg: RunConfig) -> AttackSettings:
-    """Parse and check ``attack.fraction``, ``attack.kind``, ``attack.factor``."""
-    flat = cfg.flat_dict()
-    fraction = flat.get("attack.fraction", 0.0)
-    kind = flat.get("attack.kind", "sign-flip")
-    factor = flat.get("attack.factor", 0.0)
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
-        raise InputError(f"run config attack.fraction={fraction!r} is invalid: expected a number")
-    if not 0.0 <= float(fraction) <= 1.0:
-        raise InputError(f"run config attack.fraction={fraction} is invalid: expected 0..1")
-    if kind not in ATTACKS:
-        raise InputError(
-            f"run config attack.kind={kind!r} is invalid: choose one of {', '.join(ATTACKS)}"
-        )
-    if isinstance(factor, bool) or not isinstance(factor, int | float):
-        raise InputError(f"run config attack.factor={factor!r} is invalid: expected a number")
-    if not np.isfinite(factor) or factor < 0:
-        raise InputError(
-            f"run config attack.factor={factor} is invalid: expected >= 0 (0 = the kind's default)"
-        )
-    settings = AttackSettings(float(fraction), str(kind), float(factor))
-    settings.spec()  # the aggregation module's own checks
-    return settings
-
-
 @lru_cache(maxsize=64)
 def _byzantine(num_clients: int, fraction: float, seed: int) -> frozenset[int]:
     return frozenset(int(c) for c in select_byzantine(list(range(num_clients)), fraction, seed))
@@ -77,7 +58,7 @@ def _byzantine(num_clients: int, fraction: float, seed: int) -> frozenset[int]:
 
 def byzantine_partitions(cfg: RunConfig, num_clients: int) -> frozenset[int]:
     """Partition ids that attack (deterministic in ``seed``, ``attack.fraction``)."""
-    settings = attack_settings(cfg)
+    settings = cfg.attack
     if not settings.enabled:
         return frozenset()
     return _byzantine(num_clients, settings.fraction, cfg.seed)
@@ -97,7 +78,7 @@ def maybe_attack(
     """
     if partition_id not in byzantine_partitions(cfg, num_clients):
         return dict(upload)
-    settings = attack_settings(cfg)
+    settings = cfg.attack
     seed = derive_seed("attack", cfg.seed, server_round, partition_id)
     attacked = attack_update(
         {k: torch.from_numpy(np.asarray(v)) for k, v in upload.items()},

@@ -265,17 +265,10 @@ def split_rows(cfg: RunConfig, client: int | None, split: str) -> np.ndarray:
     return cap_rows(cfg, getattr(data.parts.clients[client], split), client, split)
 
 
-ROW_CAP_KEYS = ("data.max-train-rows", "data.max-eval-rows", "data.max-global-test-rows")
-
-
 def row_caps(cfg: RunConfig) -> tuple[int, int, int]:
     """``(data.max-train-rows, data.max-eval-rows, data.max-global-test-rows)``; 0 = no cap."""
-    flat = cfg.flat_dict()
-    caps = tuple(flat.get(key, 0) for key in ROW_CAP_KEYS)
-    for key, value in zip(ROW_CAP_KEYS, caps, strict=True):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InputError(f"run config {key}={value!r} is invalid: expected an integer >= 0")
-    return tuple(int(c) for c in caps)
+    d = cfg.data
+    return d.max_train_rows, d.max_eval_rows, d.max_global_test_rows
 
 
 def cap_rows(cfg: RunConfig, rows: np.ndarray, client: int | None, split: str) -> np.ndarray:

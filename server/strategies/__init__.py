@@ -6,9 +6,9 @@
 >>> strategy = build_strategy(cfg)          # cfg: rantune.federated.run_config.RunConfig
 
 Adding a strategy: write a factory ``(cfg, params) -> Strategy`` and call
-:func:`register` with a :class:`StrategySpec` that declares the ``strategy.<param>``
-keys it reads (with defaults). Every declared key must also be in
-``[tool.flwr.app.config]`` of pyproject.toml (a unit test checks this).
+:func:`register` with a :class:`StrategySpec` that names the ``strategy.<param>``
+keys it reads; each is declared once, with its default and help, in
+:class:`rantune.federated.run_config.StrategySection`.
 
 Optional hooks a strategy object may define (read by ``server/loop.py``):
 
@@ -30,7 +30,7 @@ on :mod:`rantune.aggregation`), ``lora_base`` (their shared plumbing).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
@@ -38,9 +38,11 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from rantune.errors import InputError
 from rantune.federated.messages import BOOKKEEPING_METRICS
-from rantune.federated.run_config import RunConfig, Scalar
+from rantune.federated.run_config import RunConfig, Scalar, StrategySection
+from rantune.schema import kebab
 
 Factory = Callable[[RunConfig, Mapping[str, Scalar]], Strategy]
+STRATEGY_PARAMS = {kebab(f.name) for f in fields(StrategySection)} - {"name"}
 
 
 @dataclass(frozen=True)
@@ -51,18 +53,19 @@ class StrategySpec:
     ----------
     name : the ``strategy.name`` value (lower case, kebab).
     factory : builds the strategy from the run config and its ``strategy.*`` params
-        (keys without the ``strategy.`` prefix, defaults filled in).
-    params : ``{param: default}`` of the ``strategy.<param>`` keys it reads.
+        (keys without the ``strategy.`` prefix, typed and validated by the schema).
+    params : the ``strategy.<param>`` keys it reads; each is a field of
+        :class:`rantune.federated.run_config.StrategySection` (default, help, bounds).
     description : one line for ``--help`` and error messages.
     heterogeneous_ranks : whether clients may train different LoRA ranks.
-    check : optional ``(cfg, params) -> None`` raising ``ValueError`` for options the
+    check : optional ``(cfg, params) -> None`` raising ``InputError`` for options the
         strategy cannot run with (e.g. too few clients for Krum); called before training.
     lora_aware : aggregates LoRA factors with a LoRA-specific rule.
     """
 
     name: str
     factory: Factory
-    params: Mapping[str, Scalar] = field(default_factory=dict)
+    params: tuple[str, ...] = ()
     description: str = ""
     heterogeneous_ranks: bool = False
     check: Callable[[RunConfig, Mapping[str, Scalar]], None] | None = None
@@ -73,14 +76,13 @@ REGISTRY: dict[str, StrategySpec] = {}
 
 
 def register(spec: StrategySpec) -> StrategySpec:
-    """Add a strategy; a param shared with another strategy must share its default."""
-    for other in REGISTRY.values():
-        for key in set(spec.params) & set(other.params):
-            if spec.params[key] != other.params[key]:
-                raise InputError(
-                    f"strategy {spec.name!r} declares strategy.{key}={spec.params[key]!r} but "
-                    f"{other.name!r} declares {other.params[key]!r}: one key, one default"
-                )
+    """Add a strategy; every param it reads must be declared in the run-config schema."""
+    undeclared = sorted(set(spec.params) - STRATEGY_PARAMS)
+    if undeclared:
+        raise TypeError(
+            f"strategy {spec.name!r} reads strategy.{undeclared} which the run-config schema "
+            "does not declare: add a setting to rantune.federated.run_config.StrategySection"
+        )
     REGISTRY[spec.name] = spec
     return spec
 
@@ -98,24 +100,10 @@ def get_spec(name: str) -> StrategySpec:
     return REGISTRY[key]
 
 
-def strategy_param_defaults() -> dict[str, Scalar]:
-    """``{"strategy.<param>": default}`` over every registered strategy."""
-    return {f"strategy.{k}": v for spec in REGISTRY.values() for k, v in spec.params.items()}
-
-
 def strategy_params(cfg: RunConfig) -> dict[str, Scalar]:
-    """The chosen strategy's params (defaults filled in), after checking every
-    ``strategy.*`` key is declared by some registered strategy."""
+    """The chosen strategy's params ``{kebab name: typed value}``."""
     spec = get_spec(cfg.strategy.name)
-    known = {k.removeprefix("strategy.") for k in strategy_param_defaults()}
-    unknown = sorted(set(dict(cfg.strategy.params)) - known)
-    if unknown:
-        raise InputError(
-            f"unknown strategy hyper-parameter(s) {['strategy.' + k for k in unknown]}; "
-            f"{spec.name} reads {sorted('strategy.' + k for k in spec.params) or 'none'}"
-        )
-    given = dict(cfg.strategy.params)
-    return {k: given.get(k, default) for k, default in spec.params.items()}
+    return {name: getattr(cfg.strategy, name.replace("-", "_")) for name in spec.params}
 
 
 def aggregate_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
@@ -143,13 +131,9 @@ def common_kwargs(cfg: RunConfig) -> dict:
 
 def check_compatible(cfg: RunConfig, node_ranks: Mapping[int, int] | None = None) -> StrategySpec:
     """Fail before training on an unknown strategy or options it cannot handle."""
-    from rantune.federated.attacks import attack_settings
-    from rantune.federated.ranks import rank_schedule
-
     spec = get_spec(cfg.strategy.name)
     params = strategy_params(cfg)
-    attack_settings(cfg)
-    ranks = set((node_ranks or {}).values()) | set(rank_schedule(cfg)) | {cfg.lora.r}
+    ranks = set((node_ranks or {}).values()) | set(cfg.lora.client_ranks) | {cfg.lora.r}
     if len(ranks) > 1 and not spec.heterogeneous_ranks:
         aware = [s.name for s in REGISTRY.values() if s.heterogeneous_ranks]
         raise InputError(
@@ -179,12 +163,12 @@ def _fedprox(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
     return FedProx(proximal_mu=mu, **common_kwargs(cfg))
 
 
-register(StrategySpec("fedavg", _fedavg, {}, "FedAvg of adapters and head (FedIT)"))
+register(StrategySpec("fedavg", _fedavg, (), "FedAvg of adapters and head (FedIT)"))
 register(
     StrategySpec(
         "fedprox",
         _fedprox,
-        {"proximal-mu": 0.01},
+        ("proximal-mu",),
         "FedAvg + proximal term mu/2 ||w - w_global||^2 in each client's loss",
     )
 )

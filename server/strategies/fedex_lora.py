@@ -73,7 +73,7 @@ register(
     StrategySpec(
         "fedex-lora",
         _factory,
-        {},
+        (),
         "FedEx-LoRA: FedAvg of A and B + exact residual folded into the base (dense downlink)",
         lora_aware=True,
     )

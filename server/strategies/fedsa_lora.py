@@ -76,7 +76,7 @@ register(
     StrategySpec(
         "fedsa-lora",
         _factory,
-        {"fedsa-share-head": True},
+        ("fedsa-share-head",),
         "FedSA-LoRA: lora_A (+ head) averaged, lora_B kept on each client (personalized)",
         lora_aware=True,
     )

@@ -91,7 +91,7 @@ register(
     StrategySpec(
         "ffa-lora",
         _factory,
-        {},
+        (),
         "FFA-LoRA: lora_A frozen at a shared seeded init, only B + head trained and sent",
         lora_aware=True,
     )

@@ -122,7 +122,7 @@ register(
     StrategySpec(
         "flora",
         _factory,
-        {},
+        (),
         "FLoRA: adapters stacked along the rank (exact sum of B_i A_i), mixed ranks, "
         "dense downlink",
         heterogeneous_ranks=True,

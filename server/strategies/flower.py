@@ -46,8 +46,8 @@ from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig, Scalar
 from rantune.server.strategies import StrategySpec, common_kwargs, register
 
-OPT_PARAMS = {"eta": 0.01, "tau": 0.001}
-MOMENT_PARAMS = {"beta-1": 0.9, "beta-2": 0.99}
+OPT_PARAMS = ("eta", "tau")
+MOMENT_PARAMS = ("beta-1", "beta-2")
 
 
 def _number(params: Mapping[str, Scalar], key: str, low: float, high: float = math.inf) -> float:
@@ -170,7 +170,7 @@ register(
     StrategySpec(
         "fedadam",
         _opt(FedAdam, True),
-        {**OPT_PARAMS, **MOMENT_PARAMS},
+        (*OPT_PARAMS, *MOMENT_PARAMS),
         "FedAvg pseudo-gradient + server Adam (eta, beta-1, beta-2, tau)",
     )
 )
@@ -178,7 +178,7 @@ register(
     StrategySpec(
         "fedyogi",
         _opt(FedYogi, True),
-        {**OPT_PARAMS, **MOMENT_PARAMS},
+        (*OPT_PARAMS, *MOMENT_PARAMS),
         "FedAvg pseudo-gradient + server Yogi (eta, beta-1, beta-2, tau)",
     )
 )
@@ -186,7 +186,7 @@ register(
     StrategySpec(
         "fedadagrad",
         _opt(FedAdagrad, False),
-        dict(OPT_PARAMS),
+        OPT_PARAMS,
         "FedAvg pseudo-gradient + server Adagrad (eta, tau)",
     )
 )
@@ -194,16 +194,16 @@ register(
     StrategySpec(
         "fedavgm",
         _fedavgm,
-        {"server-learning-rate": 1.0, "server-momentum": 0.9},
+        ("server-learning-rate", "server-momentum"),
         "FedAvg with server momentum",
     )
 )
-register(StrategySpec("fedmedian", _fedmedian, {}, "coordinate-wise median (robust)"))
+register(StrategySpec("fedmedian", _fedmedian, (), "coordinate-wise median (robust)"))
 register(
     StrategySpec(
         "fedtrimmedavg",
         _fedtrimmedavg,
-        {"trim-beta": 0.2},
+        ("trim-beta",),
         "coordinate-wise trimmed mean, trim-beta cut at each end (robust)",
     )
 )
@@ -211,7 +211,7 @@ register(
     StrategySpec(
         "krum",
         _krum,
-        {"num-malicious-nodes": 0},
+        ("num-malicious-nodes",),
         "Krum: the one update closest to its n-f-2 neighbours (robust)",
         check=_robust_check(_krum_minimum),
     )
@@ -220,7 +220,7 @@ register(
     StrategySpec(
         "multikrum",
         _multikrum,
-        {"num-malicious-nodes": 0, "num-nodes-to-select": 0},
+        ("num-malicious-nodes", "num-nodes-to-select"),
         "Multi-Krum: average of the num-nodes-to-select best Krum scores (robust)",
         check=_robust_check(_krum_minimum),
     )
@@ -229,7 +229,7 @@ register(
     StrategySpec(
         "bulyan",
         _bulyan,
-        {"num-malicious-nodes": 0},
+        ("num-malicious-nodes",),
         "Bulyan: Multi-Krum selection + coordinate-wise trimmed median (robust)",
         check=_robust_check(_bulyan_minimum),
     )
@@ -238,7 +238,7 @@ register(
     StrategySpec(
         "qfedavg",
         _qfedavg,
-        {"q": 0.1, "qffl-learning-rate": 0.0},
+        ("q", "qffl-learning-rate"),
         "q-FedAvg: fairness-weighted by each client's train loss^q",
     )
 )

@@ -31,7 +31,6 @@ from rantune.aggregation import ClientUpdate, hetlora_aggregate, hetlora_downlin
 from rantune.aggregation.lora_keys import is_lora_b, uniform_rank
 from rantune.errors import InputError
 from rantune.federated.messages import record_to_state
-from rantune.federated.ranks import rank_schedule
 from rantune.federated.run_config import RunConfig, Scalar
 from rantune.server.strategies import StrategySpec, register
 from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
@@ -107,7 +106,7 @@ class HetLoRA(LoraStrategy):
 
 
 def _check(cfg: RunConfig, params: Mapping[str, Scalar]) -> None:
-    too_big = sorted({r for r in rank_schedule(cfg) if r > cfg.lora.r})
+    too_big = sorted({r for r in cfg.lora.client_ranks if r > cfg.lora.r})
     if too_big:
         raise InputError(
             f"hetlora truncates the global adapters (rank lora.r={cfg.lora.r}) to each client's "
@@ -132,7 +131,7 @@ register(
     StrategySpec(
         "hetlora",
         _factory,
-        {"hetlora-weight-by-examples": False, "hetlora-weight-scope": "module"},
+        ("hetlora-weight-by-examples", "hetlora-weight-scope"),
         "HetLoRA: per-client ranks <= lora.r, zero-pad, norm-weighted average, truncate",
         heterogeneous_ranks=True,
         check=_check,

@@ -57,6 +57,19 @@ def print_history(history: dict) -> None:
     console.print(table)
 
 
+def print_keys() -> None:
+    """Every run-config key, its default and its help (from the schema)."""
+    from rantune.federated.run_config import RunConfig
+    from rantune.schema import describe
+
+    table = Table(title="run-config keys (pyproject tool.flwr.app.config; override with --run-config key=value)")
+    for column in ("key", "default", "meaning"):
+        table.add_column(column, overflow="fold")
+    for key, default, help_text in describe(RunConfig):
+        table.add_row(key, repr(default), help_text)
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
     @cli_errors
@@ -77,10 +90,17 @@ def register(app: typer.Typer) -> None:
             help="Extra run-config overrides key=value (TOML values), repeatable.",
         ),
         verbose: bool = typer.Option(False, help="Show Flower's per-round log lines."),
+        list_keys: bool = typer.Option(
+            False, "--list-keys", help="Print every run-config key with its default and help."
+        ),
     ) -> None:
         """Federated LoRA fine-tuning on the in-process engine (the `flwr run .` apps, no Ray)."""
         from rantune.federated.run_config import parse_override_pairs
         from rantune.simulations.engine import resolve_config, run_simulation
+
+        if list_keys:
+            print_keys()
+            return
 
         overrides = parse_override_pairs(run_config or [])
         flags = {

@@ -23,32 +23,24 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 
 from rantune.errors import InputError
 from rantune.federated import workload
-from rantune.federated.run_config import DEFAULTS, RunConfig, Scalar, resolve_run_config
+from rantune.federated.run_config import RunConfig, Scalar, resolve_run_config
 from rantune.simulations.engine.grid import ClientCallable, InProcessGrid
 from rantune.simulations.engine.identity import server_identity
 
 __all__ = [
     "EngineStats",
     "InProcessGrid",
-    "all_defaults",
     "node_configs_for",
     "resolve_config",
     "run_simulation",
 ]
 
 
-def all_defaults() -> dict[str, Scalar]:
-    """Every run-config default: rantune's plus every registered strategy's params."""
-    from rantune.server.strategies import strategy_param_defaults
-
-    return {**DEFAULTS, **strategy_param_defaults()}
-
-
 def resolve_config(overrides: Mapping[str, Scalar] | RunConfig | None = None) -> RunConfig:
     """A full :class:`RunConfig` from partial flat overrides (unknown keys fail)."""
     if isinstance(overrides, RunConfig):
         return overrides
-    cfg = resolve_run_config(overrides or {}, all_defaults())
+    cfg = resolve_run_config(overrides or {})
     from rantune.server.strategies import check_compatible
 
     check_compatible(cfg)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rantune.config import DataConfig, RadioConfig, SiteConfig
+from rantune.errors import InputError
 from rantune.presets import builtin_presets, load_preset, parse_preset
 
 SITE = dict(name="s", scenario="umi", num_samples=10)
@@ -343,7 +344,7 @@ def test_bad_preset_file_raises_value_error_with_location(tmp_path, text, match)
         load_preset(path)
 
     # Assert
-    assert type(info.value) is ValueError
+    assert type(info.value) is InputError
 
 
 def test_unknown_preset_name_lists_the_builtin_ones():

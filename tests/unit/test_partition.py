@@ -203,7 +203,7 @@ def test_parse_scheme_accepts_valid_forms():
     ("kwargs", "match"),
     [
         ({"label": "snr"}, "partition label 'snr'"),
-        ({"num_clients": 0}, "num_clients=0"),
+        ({"num_clients": -1}, "num_clients=-1"),
         ({"val_fraction": 0.6}, "val_fraction=0.6"),
         ({"global_test_fraction": -0.1}, "global_test_fraction"),
     ],

@@ -11,7 +11,7 @@ from rantune.aggregation import ffa_frozen_a
 from rantune.federated import downlink, workload
 from rantune.federated.attacks import byzantine_partitions, maybe_attack
 from rantune.federated.local import node_identity
-from rantune.federated.ranks import client_ranks, parse_client_ranks
+from rantune.federated.ranks import client_ranks
 from rantune.lora import trainable_state
 from rantune.simulations.engine import resolve_config
 
@@ -20,7 +20,7 @@ BASE = {"data.preset": "smoke", "model.pretrained": "none"}
 
 def test_rank_schedule_cycles_over_partitions_and_node_config_wins():
     cfg = resolve_config({**BASE, "strategy.name": "flora", "lora.client-ranks": "2, 8"})
-    assert parse_client_ranks("4,8,16") == (4, 8, 16)
+    assert cfg.lora.client_ranks == (2, 8)
     assert client_ranks(cfg, 3) == {0: 2, 1: 8, 2: 2}
     assert node_identity(cfg, {"partition-id": 1}).rank == 8
     assert node_identity(cfg, {"partition-id": 1, "lora-r": 3}).rank == 3
