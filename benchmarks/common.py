@@ -58,6 +58,14 @@ def save_text(path: Path, text: str) -> None:
     atomic_write_bytes(Path(path), (text.rstrip("\n") + "\n").encode())
 
 
+def run_flat_config(run_dir: Path) -> dict:
+    """The resolved flat run config a run directory was written with (``config.json``)."""
+    raw = load_json(Path(run_dir) / "config.json")
+    if not isinstance(raw, dict) or not isinstance(raw.get("flat"), dict):
+        raise ValueError(f"{run_dir}/config.json is missing or has no 'flat' section")
+    return raw["flat"]
+
+
 # ------------------------------------------------------------------------ provenance
 def _git(*args: str) -> str:
     try:

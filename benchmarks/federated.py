@@ -80,13 +80,6 @@ def _base(args, task: str, seed: int, **extra) -> dict:
     }
 
 
-def _flat(run_dir: Path) -> dict:
-    """The resolved flat run config a run directory was written with."""
-    from rantune.compression.merge import read_run_config
-
-    return read_run_config(run_dir)[1]["flat"]
-
-
 def _train_settings(flat: dict, epochs: int, seed: int):
     """The optimisation settings of a federated client, for ``epochs`` epochs."""
     from rantune.training import TrainSettings
@@ -158,7 +151,7 @@ def accuracy_unit(args, task: str, seed: int) -> dict:
         run_dir = args.work / f"{task}-s{seed}-{name}"
         history = run_simulation(_base(args, task, seed, **extra, **{"out-dir": str(run_dir)}))
         out[name] = fl_summary(history)
-    flat = _flat(args.work / f"{task}-s{seed}-fedavg")
+    flat = common.run_flat_config(args.work / f"{task}-s{seed}-fedavg")
     out["config"] = {k: flat[k] for k in CONFIG_KEYS}
     epochs = args.rounds * int(flat["local-epochs"])
     out.update(references(args.work / f"{task}-s{seed}-ref", flat, epochs, history["num-clients"]))
@@ -204,7 +197,7 @@ def run_convergence(args) -> None:
             shutil.copytree(short, long)  # resume from the accuracy run's last round
         overrides = {"num-server-rounds": args.long_rounds, "out-dir": str(long)}
         history = run_simulation(_base(args, task, seed, **overrides))
-        flat = {k: v for k, v in _flat(long).items() if k != "out-dir"}
+        flat = {k: v for k, v in common.run_flat_config(long).items() if k != "out-dir"}
         central = []
         for epochs in args.central_epochs:
             settings = _train_settings(flat, epochs * int(flat["local-epochs"]), seed)

@@ -167,9 +167,7 @@ def run_dp(args) -> dict:
             }
             common.save_json(path, entry)
         entries[name] = entry
-    from rantune.compression.merge import read_run_config
-
-    flat = read_run_config(work / "none")[1]["flat"]
+    flat = common.run_flat_config(work / "none")
     return {
         "config": {**base, "dp.delta": DELTA, **{k: flat[k] for k in REPORTED_KEYS}},
         "clients": reference["clients"],
