@@ -1,10 +1,10 @@
 """Downstream tasks: pretrained+LoRA vs from-scratch vs probe vs classical baseline.
 
-For each task (``los``, ``beam``, ``prediction``) on the ``default`` preset (8 base
+For each task (``los``, ``beam``, ``prediction``) on the ``default`` preset (base
 stations never seen in pretraining), at labelled budgets of 1%, 10% and 100% of the
 pooled training rows (natural split, union of client train rows), over 3 seeds:
 
-- ``lora``: the shipped pretrained ``tiny`` encoder + LoRA (q_proj, v_proj, r=8) + head;
+- ``lora``: the shipped pretrained ``tiny`` encoder + LoRA (``rantune train`` defaults) + head;
 - ``scratch``: the same architecture, random init, everything trains;
 - ``probe``: the shipped encoder frozen, only the head trains;
 - ``baseline``: the task's classical method on the same test rows (the LoS threshold
@@ -20,37 +20,25 @@ Usage::
 
     python benchmarks/tasks.py                    # writes benchmarks/results/tasks.{json,md}
     python benchmarks/tasks.py --workers 2 --out /tmp/bench
+    python benchmarks/tasks.py --render           # tasks.md from the committed JSON
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
-import sys
 import time
-from datetime import UTC, datetime
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import common
+import numpy as np
+from tasks_report import MODES, markdown
 
-import numpy as np  # noqa: E402
-
-from rantune.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
-
+NAME = "tasks"
 TASKS = ("los", "beam", "prediction")
 BUDGETS = (0.01, 0.1, 1.0)
 SEEDS = (0, 1, 2)
-MODES = ("lora", "scratch", "probe")
-LABELS = {
-    "lora": "pretrained + LoRA",
-    "scratch": "from scratch",
-    "probe": "probe (frozen encoder)",
-}
 # Per task: batch size, at least min_steps, at most max_steps optimizer steps, 1 epoch
 # otherwise. Prediction encodes 4 slots per sample, hence the smaller batch and cap.
 SCHEDULE = {
@@ -69,39 +57,6 @@ SUBSETS = {
         "speed < 3 m/s": ("speed", -1.0, 3.0),
     },
 }
-SECONDARY = {"los": ("f1", "auc"), "beam": ("top3", "gain_ratio"), "prediction": ()}
-
-# Reading of the committed run (benchmarks/results/tasks.json); revise after a rerun.
-NOTES = """\
-- **LoS**: pretrained+LoRA beats from-scratch at every budget (accuracy 0.850/0.932/0.930
-  vs 0.812/0.854/0.874; AUC 0.86/0.96/0.97 vs 0.68/0.81/0.90) and beats the
-  strongest-tap threshold from 10% on (accuracy 0.93 vs 0.89, AUC 0.96 vs 0.89), also
-  at SNR < 5 dB (0.856/0.876 vs 0.819). It does NOT beat the threshold at 1% (59
-  labels: 0.850 vs 0.882, AUC 0.861 vs 0.888), and at SNR >= 15 dB the threshold is on
-  par (0.975 vs 0.973 at 100%).
-- **Beam selection: the expectation is not met.** Exhaustive DFT-codebook search on
-  the noisy estimate is near-optimal on this data (top-1 0.963, 0.951 at SNR < 5 dB):
-  16 antennas x 32 pilot subcarriers give ~27 dB of combining gain, so even -5 dB per
-  entry leaves the best beam clear. The learned models reach 0.25-0.53 top-1 within
-  this compute budget, and pretrained+LoRA trails from-scratch at 1% and 10% (0.25 vs
-  0.33, 0.47 vs 0.51), edging it only at 100% (0.53 vs 0.51). The frozen MCM encoder
-  (probe) is the weakest: masked reconstruction keeps phase-dependent raw values,
-  while the beam needs phase-invariant spatial-frequency features. Candidates: a
-  contrastive/denoising objective (ContraWiMAE), pilot-subset or lower-SNR data where
-  the search degrades, longer fine-tuning.
-- **Prediction** (slot-mixing head): every learned method beats sample-and-hold overall
-  (-4.1 to -5.3 dB vs -3.2 dB) and at vehicular speeds >= 20 m/s (-0.8 to +0.4 dB vs
-  +2.1 dB sample-and-hold, +4.9 dB linear extrapolation). Pretrained+LoRA beats
-  from-scratch only at 1% (-4.06 vs -3.90 dB); at 10% and 100% it does NOT (-4.42 vs
-  -5.05, -4.66 vs -4.94 dB), while the frozen pretrained encoder + head (probe) is the
-  best method there (-5.29, -5.19 dB): the pretrained features help, LoRA at lr 5e-3
-  (chosen on LoS/beam pilots) adapts them worse. At pedestrian speeds (< 3 m/s) every
-  learned model (-11 to -13 dB) is far worse than sample-and-hold (-23 dB) and linear
-  extrapolation (-43 dB): the mean per-sample NMSE loss is dominated by fast users.
-- All learned numbers are at <= 120 optimizer steps (a shared-CPU budget), far from
-  convergence; the comparison is at equal steps per task.
-"""
-
 _STATE: dict = {}
 
 
@@ -158,11 +113,6 @@ def _run_job(job: tuple[str, str, tuple[float, ...]]) -> list[dict]:
         )
         print(f"  done {task}/{mode}/{budget:g} in {results[-1]['seconds']} s", flush=True)
     return results
-
-
-def mean_std(values) -> dict[str, float]:
-    array = np.asarray(list(values), dtype=float)
-    return {"mean": float(array.mean()), "std": float(array.std())}
 
 
 def baselines(data, split) -> dict:
@@ -252,201 +202,25 @@ def masked_reconstruction(data, split, limit: int | None = None) -> dict:
     }
 
 
-def summarize(task: str, results: list[dict], base: dict) -> dict:
-    """``{method: {budget: {metric: mean/std, subsets: ...}}}`` for the report."""
-    from rantune.tasks import get_task
-
-    primary = get_task(task).primary_metric
-    table: dict = {}
-    for item in results:
-        cell = {
-            m: mean_std(r["metrics"][m] for r in item["runs"]) for m in (primary, *SECONDARY[task])
-        }
-        cell["subsets"] = {
-            s: mean_std(r["subset_metrics"][s][primary] for r in item["runs"])
-            for s in SUBSETS[task]
-            if s in item["runs"][0]["subset_metrics"]
-        }
-        cell["steps"] = item["runs"][0]["steps"]
-        cell["num_train"] = item["runs"][0]["num_train"]
-        cell["trainable_parameters"] = item["runs"][0]["trainable_parameters"]
-        table.setdefault(item["mode"], {})[str(item["budget"])] = cell
-    for budget, per_seed in base.items():
-        cell = {
-            m: mean_std(r["metrics"][m] for r in per_seed)
-            for m in (primary, *SECONDARY[task])
-            if m in per_seed[0]["metrics"]
-        }
-        if task == "prediction":
-            cell["linear_nmse_db"] = mean_std(r["metrics"]["linear_nmse_db"] for r in per_seed)
-        cell["subsets"] = {
-            s: mean_std(r["subset_metrics"][s][primary] for r in per_seed)
-            for s in SUBSETS[task]
-            if s in per_seed[0]["subset_metrics"]
-        }
-        if task == "prediction":
-            for s in list(cell["subsets"]):
-                cell["subsets"][s + " (linear)"] = mean_std(
-                    r["subset_metrics"][s]["linear_nmse_db"] for r in per_seed
-                )
-        table.setdefault("baseline", {})[budget] = cell
-    return table
-
-
-def fmt(cell: dict, digits: int = 3) -> str:
-    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
-
-
-def verdicts(task: str, table: dict) -> list[str]:
-    from rantune.tasks import get_task
-
-    t = get_task(task)
-    primary = t.primary_metric
-    lines = []
-    for budget in map(str, BUDGETS):
-        lora = table["lora"][budget][primary]["mean"]
-        for other in ("scratch", "baseline"):
-            value = table[other][budget][primary]["mean"]
-            won = t.better(lora, value)
-            lines.append(
-                f"- {task}, budget {float(budget):.0%}: pretrained+LoRA {lora:.3f} "
-                f"{'beats' if won else 'does NOT beat'} {other} {value:.3f} ({primary})"
-            )
-        for subset, cell in table["lora"][budget]["subsets"].items():
-            for key in (subset, subset + " (linear)"):
-                base = table["baseline"][budget]["subsets"].get(key)
-                if base is None:
-                    continue
-                won = t.better(cell["mean"], base["mean"])
-                name = "linear extrapolation" if key.endswith("(linear)") else "baseline"
-                lines.append(
-                    f"  - {subset}: LoRA {cell['mean']:.3f} "
-                    f"{'beats' if won else 'does NOT beat'} {name} {base['mean']:.3f}"
-                )
-    return lines
-
-
-def markdown(report: dict) -> str:
-    from rantune.tasks import get_task
-
-    recon = report["masked_reconstruction"]
-    lines = [
-        "# Downstream tasks: pretrained+LoRA vs scratch vs probe vs classical",
-        "",
-        f"Command: `{report['command']}` ({report['finished']}, {report['wall_seconds']:.0f} s "
-        f"wall, {report['workers']} worker processes x 1 torch thread, {report['machine']}; "
-        f"load average {report['load_before']} before, {report['load_after']} after).",
-        "",
-        "Data: `default` preset (8 base stations disjoint from the `pretrain` preset), natural "
-        "split; training pool = union of the 8 clients' train rows "
-        f"({report['num_train_pool']} rows), test = a fixed seeded {TEST_SHARE:.0%} of the "
-        f"global test rows ({report['num_test']} rows, all 8 sites). "
-        "Budgets are seeded random shares of the pool; mean ± std over seeds "
-        f"{list(SEEDS)} (seed = budget subset, init, batch order).",
-        "",
-        "Heads (all methods): LoS and beam a token-MLP head (per-token MLP, mean pool, "
-        "linear); prediction the slot-mixing head (per-patch complex AR taps over the 4 "
-        "input slots, starts as sample-and-hold; horizon 2 slots = 1 ms). The probe is "
-        "therefore frozen encoder + that small head, not a purely linear probe. LoRA: "
-        "r=8, alpha=16 on q_proj and v_proj, head trained in full.",
-        "",
-        "Compute schedule (same for every learned method of a task; a CPU budget, not "
-        "convergence): " + "; ".join(f"{t}: {s}" for t, s in SCHEDULE.items()) + ". "
-        "Learning rates: " + ", ".join(f"{m} {report['lr'][m]:g}" for m in MODES) + ".",
-        "",
-        "## Shipped encoder (`tiny`)",
-        "",
-        "| quantity | value |",
-        "|---|---|",
-        f"| masked NMSE, pretrain held-out sites {', '.join(recon['pretrain_held_out_sites'])} "
-        f"| {recon['masked_nmse_db_pretrain_held_out_sites']:.2f} dB |",
-        f"| masked NMSE, default preset test rows (8 unseen BSs, {recon['num_default_test']} evenly spaced rows) "
-        f"| {recon['masked_nmse_db_default_test']:.2f} dB |",
-        "| LMMSE interpolation with the pretraining covariance, same rows and masks "
-        f"| {recon['lmmse_masked_nmse_db_default_test']:.2f} dB |",
-        f"| mask ratio | {recon['mask_ratio']} (real+imag of a patch together) |",
-        f"| pretraining throughput | {recon['throughput_samples_per_s']} samples/s "
-        f"({recon['pretrain_threads']} thread, {recon['pretrain_seconds']:.0f} s) |",
-        "",
-        f"Reproduce: `{recon['reproduce']}`",
-        "",
-        "## Reading",
-        "",
-        NOTES,
-    ]
-    for task in TASKS:
-        t = get_task(task)
-        table = report["tables"][task]
-        primary = t.primary_metric
-        arrow = "higher is better" if t.higher_is_better else "lower is better"
-        lines += [f"## {task} ({primary}, {arrow})", ""]
-        header = "| method | " + " | ".join(f"{b:.0%}" for b in BUDGETS) + " |"
-        lines += [header, "|---|" + "---|" * len(BUDGETS)]
-        for method in (*MODES, "baseline"):
-            label = LABELS.get(method, "classical baseline")
-            cells = [fmt(table[method][str(b)][primary]) for b in BUDGETS]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        if task == "prediction":
-            cells = [fmt(table["baseline"][str(b)]["linear_nmse_db"]) for b in BUDGETS]
-            lines.append("| linear extrapolation | " + " | ".join(cells) + " |")
-        lines += [""]
-        for metric in SECONDARY[task]:
-            lines += [f"{metric}:", "", header, "|---|" + "---|" * len(BUDGETS)]
-            for method in (*MODES, "baseline"):
-                label = LABELS.get(method, "classical baseline")
-                cells = [fmt(table[method][str(b)][metric]) for b in BUDGETS]
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-            lines += [""]
-        subsets = list(SUBSETS[task]) + (
-            [s + " (linear)" for s in SUBSETS[task]] if task == "prediction" else []
-        )
-        lines += [f"{primary} on test subsets:", "", header, "|---|" + "---|" * len(BUDGETS)]
-        for subset in subsets:
-            for method in (*MODES, "baseline"):
-                cells = [table[method][str(b)]["subsets"].get(subset) for b in BUDGETS]
-                if not all(cells):
-                    continue
-                label = LABELS.get(method, "classical baseline")
-                lines.append(f"| {subset}: {label} | " + " | ".join(fmt(c) for c in cells) + " |")
-        steps = [table["lora"][str(b)]["steps"] for b in BUDGETS]
-        rows = [table["lora"][str(b)]["num_train"] for b in BUDGETS]
-        params = {m: table[m][str(BUDGETS[-1])]["trainable_parameters"] for m in MODES}
-        lines += [
-            "",
-            f"Labelled rows {rows}, optimizer steps {steps}; trainable parameters {params}.",
-            "",
-            "Verdicts (means):",
-            "",
-            *verdicts(task, table),
-            "",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    global BUDGETS, SEEDS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="default")
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=common.RESULTS)
     parser.add_argument(
         "--smoke", action="store_true", help="2 steps, 1 seed, budget 1%%: checks the pipeline"
     )
-    parser.add_argument(
-        "--render", action="store_true", help="only rewrite tasks.md from <out>/tasks.json"
-    )
-    args = parser.parse_args()
+    common.add_render_flag(parser)
+    args = parser.parse_args(argv)
     if args.render:
-        global BUDGETS, SEEDS
-        report = json.loads((args.out / "tasks.json").read_text())
-        BUDGETS, SEEDS = tuple(report["budgets"]), tuple(report["seeds"])
-        atomic_write_bytes(args.out / "tasks.md", markdown(report).encode())
+        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
         return
     if args.smoke:
         BUDGETS, SEEDS = (0.01,), (0,)
         for schedule in SCHEDULE.values():
             schedule.update(min_steps=2, max_steps=2)
     started = time.perf_counter()
-    load_before = os.getloadavg()
     _init_worker(args.preset)
     data, split = _STATE["data"], _STATE["split"]
     print("baselines and masked reconstruction ...", flush=True)
@@ -465,36 +239,36 @@ def main() -> None:
     with context.Pool(args.workers, initializer=_init_worker, initargs=(args.preset,)) as pool:
         results = [item for chunk in pool.imap_unordered(_run_job, jobs) for item in chunk]
     results.sort(key=lambda r: (TASKS.index(r["task"]), MODES.index(r["mode"]), r["budget"]))
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "tasks.json", {"runs": results, "baseline_runs": base})
-    from rantune.simulations.commands.train import DEFAULT_LR
+    from rantune.simulations.commands.train import DEFAULT_LR, CentralizedSettings
+    from rantune.tasks import get_task
 
+    lora = asdict(CentralizedSettings(task="los", mode="lora").lora)
     report = {
-        "command": "python benchmarks/tasks.py " + shlex.join(sys.argv[1:]),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "provenance": common.provenance(argv),
         "wall_seconds": time.perf_counter() - started,
         "workers": args.workers,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
-        "load_before": [round(v, 1) for v in load_before],
-        "load_after": [round(v, 1) for v in os.getloadavg()],
         "preset": args.preset,
         "num_train_pool": int(len(split[0])),
         "num_test": int(len(split[1])),
+        "test_share": TEST_SHARE,
         "budgets": list(BUDGETS),
         "seeds": list(SEEDS),
         "schedule": SCHEDULE,
         "lr": {m: DEFAULT_LR[m] for m in MODES},
+        "lora": {"r": lora["r"], "alpha": lora["alpha"], "targets": list(lora["targets"])},
+        "task_info": {
+            t: {"primary_metric": get_task(t).primary_metric,
+                "higher_is_better": get_task(t).higher_is_better}
+            for t in TASKS
+        },
         "subsets": {t: {k: list(v) for k, v in s.items()} for t, s in SUBSETS.items()},
         "masked_reconstruction": recon,
-        "tables": {t: summarize(t, [r for r in results if r["task"] == t], base[t]) for t in TASKS},
         "runs": results,
         "baseline_runs": base,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "tasks.json", report)
-    print(f"wrote {args.out / 'tasks.json'}", flush=True)
-    atomic_write_bytes(args.out / "tasks.md", markdown(report).encode())
-    print(f"wrote {args.out / 'tasks.md'} in {report['wall_seconds']:.0f} s")
+    common.save_json(args.out / f"{NAME}.json", report)
+    common.save_text(args.out / f"{NAME}.md", markdown(report))
+    print(f"wrote {args.out / NAME}.json and .md in {report['wall_seconds']:.0f} s")
 
 
 if __name__ == "__main__":
