@@ -155,7 +155,8 @@ def provenance_lines(prov: dict | Iterable[dict]) -> list[str]:
         if isinstance(machine, dict):
             line += f"; {machine.get('processor', '?')}, {machine.get('cores', '?')} cores"
         if p.get("torch"):
-            line += f", torch {p['torch']['version']} ({p['torch']['threads']} threads)"
+            threads = p["torch"]["threads"]
+            line += f", torch {p['torch']['version']} ({threads} thread{'s' * (threads != 1)})"
         if p.get("load"):
             line += f", load {' / '.join(f'{x:.2f}' for x in p['load'])}"
         lines.append(line + ".  ")

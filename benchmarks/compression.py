@@ -7,62 +7,34 @@ in the same format with :func:`compression.merge.train_centralized_run`), runs
 ``compress`` on it and benchmarks every artifact with the edge runtime (p50/p95 at
 batch 1/64 with 1/2 threads). Writes ``benchmarks/results/compression.{md,json}``.
 
-    .venv/bin/python benchmarks/compression.py                 # all tasks
-    .venv/bin/python benchmarks/compression.py --tasks los --epochs 1
+    python benchmarks/compression.py                 # all tasks
+    python benchmarks/compression.py --tasks los --epochs 1
+    python benchmarks/compression.py --server        # add torchao server-core timings
+    python benchmarks/compression.py --render        # compression.md from the committed JSON
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path and its name would
-# shadow the ``compression`` package: put the repository root there instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import common
+import onnx
+import onnxruntime as ort
+import torch
+from compression_report import markdown
 
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import torch  # noqa: E402
+from rantune.compression.distill import DistillSettings
+from rantune.compression.edge import EdgeModel
+from rantune.compression.merge import ADAPTER_NAME, load_run, read_run_config, train_centralized_run
+from rantune.compression.pipeline import DEFAULT_VARIANTS, CompressSettings, compress
+from rantune.federated.rundir import json_safe
+from rantune.training import TrainSettings
 
-from rantune.compression.distill import DistillSettings  # noqa: E402
-from rantune.compression.edge import EdgeModel  # noqa: E402
-from rantune.compression.merge import (  # noqa: E402
-    ADAPTER_NAME,
-    load_run,
-    read_run_config,
-    train_centralized_run,
-)
-from rantune.compression.pipeline import DEFAULT_VARIANTS, CompressSettings, compress  # noqa: E402
-from rantune.compression.report import INT8_TARGET, STUDENT_TARGET, markdown_table, targets_markdown  # noqa: E402
-from rantune.federated.rundir import json_safe  # noqa: E402
-from rantune.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
-from rantune.model.checkpoint import SHIPPED_DIR  # noqa: E402
-from rantune.training import TrainSettings  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+NAME = "compression"
 TASKS = ("los", "beam", "prediction")
-READING = [
-    "- `pruned-int8` and `distilled-int8` are recovered/distilled on client training rows "
-    "with their labels (label weight 0.5 next to KD and hidden-state MSE), so they can beat "
-    "a teacher that federated training left under-fitted: a negative drop is a gain.",
-    "- Speed-ups are against PyTorch eager fp32 at batch 1, which for a 0.3M-parameter model "
-    "is dominated by per-operator dispatch overhead; compare the `fp32` row (onnxruntime, "
-    "same weights) to separate the runtime gain from the compression gain.",
-    "- `int8-static` (QDQ) brings no latency gain on this CPU (x86 without VNNI: Q/DQ pairs "
-    "around every MatMul); it is the format integer-only NPUs need. `int8-dynamic` is the "
-    "faster edge default here.",
-    "- `sparse-int8` (50% magnitude pruning, no recovery) is size-only: same file and "
-    "latency as `int8-dynamic`, smaller only once deflated (zip MB), at an accuracy cost.",
-    "- Latencies come from a shared 2-core machine; the teacher and all artifacts of a task "
-    "are timed in interleaved rounds so they see the same load. The edge grid is timed per "
-    "artifact; with other jobs on both cores, 2 threads are often slower than 1.",
-]
+SERVER_EVAL_ROWS = 512  # test rows of the server-core timing and error check
 
 
 def find_federated_run(task: str, search: Path, notes: list[str]) -> Path | None:
@@ -98,15 +70,13 @@ def find_federated_run(task: str, search: Path, notes: list[str]) -> Path | None
     return None
 
 
-def pretrained_choice(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    return "tiny" if (SHIPPED_DIR / "tiny.safetensors").exists() else "none"
-
-
 def centralized_run(task: str, work: Path, args) -> tuple[Path, dict]:
     run_dir = work / "runs" / task
-    pretrained = pretrained_choice(args.pretrained)
+    pretrained = args.pretrained
+    if pretrained == "auto":
+        from rantune.simulations.federation.checks import pretrained_or_none
+
+        pretrained = pretrained_or_none()
     overrides = {
         "task": task,
         "seed": 0,
@@ -155,7 +125,7 @@ def server_modes(run_dir: Path, compile_modes: bool, repeats: int) -> list[dict]
     from rantune.compression.quantize_server import quantize_for_server
 
     run = load_run(run_dir)
-    data = run_data(run.config, max_train=8, max_calib=8, max_eval=512)
+    data = run_data(run.config, max_train=8, max_calib=8, max_eval=SERVER_EVAL_ROWS)
     x = data.eval_x
     with torch.no_grad():
         reference = run.model(x)
@@ -225,11 +195,12 @@ def miss_reasons(report: dict, art: Path) -> list[str]:
         name = check["variant"]
         if check["size_ratio"] > check["max_size_ratio"]:
             share = overhead_share(art / name / "model.onnx")
+            params = report["reference"]["parameters"] / 1e6
             reasons.append(
                 f"{name}: size {check['size_ratio']:.3f}x > {check['max_size_ratio']}x: "
                 f"{share:.0%} of the int8 file is not int8 weights (fp32 LayerNorm/bias/"
-                "positional parameters, per-channel scales, graph); at 0.3M parameters this "
-                "fixed part weighs more than in large models"
+                f"positional parameters, per-channel scales, graph); at {params:.1f}M parameters "
+                "this fixed part weighs more than in large models"
             )
         if check["drop"] > check["max_drop"]:
             variant = next(v for v in report["variants"] if v["variant"] == name)
@@ -250,106 +221,36 @@ def miss_reasons(report: dict, art: Path) -> list[str]:
             )
         if check.get("speedup_b1", 1e9) < check.get("min_speedup_b1", 0):
             reasons.append(
-                f"{name}: batch-1 speed-up {check['speedup_b1']:.1f}x < 3x vs torch eager"
+                f"{name}: batch-1 speed-up {check['speedup_b1']:.1f}x < "
+                f"{check['min_speedup_b1']:g}x vs torch eager"
             )
     return reasons
 
 
-def write_markdown(results: dict) -> None:
-    lines = [
-        "# Compression benchmark",
-        "",
-        f"Generated by `benchmarks/compression.py` on {results['machine']['cpu']} "
-        f"({results['machine']['cores']} cores, load average at start "
-        f"{results['machine']['loadavg_start']}), torch {results['machine']['torch']}, "
-        f"onnxruntime {results['machine']['onnxruntime']}, code at {results['git']}. Data: `default` preset "
-        "(8 base stations); accuracy/NMSE on the global test rows.",
-        "",
-        f"Targets: int8 <= {INT8_TARGET['max_size_ratio']:.0%} of fp32 size with <= "
-        f"{INT8_TARGET['max_drop_points']:g} point drop (<= {INT8_TARGET['max_drop_db']} dB "
-        f"NMSE); distilled+int8 >= {1 / STUDENT_TARGET['max_size_ratio']:.0f}x smaller and >= "
-        f"{STUDENT_TARGET['min_speedup_b1']:g}x faster at batch 1 than PyTorch eager fp32 "
-        f"(teacher), <= {STUDENT_TARGET['max_drop_points']:g} points drop "
-        f"(<= {STUDENT_TARGET['max_drop_db']:g} dB).",
-        "",
-        "Latency columns: p50 with 1 thread (the edge case); the edge-runtime grid below "
-        "adds 2 threads. The machine is shared with other jobs, so absolute times are "
-        "noisy; ratios measured back to back are the meaningful part.",
-        "",
-    ]
-    for task, entry in results["tasks"].items():
-        report = entry["report"]
-        kind = entry["source"]["kind"]
-        if kind.startswith("centralized"):
-            kind += (
-                " in the federated run-directory format, because no finished federated run "
-                "of this task on the default preset (loadable with the current model code) "
-                "existed when the benchmark ran"
-            )
-        lines += [f"## {task}", "", f"Source: {kind} — `{entry['run_dir']}`"]
-        if "summary" in entry["source"] and entry["source"]["summary"]:
-            test = entry["source"]["summary"].get("test", {})
-            lines.append(f"(teacher on the global test set at training time: {test})")
-        lines += ["", markdown_table(report), "", targets_markdown(report), ""]
-        if entry["misses"]:
-            lines += ["Misses:", ""] + [f"- {m}" for m in entry["misses"]] + [""]
-        lines += ["Edge runtime grid (p50 ms; threads x batch):", ""]
-        lines += [
-            "| variant | 1 thr b1 | 1 thr b64 | 2 thr b1 | 2 thr b64 |",
-            "|---|---|---|---|---|",
-        ]
-        for name, rows in entry["edge_grid"].items():
-            cell = {(r["threads"], r["batch"]): f"{r['p50_ms']:.3f}" for r in rows}
-            lines.append(
-                f"| {name} | {cell[(1, 1)]} | {cell[(1, 64)]} | {cell[(2, 1)]} | {cell[(2, 64)]} |"
-            )
-        lines.append("")
-    server = {t: e["server"] for t, e in results["tasks"].items() if e.get("server")}
-    if server:
-        lines += [
-            "## Server core (torchao, this CPU, 1 thread)",
-            "",
-            "Setup = quantize + first calls; new graphs = graphs Dynamo compiled for this "
-            "model (0: it reused the code compiled for the task before, shapes being dynamic). "
-            "Max err = max |out - fp32| / fp32 output spread on 512 test rows.",
-            "",
-            "| task | mode | torch.compile | setup s | new graphs | p50 b1 ms | p50 b64 ms "
-            "| max err / spread |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for task, rows in server.items():
-            for r in rows:
-                lines.append(
-                    f"| {task} | {r['mode']} | {'yes' if r['compiled'] else 'no'} | "
-                    f"{r['setup_s']:.1f} | {r.get('graphs_compiled', '-')} | {r['b1']:.3f} | "
-                    f"{r['b64']:.2f} | "
-                    f"{r['max_abs_err_rel']:.4f} |"
-                )
-        lines.append("")
-    lines += ["## Reading the numbers", "", *READING, *results.get("notes", []), ""]
-    atomic_write_bytes(RESULTS / "compression.md", ("\n".join(lines) + "\n").encode())
+def save(results: dict) -> None:
+    common.save_json(common.RESULTS / f"{NAME}.json", json_safe(results))
+    common.save_text(common.RESULTS / f"{NAME}.md", markdown(results))
 
 
-def git_state() -> str:
-    import subprocess
+def add_server_timings(args) -> None:
+    """torchao server-core timings for the committed results' run directories."""
+    results = common.load_json(common.RESULTS / f"{NAME}.json")
+    torch.set_num_threads(args.torch_threads)
+    for entry in results["tasks"].values():
+        if Path(entry["artifacts"]).is_dir():
+            entry["misses"] = miss_reasons(entry["report"], Path(entry["artifacts"]))
+        entry["server"] = server_modes(Path(entry["run_dir"]), args.server_compile, args.repeats)
+        entry["server_eval_rows"] = SERVER_EVAL_ROWS
+    results["provenance"].append(common.provenance())
+    save(results)
 
-    def git(*cmd: str) -> str:
-        return subprocess.run(
-            ["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False
-        ).stdout.strip()
 
-    dirty = git("status", "--porcelain", "--untracked-files=no", "rantune", "compression")
-    return git("rev-parse", "--short", "HEAD") + (
-        " (+ uncommitted model/task edits)" if dirty else ""
-    )
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--run", action="append", default=[], help="task=RUN_DIR")
-    parser.add_argument("--search", type=Path, default=ROOT / "runs")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-compression")
+    parser.add_argument("--search", type=Path, default=common.ROOT / "runs")
+    parser.add_argument("--work", type=Path, default=common.ROOT / "runs" / "bench-compression")
     parser.add_argument("--pretrained", default="auto", help="auto | tiny | none | path")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -365,40 +266,18 @@ def main() -> None:
         "--server", action="store_true", help="add torchao server timings to the JSON"
     )
     parser.add_argument("--server-compile", action="store_true", help="also torch.compile")
-    parser.add_argument(
-        "--render-only", action="store_true", help="rewrite compression.md from the JSON"
-    )
-    args = parser.parse_args()
-    if args.render_only or args.server:
-        import json
-
-        results = json.loads((RESULTS / "compression.json").read_text())
-        for entry in results["tasks"].values():
-            if Path(entry["artifacts"]).is_dir():
-                entry["misses"] = miss_reasons(entry["report"], Path(entry["artifacts"]))
-        if args.server:
-            torch.set_num_threads(args.torch_threads)
-            for entry in results["tasks"].values():
-                entry["server"] = server_modes(
-                    Path(entry["run_dir"]), args.server_compile, args.repeats
-                )
-                atomic_write_json(RESULTS / "compression.json", json_safe(results))
-        write_markdown(results)
+    common.add_render_flag(parser)
+    args = parser.parse_args(argv)
+    if args.render:
+        common.render(common.RESULTS / f"{NAME}.json", common.RESULTS / f"{NAME}.md", markdown)
+        return
+    if args.server:
+        add_server_timings(args)
         return
     torch.set_num_threads(args.torch_threads)
     given = dict(item.split("=", 1) for item in args.run)
-    results = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "loadavg_start": [round(v, 1) for v in os.getloadavg()],
-            "torch": torch.__version__,
-            "onnxruntime": ort.__version__,
-        },
-        "tasks": {},
-        "git": git_state(),
-        "notes": [],
-    }
+    results = {"versions": {"onnxruntime": ort.__version__}, "tasks": {}, "notes": []}
+    results["provenance"] = [common.provenance(argv)]
     settings = CompressSettings(
         distill=DistillSettings(epochs=args.distill_epochs),
         student_layers=args.student_layers,
@@ -427,9 +306,7 @@ def main() -> None:
             "seconds": time.time() - start,
         }
         results["tasks"][task] = entry
-        results["machine"]["loadavg_end"] = [round(v, 1) for v in os.getloadavg()]
-        atomic_write_json(RESULTS / "compression.json", json_safe(results))
-        write_markdown(results)
+        save(results)
         print(f"[{task}] done in {entry['seconds']:.0f} s", flush=True)
 
 
