@@ -116,9 +116,9 @@ def report_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-def markdown_table(report: dict) -> str:
-    unit = _drop_unit(report)
-    header = [
+def table_header(report: dict) -> list[str]:
+    """Column names of :func:`report_rows`."""
+    return [
         "variant",
         "size MB",
         "x fp32",
@@ -128,9 +128,41 @@ def markdown_table(report: dict) -> str:
         "p50 b64 ms",
         "speed-up b1",
         report["primary_metric"],
-        f"drop ({unit})",
+        f"drop ({_drop_unit(report)})",
         "vs teacher" if report["higher_is_better"] else "NMSE to teacher",
     ]
+
+
+# Columns a narrow terminal leaves out first (report.md always has all of them).
+NARROW_DROP_ORDER = (4, 3, 6, 2, 10, 7, 1)
+
+
+def fit_columns(
+    header: list[str], rows: list[list[str]], width: int, drop_order=NARROW_DROP_ORDER
+) -> list[int]:
+    """Indices of the columns to show so a boxed table fits ``width`` characters.
+
+    A column needs its widest cell (cells never wrap, so no number is cut) or its
+    longest header word (headers wrap at spaces), plus 3 for padding and border; the
+    table adds 1. Columns in ``drop_order`` go first, until the rest fit (the first
+    column and those not in ``drop_order`` always stay).
+    """
+
+    def need(i: int) -> int:
+        words = max(len(word) for word in header[i].split())
+        return max(words, *(len(row[i]) for row in rows)) + 3
+
+    keep = list(range(len(header)))
+    for column in drop_order:
+        if 1 + sum(need(i) for i in keep) <= width:
+            break
+        if column in keep and column != 0:
+            keep.remove(column)
+    return keep
+
+
+def markdown_table(report: dict) -> str:
+    header = table_header(report)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in report_rows(report)]
     return "\n".join(lines)

@@ -16,6 +16,9 @@ from rantune.simulations.commands import pretrain as pretrain_command
 from rantune.simulations.commands import simulate as simulate_command
 from rantune.simulations.commands import train as train_command
 from rantune.simulations.errors import DEBUG_ENV
+from rantune.simulations.quiet import quiet_third_party
+
+quiet_third_party()  # before any command imports peft (and with it torchao)
 
 app = typer.Typer(
     name="rantune",
@@ -40,10 +43,14 @@ def _root(
     debug: bool = typer.Option(
         False, "--debug", help="Show the traceback of input errors too (RANTUNE_DEBUG=1)."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Show third-party import warnings (torchao, torch)."
+    ),
 ) -> None:
     """Federated LoRA fine-tuning and edge deployment of wireless channel foundation models."""
     if debug:
         os.environ[DEBUG_ENV] = "1"
+    quiet_third_party(verbose or None)
 
 
 def main() -> None:

@@ -15,6 +15,25 @@ from rantune.simulations.errors import cli_errors
 console = Console()
 
 
+def print_summary(report: dict) -> None:
+    """The report's table, left to right as in report.md, with as many columns as fit
+    the terminal (numbers are never cut; the columns left out are named)."""
+    from rantune.compression.report import fit_columns, report_rows, table_header
+
+    header, rows = table_header(report), report_rows(report)
+    keep = fit_columns(header, rows, console.width)
+    table = Table(title=f"{report['task']}: {report['primary_metric']} vs size and latency")
+    for i in keep:
+        width = max(max(len(w) for w in header[i].split()), *(len(row[i]) for row in rows))
+        table.add_column(header[i], justify="left" if i == 0 else "right", width=width)
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
+    console.print(table)
+    left_out = [header[i] for i in range(len(header)) if i not in keep]
+    if left_out:
+        console.print(f"(not shown at this width: {', '.join(left_out)}; see report.md)")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("compress")
     @cli_errors
@@ -39,6 +58,12 @@ def register(app: typer.Typer) -> None:
         ),
         max_train: int = typer.Option(4096, help="Client rows for recovery/distillation."),
         max_eval: int = typer.Option(2048, help="Global test rows for measuring."),
+        sign: Path | None = typer.Option(
+            None,
+            "--sign",
+            help="Ed25519 private key (PEM) that signs each artifact's manifest "
+            "(rantune edge keygen, or openssl genpkey -algorithm ed25519).",
+        ),
     ) -> None:
         """Quantize, prune and distill a run's global model into measured ONNX artifacts."""
         from dataclasses import replace
@@ -60,17 +85,16 @@ def register(app: typer.Typer) -> None:
             max_train=max_train,
             max_eval=max_eval,
         )
-        report = compress(run, out, names, settings, overwrite=force, log=console.log)
-        table = Table(title=f"{report['task']}: {report['primary_metric']} vs size and latency")
-        from rantune.compression.report import markdown_table
-
-        rows = [line.strip("|").split("|") for line in markdown_table(report).splitlines()]
-        for cell in rows[0]:
-            table.add_column(cell.strip(), no_wrap=True)
-        for row in rows[2:]:
-            table.add_row(*(cell.strip() for cell in row))
-        console.print(table)
+        report = compress(
+            run, out, names, settings, overwrite=force, log=console.log, sign_key=sign
+        )
+        print_summary(report)
         for check in report["targets"]:
             colour = "green" if check["met"] else "yellow"
             console.print(f"[{colour}]{check['variant']}: {'met' if check['met'] else 'missed'}")
         console.print(f"wrote {out}/report.md, report.json, pareto.png and one folder per variant")
+        if report.get("signature"):
+            key_id = report["signature"]["public_key_sha256"]
+            console.print(
+                f"signed every manifest (key {key_id[:12]}...; check: rantune-edge verify)"
+            )

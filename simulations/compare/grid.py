@@ -285,6 +285,9 @@ def set_aside_stale(work: Path, cfg: RunConfig) -> Path | None:
 def _init_worker() -> None:
     import torch
 
+    from rantune.simulations.quiet import quiet_third_party
+
+    quiet_third_party()
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
