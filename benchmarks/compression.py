@@ -227,14 +227,14 @@ def miss_reasons(report: dict, art: Path) -> list[str]:
     return reasons
 
 
-def save(results: dict) -> None:
-    common.save_json(common.RESULTS / f"{NAME}.json", json_safe(results))
-    common.save_text(common.RESULTS / f"{NAME}.md", markdown(results))
+def save(results: dict, out: Path) -> None:
+    common.save_json(out / f"{NAME}.json", json_safe(results))
+    common.save_text(out / f"{NAME}.md", markdown(results))
 
 
 def add_server_timings(args) -> None:
     """torchao server-core timings for the committed results' run directories."""
-    results = common.load_json(common.RESULTS / f"{NAME}.json")
+    results = common.load_json(args.out / f"{NAME}.json")
     torch.set_num_threads(args.torch_threads)
     for entry in results["tasks"].values():
         if Path(entry["artifacts"]).is_dir():
@@ -242,7 +242,7 @@ def add_server_timings(args) -> None:
         entry["server"] = server_modes(Path(entry["run_dir"]), args.server_compile, args.repeats)
         entry["server_eval_rows"] = SERVER_EVAL_ROWS
     results["provenance"].append(common.provenance())
-    save(results)
+    save(results, args.out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -266,10 +266,11 @@ def main(argv: list[str] | None = None) -> None:
         "--server", action="store_true", help="add torchao server timings to the JSON"
     )
     parser.add_argument("--server-compile", action="store_true", help="also torch.compile")
+    parser.add_argument("--out", type=Path, default=common.RESULTS, help="results folder")
     common.add_render_flag(parser)
     args = parser.parse_args(argv)
     if args.render:
-        common.render(common.RESULTS / f"{NAME}.json", common.RESULTS / f"{NAME}.md", markdown)
+        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
         return
     if args.server:
         add_server_timings(args)
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": time.time() - start,
         }
         results["tasks"][task] = entry
-        save(results)
+        save(results, args.out)
         print(f"[{task}] done in {entry['seconds']:.0f} s", flush=True)
 
 

@@ -49,7 +49,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import common
-from federated_report import markdown
+from federated_report import PHASES, markdown
 
 NAME = "federated"
 WORK = common.ROOT / "runs" / "bench-federated"
@@ -222,9 +222,6 @@ def run_convergence(args) -> None:
 
 
 # ----------------------------------------------------------------- overhead
-PHASES = ("train", "evaluate", "server-evaluate")
-
-
 def run_overhead(args) -> None:
     """Engine wall time split into the rounds' phases (``history.json``) and the rest."""
     from rantune.simulations.engine import run_simulation
@@ -473,9 +470,9 @@ def report(args) -> dict:
         if record and key not in {(r["command"], r["commit"], r["dirty"]) for r in provenance}:
             provenance.append(record)
     summary["provenance"] = provenance
-    common.save_json(common.RESULTS / f"{NAME}.json", summary)
-    common.save_text(common.RESULTS / f"{NAME}.md", markdown(summary))
-    print(f"wrote {common.RESULTS / NAME}.json and .md", flush=True)
+    common.save_json(args.out / f"{NAME}.json", summary)
+    common.save_text(args.out / f"{NAME}.md", markdown(summary))
+    print(f"wrote {args.out / NAME}.json and .md", flush=True)
     return summary
 
 
@@ -492,6 +489,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrained", default=None, help="default: tiny if shipped, else none")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=common.RESULTS, help="results folder")
     parser.add_argument("--long-rounds", type=int, default=16)
     parser.add_argument("--long-tasks", default="beam")
     parser.add_argument("--central-epochs", default="1,2,4,8,16")
@@ -504,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=3600.0)
     args = parser.parse_args(argv)
     if args.render:
-        common.render(common.RESULTS / f"{NAME}.json", common.RESULTS / f"{NAME}.md", markdown)
+        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
         return
     if args.part is None:
         parser.error("give a part (all, accuracy, ..., report) or --render")

@@ -19,6 +19,7 @@ TARGETS = {
     "peak-gib": 24.0,  # peak RSS of the large preset
 }
 GIB = 2**30
+PHASES = ("train", "evaluate", "server-evaluate")  # phase-s keys of a round in history.json
 
 
 def _mark(ok: bool) -> str:
@@ -190,12 +191,12 @@ def overhead_lines(o: dict) -> list[str]:
         rows.append(
             [
                 str(i), f"{r['total-s']:.1f}", f"{r['cpu-s']:.1f}",
-                *(f"{r['phase-s'][k]:.2f}" for k in r["phase-s"]),
+                *(f"{r['phase-s'][k]:.2f}" for k in PHASES if k in r["phase-s"]),
                 f"{r['round-0-s']:.2f}", f"{r['total-s'] - phases:.2f}",
                 f"{(r['total-s'] - phases) / r['total-s']:.1%}",
             ]
         )
-    keys = list(reps[0]["phase-s"])
+    keys = [k for k in PHASES if k in reps[0]["phase-s"]]
     share = statistics.median((r["total-s"] - sum(r["phase-s"].values())) / r["total-s"] for r in reps)
     return common.section(
         "Engine time split",

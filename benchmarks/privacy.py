@@ -426,16 +426,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secagg-rounds", type=int, default=2)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=common.RESULTS, help="results folder")
     args = parser.parse_args(argv)
     if args.render:
-        common.render(common.RESULTS / f"{NAME}.json", common.RESULTS / f"{NAME}.md", markdown)
+        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
         return
     if args.part is None:
         parser.error("give a part (all, dp, secagg, deployment, accounting, report) or --render")
     args.pretrained = args.pretrained or _pretrained()
     os.environ.setdefault("RANTUNE_CACHE", str(Path.home() / ".cache" / "rantune"))
 
-    path = common.RESULTS / f"{NAME}.json"
+    path = args.out / f"{NAME}.json"
     results = common.load_json(path) or {}
     provenance = results.setdefault("provenance", {})
     for part, run in (
@@ -449,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
             provenance[part] = common.provenance(argv)
             common.save_json(path, results)
     common.save_json(path, results)
-    common.save_text(common.RESULTS / f"{NAME}.md", markdown(results))
+    common.save_text(args.out / f"{NAME}.md", markdown(results))
     print(f"wrote {path} and {NAME}.md", flush=True)
 
 

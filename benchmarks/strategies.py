@@ -36,7 +36,7 @@ import common
 from strategies_report import markdown
 
 NAME = "strategies"
-PLOTS = common.RESULTS / "strategies" / "plots"
+PLOTS = Path("strategies") / "plots"  # under the results folder
 WORK = common.ROOT / "runs" / "bench-strategies"
 
 STRATEGIES = (
@@ -153,7 +153,7 @@ def _run_settings(folder: Path) -> dict:
 def write_report(args, timing: dict) -> None:
     """``strategies.json`` (every run's row, settings, provenance) and ``strategies.md``."""
     refresh_grid_reports(args)
-    path = common.RESULTS / f"{NAME}.json"
+    path = args.out / f"{NAME}.json"
     previous = common.load_json(path) or {}
     grid = {
         name: _read_rows(args.work / name / "results.csv")
@@ -162,7 +162,7 @@ def write_report(args, timing: dict) -> None:
     }
     plots = args.work / "main" / "plots"
     if plots.exists():
-        shutil.copytree(plots, PLOTS, dirs_exist_ok=True)
+        shutil.copytree(plots, args.out / PLOTS, dirs_exist_ok=True)
     settings = {
         "preset": args.preset,
         "rounds": args.rounds,
@@ -189,7 +189,7 @@ def write_report(args, timing: dict) -> None:
         "provenance": common.provenance(),
     }
     common.save_json(path, summary)
-    common.save_text(common.RESULTS / f"{NAME}.md", markdown(summary))
+    common.save_text(args.out / f"{NAME}.md", markdown(summary))
     log(f"wrote {path} and {NAME}.md")
 
 
@@ -212,9 +212,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrained", default="auto", help="tiny | none | path | auto")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=common.RESULTS, help="results folder")
     args = parser.parse_args(argv)
     if args.render:
-        common.render(common.RESULTS / f"{NAME}.json", common.RESULTS / f"{NAME}.md", markdown)
+        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
         return
     if args.part is None:
         parser.error("give a part (all, main, robust, hetero, report) or --render")
