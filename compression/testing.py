@@ -92,3 +92,44 @@ def smoke_onnx(root: Path | str, task: str = "los") -> dict:
 
 
 _EXPORTS: dict[tuple, dict] = {}
+
+
+def edge_artifact(
+    directory: Path, onnx_path: Path, task: str = "los", labels: tuple[str, ...] = ("nlos", "los")
+) -> Path:
+    """An edge artifact folder (model + manifest, unsigned) around an existing ONNX file."""
+    import shutil
+
+    from rantune.compression.export import describe_onnx
+    from rantune.fileio import sha256_file
+    from rantune_edge.manifest import (
+        MODEL_NAME,
+        Manifest,
+        normalization_for,
+        output_kind,
+        write_manifest,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model = directory / MODEL_NAME
+    shutil.copyfile(onnx_path, model)
+    info = describe_onnx(model)
+    output = {**info["output"], "kind": output_kind(info["output"])}
+    manifest = Manifest(
+        task=task,
+        variant="fp32",
+        input=info["input"],
+        output=output,
+        normalization=normalization_for(info["input"]["shape"]),
+        label_names=list(labels) if output["kind"] == "logits" else [],
+        model={
+            "file": MODEL_NAME,
+            "sha256": sha256_file(model),
+            "size_bytes": info["size_bytes"],
+            "opset": info["opset"],
+            "max_batch": info["max_batch"],
+        },
+        source={"run_dir": "test", "config_hash": "0" * 16},
+    )
+    write_manifest(directory, manifest)
+    return directory

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,48 +12,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rantune.compression.export import describe_onnx, run_onnx
-from rantune.compression.testing import smoke_onnx
-from rantune.fileio import sha256_file
+from rantune.compression.export import run_onnx
+from rantune.compression.testing import edge_artifact, smoke_onnx
 from rantune.simulations.cli import app
 from rantune_edge import EdgeModel
 from rantune_edge.manifest import (
     MODEL_NAME,
-    Manifest,
-    normalization_for,
     read_manifest,
     write_manifest,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_artifact(
-    directory: Path, onnx_path: Path, task: str = "los", labels: tuple = ("nlos", "los")
-) -> Path:
-    """An artifact folder around an existing ONNX file (no export needed)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model = directory / MODEL_NAME
-    shutil.copyfile(onnx_path, model)
-    info = describe_onnx(model)
-    manifest = Manifest(
-        task=task,
-        variant="fp32",
-        input=info["input"],
-        output=info["output"],
-        normalization=normalization_for(info["input"]["shape"]),
-        label_names=list(labels),
-        model={
-            "file": MODEL_NAME,
-            "sha256": sha256_file(model),
-            "size_bytes": info["size_bytes"],
-            "opset": info["opset"],
-            "max_batch": info["max_batch"],
-        },
-        source={"run_dir": "test", "config_hash": "0" * 16},
-    )
-    write_manifest(directory, manifest)
-    return directory
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +32,7 @@ def exported(tmp_path_factory):
 
 @pytest.fixture
 def artifact(exported, tmp_path):
-    return make_artifact(tmp_path / "art", exported["onnx"])
+    return edge_artifact(tmp_path / "art", exported["onnx"])
 
 
 def test_edge_module_imports_and_predicts_with_torch_blocked(artifact, exported, tmp_path):
