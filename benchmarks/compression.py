@@ -34,7 +34,7 @@ from rantune.training import TrainSettings
 
 NAME = "compression"
 TASKS = ("los", "beam", "prediction")
-SERVER_EVAL_ROWS = 512  # test rows of the server-core timing and error check
+SERVER_EVAL_ROWS = 512  # at most this many test rows for the server-core timing and error check
 
 
 def find_federated_run(task: str, search: Path, notes: list[str]) -> Path | None:
@@ -115,9 +115,10 @@ def edge_grid(art: Path, variants: list[str], repeats: int) -> dict:
     return grid
 
 
-def server_modes(run_dir: Path, compile_modes: bool, repeats: int) -> list[dict]:
+def server_modes(run_dir: Path, compile_modes: bool, repeats: int) -> tuple[list[dict], int]:
     """torchao server core on this CPU: eager fp32 vs int8 modes (+ torch.compile),
-    all built first and then timed side by side in interleaved rounds."""
+    all built first and then timed side by side in interleaved rounds; also returns the
+    number of test rows the error check used."""
     from torch._dynamo.utils import counters
 
     from rantune.compression.data import run_data
@@ -160,7 +161,7 @@ def server_modes(run_dir: Path, compile_modes: bool, repeats: int) -> list[dict]
                 row[label] = stats[key]["p50_ms"]
     for row in rows:
         print(f"server {row}", flush=True)
-    return rows
+    return rows, int(len(x))
 
 
 def overhead_share(path: Path) -> float:
@@ -239,8 +240,9 @@ def add_server_timings(args) -> None:
     for entry in results["tasks"].values():
         if Path(entry["artifacts"]).is_dir():
             entry["misses"] = miss_reasons(entry["report"], Path(entry["artifacts"]))
-        entry["server"] = server_modes(Path(entry["run_dir"]), args.server_compile, args.repeats)
-        entry["server_eval_rows"] = SERVER_EVAL_ROWS
+        entry["server"], entry["server_eval_rows"] = server_modes(
+            Path(entry["run_dir"]), args.server_compile, args.repeats
+        )
     results["provenance"].append(common.provenance())
     save(results, args.out)
 
