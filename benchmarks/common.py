@@ -249,13 +249,25 @@ def section(title: str, *blocks: Iterable[str], level: int = 2) -> list[str]:
 
 
 # -------------------------------------------------------------------------- render
-def add_render_flag(parser) -> None:
-    """``--render``: rebuild the Markdown from the committed JSON without measuring."""
+def add_output_flags(parser) -> None:
+    """``--out`` (results folder) and ``--render`` (rebuild the Markdown from the JSON)."""
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--render",
         action="store_true",
-        help="only rewrite the Markdown from the JSON under benchmarks/results/",
+        help="only rewrite the Markdown from the JSON in the results folder (no measuring)",
     )
+
+
+def parse_args(parser, argv, name: str, markdown, part_required: bool = False):
+    """Parse ``argv``; with ``--render`` rewrite ``<out>/<name>.md`` and return ``None``."""
+    args = parser.parse_args(argv)
+    if args.render:
+        render(args.out / f"{name}.json", args.out / f"{name}.md", markdown)
+        return None
+    if part_required and args.part is None:
+        parser.error("give a part (see the choices above) or --render")
+    return args
 
 
 def render(json_path: Path, md_path: Path, markdown) -> str:

@@ -268,11 +268,9 @@ def main(argv: list[str] | None = None) -> None:
         "--server", action="store_true", help="add torchao server timings to the JSON"
     )
     parser.add_argument("--server-compile", action="store_true", help="also torch.compile")
-    parser.add_argument("--out", type=Path, default=common.RESULTS, help="results folder")
-    common.add_render_flag(parser)
-    args = parser.parse_args(argv)
-    if args.render:
-        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
+    common.add_output_flags(parser)
+    args = common.parse_args(parser, argv, NAME, markdown)
+    if args is None:
         return
     if args.server:
         add_server_timings(args)

@@ -481,7 +481,6 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("part", nargs="?", choices=["all", *PARTS, "report"])
-    common.add_render_flag(parser)
     parser.add_argument("--preset", default="default")
     parser.add_argument("--tasks", default="los,beam")
     parser.add_argument("--seeds", default="0,1,2")
@@ -489,7 +488,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrained", default=None, help="default: tiny if shipped, else none")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
-    parser.add_argument("--out", type=Path, default=common.RESULTS, help="results folder")
     parser.add_argument("--long-rounds", type=int, default=16)
     parser.add_argument("--long-tasks", default="beam")
     parser.add_argument("--central-epochs", default="1,2,4,8,16")
@@ -500,12 +498,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale-fraction", type=float, default=0.25)
     parser.add_argument("--scale-ray", action="store_true")
     parser.add_argument("--timeout", type=float, default=3600.0)
-    args = parser.parse_args(argv)
-    if args.render:
-        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
+    common.add_output_flags(parser)
+    args = common.parse_args(parser, argv, NAME, markdown, part_required=True)
+    if args is None:
         return
-    if args.part is None:
-        parser.error("give a part (all, accuracy, ..., report) or --render")
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.long_tasks = [t for t in args.long_tasks.split(",") if t]

@@ -409,7 +409,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "part", nargs="?", choices=("all", "dp", "secagg", "deployment", "accounting", "report")
     )
-    common.add_render_flag(parser)
     parser.add_argument("--preset", default="default")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -426,13 +425,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--secagg-rounds", type=int, default=2)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
-    parser.add_argument("--out", type=Path, default=common.RESULTS, help="results folder")
-    args = parser.parse_args(argv)
-    if args.render:
-        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
+    common.add_output_flags(parser)
+    args = common.parse_args(parser, argv, NAME, markdown, part_required=True)
+    if args is None:
         return
-    if args.part is None:
-        parser.error("give a part (all, dp, secagg, deployment, accounting, report) or --render")
     args.pretrained = args.pretrained or _pretrained()
     os.environ.setdefault("RANTUNE_CACHE", str(Path.home() / ".cache" / "rantune"))
 

@@ -43,22 +43,22 @@ def summary_lines(results: dict) -> list[str]:
         finite = [r for r in private if r.get("epsilon") is not None]
         close = [r for r in finite if r["accuracy"] >= none["accuracy"] - CLOSE]
         rounds = dp["config"]["num-server-rounds"]
-        if close:
-            best = min(close, key=lambda r: r["epsilon"])
+        best = min(close, key=lambda r: r["epsilon"]) if close else None
+        worst = min(finite, key=lambda r: r["epsilon"]) if finite else None
+        if best is not None:
             lines.append(
                 f"- **DP, {dp['clients']} base stations, every one every round:** staying within "
                 f"{CLOSE} accuracy of no-DP ({fmt(none['accuracy'])}) took z = "
                 f"{fmt(best['noise-multiplier'])}, i.e. epsilon = {fmt(best['epsilon'], 3)} at "
                 f"delta = {dp['config']['dp.delta']:g} after {rounds} rounds."
             )
-        if finite:
-            worst = min(finite, key=lambda r: r["epsilon"])
+        if worst is not None:
+            before = fmt(none["accuracy-per-round"][0])
             lines.append(
-                f"- The strongest setting tried, z = {fmt(worst['noise-multiplier'])} "
-                f"(epsilon = {fmt(worst['epsilon'], 3)}), ends at accuracy "
-                f"{fmt(worst['accuracy'])} (before training: {fmt(none['accuracy-per-round'][0])}). "
-                "The noise std on the mean, z·C/n, shrinks only with more base stations per "
-                "round (see the accounting table for what sampling buys)."
+                f"- The strongest setting tried, z = {fmt(worst['noise-multiplier'])} (epsilon = "
+                f"{fmt(worst['epsilon'], 3)}), ends at accuracy {fmt(worst['accuracy'])} (before "
+                f"training: {before}). The noise std on the mean, z·C/n, shrinks only with more "
+                "base stations per round (see the accounting table for what sampling buys)."
             )
     sa = results.get("secagg")
     if sa:

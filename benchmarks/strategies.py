@@ -198,7 +198,6 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("part", nargs="?", choices=("all", "main", "robust", "hetero", "report"))
-    common.add_render_flag(parser)
     parser.add_argument("--preset", default="default")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--seeds", default="0,1,2")
@@ -212,13 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pretrained", default="auto", help="tiny | none | path | auto")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=WORK)
-    parser.add_argument("--out", type=Path, default=common.RESULTS, help="results folder")
-    args = parser.parse_args(argv)
-    if args.render:
-        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
+    common.add_output_flags(parser)
+    args = common.parse_args(parser, argv, NAME, markdown, part_required=True)
+    if args is None:
         return
-    if args.part is None:
-        parser.error("give a part (all, main, robust, hetero, report) or --render")
     if args.pretrained == "auto":
         from rantune.simulations.federation.checks import pretrained_or_none
 

@@ -29,7 +29,6 @@ import argparse
 import time
 from dataclasses import asdict
 from multiprocessing import get_context
-from pathlib import Path
 
 import common
 import numpy as np
@@ -207,14 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="default")
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=common.RESULTS)
     parser.add_argument(
         "--smoke", action="store_true", help="2 steps, 1 seed, budget 1%%: checks the pipeline"
     )
-    common.add_render_flag(parser)
-    args = parser.parse_args(argv)
-    if args.render:
-        common.render(args.out / f"{NAME}.json", args.out / f"{NAME}.md", markdown)
+    common.add_output_flags(parser)
+    args = common.parse_args(parser, argv, NAME, markdown)
+    if args is None:
         return
     if args.smoke:
         BUDGETS, SEEDS = (0.01,), (0,)
