@@ -183,10 +183,11 @@ def test_cli_compress_then_edge_predict(run_dir, tmp_path):
     np.save(tmp_path / "x.npy", x)
     predicted = runner.invoke(app, ["edge", "predict", "--artifact", str(out / "int8-dynamic"),
                                     "--input", str(tmp_path / "x.npy"),
-                                    "--out", str(tmp_path / "y.npy")])  # fmt: skip
+                                    "--out", str(tmp_path / "y.npz")])  # fmt: skip
     # Assert
     assert made.exit_code == 0, made.output
     assert {p.name for p in out.iterdir()} == {"fp32", "int8-dynamic", "report.json",
                                                "report.md", "pareto.png"}  # fmt: skip
     assert predicted.exit_code == 0, predicted.output
-    assert np.load(tmp_path / "y.npy").shape == (3, 2)
+    with np.load(tmp_path / "y.npz") as result:
+        assert result["logits"].shape == (3, 2) and result["labels"].shape == (3,)
