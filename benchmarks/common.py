@@ -249,8 +249,14 @@ def section(title: str, *blocks: Iterable[str], level: int = 2) -> list[str]:
 
 
 # -------------------------------------------------------------------------- render
-def add_output_flags(parser) -> None:
-    """``--out`` (results folder) and ``--render`` (rebuild the Markdown from the JSON)."""
+def add_common_flags(parser, work: Path | None = None) -> None:
+    """``--out`` (results) and ``--render``; with ``work`` also ``--work`` (run
+    directories) and ``--pretrained`` (the encoder of the runs)."""
+    if work is not None:
+        parser.add_argument(
+            "--pretrained", default="auto", help="encoder: tiny | none | .safetensors path | auto"
+        )
+        parser.add_argument("--work", type=Path, default=work, help="run directories (resumable)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--render",
@@ -260,13 +266,20 @@ def add_output_flags(parser) -> None:
 
 
 def parse_args(parser, argv, name: str, markdown, part_required: bool = False):
-    """Parse ``argv``; with ``--render`` rewrite ``<out>/<name>.md`` and return ``None``."""
+    """Parse ``argv``; with ``--render`` rewrite ``<out>/<name>.md`` and return ``None``.
+
+    ``--pretrained auto`` becomes the shipped ``tiny`` encoder if present, else ``none``.
+    """
     args = parser.parse_args(argv)
     if args.render:
         render(args.out / f"{name}.json", args.out / f"{name}.md", markdown)
         return None
     if part_required and args.part is None:
         parser.error("give a part (see the choices above) or --render")
+    if getattr(args, "pretrained", None) == "auto":
+        from rantune.simulations.federation.checks import pretrained_or_none
+
+        args.pretrained = pretrained_or_none()
     return args
 
 

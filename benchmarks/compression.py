@@ -73,10 +73,6 @@ def find_federated_run(task: str, search: Path, notes: list[str]) -> Path | None
 def centralized_run(task: str, work: Path, args) -> tuple[Path, dict]:
     run_dir = work / "runs" / task
     pretrained = args.pretrained
-    if pretrained == "auto":
-        from rantune.simulations.federation.checks import pretrained_or_none
-
-        pretrained = pretrained_or_none()
     overrides = {
         "task": task,
         "seed": 0,
@@ -252,8 +248,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--run", action="append", default=[], help="task=RUN_DIR")
     parser.add_argument("--search", type=Path, default=common.ROOT / "runs")
-    parser.add_argument("--work", type=Path, default=common.ROOT / "runs" / "bench-compression")
-    parser.add_argument("--pretrained", default="auto", help="auto | tiny | none | path")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-train-rows", type=int, default=None)
@@ -268,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         "--server", action="store_true", help="add torchao server timings to the JSON"
     )
     parser.add_argument("--server-compile", action="store_true", help="also torch.compile")
-    common.add_output_flags(parser)
+    common.add_common_flags(parser, common.ROOT / "runs" / "bench-compression")
     args = common.parse_args(parser, argv, NAME, markdown)
     if args is None:
         return

@@ -485,9 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", default="los,beam")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--pretrained", default=None, help="default: tiny if shipped, else none")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--long-rounds", type=int, default=16)
     parser.add_argument("--long-tasks", default="beam")
     parser.add_argument("--central-epochs", default="1,2,4,8,16")
@@ -498,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale-fraction", type=float, default=0.25)
     parser.add_argument("--scale-ray", action="store_true")
     parser.add_argument("--timeout", type=float, default=3600.0)
-    common.add_output_flags(parser)
+    common.add_common_flags(parser, WORK)
     args = common.parse_args(parser, argv, NAME, markdown, part_required=True)
     if args is None:
         return
@@ -506,10 +504,6 @@ def main(argv: list[str] | None = None) -> None:
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.long_tasks = [t for t in args.long_tasks.split(",") if t]
     args.central_epochs = [int(e) for e in args.central_epochs.split(",") if e]
-    if args.pretrained is None:
-        from rantune.simulations.federation.checks import pretrained_or_none
-
-        args.pretrained = pretrained_or_none()
     args.work = args.work / args.pretrained
     args.work.mkdir(parents=True, exist_ok=True)
     for step in PARTS if args.part == "all" else [args.part]:

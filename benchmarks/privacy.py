@@ -51,12 +51,6 @@ DELTA = 1e-5
 REPORTED_KEYS = ("lora.r", "lora.alpha", "lora.targets", "model.head")
 
 
-def _pretrained() -> str:
-    from rantune.simulations.federation.checks import pretrained_or_none
-
-    return pretrained_or_none()
-
-
 # ------------------------------------------------------------------------------ dp
 
 
@@ -415,7 +409,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--noise", type=lambda s: [float(x) for x in s.split(",")], default=list(NOISE)
     )
-    parser.add_argument("--pretrained", default=None)
     parser.add_argument("--max-train-rows", type=int, default=300)
     parser.add_argument("--max-eval-rows", type=int, default=200)
     parser.add_argument("--max-test-rows", type=int, default=1000)
@@ -424,12 +417,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--secagg-rounds", type=int, default=2)
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=WORK)
-    common.add_output_flags(parser)
+    common.add_common_flags(parser, WORK)
     args = common.parse_args(parser, argv, NAME, markdown, part_required=True)
     if args is None:
         return
-    args.pretrained = args.pretrained or _pretrained()
     os.environ.setdefault("RANTUNE_CACHE", str(Path.home() / ".cache" / "rantune"))
 
     path = args.out / f"{NAME}.json"

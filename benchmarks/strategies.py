@@ -141,9 +141,12 @@ def refresh_grid_reports(args) -> None:
             grid_report(runs, folder, plots=name == "main")
 
 
-def _run_settings(folder: Path) -> dict:
-    """LoRA / head keys of one finished run of a grid, from its ``config.json``."""
-    config = next(folder.glob("**/config.json"), None)
+def _run_settings(work: Path) -> dict:
+    """LoRA / head keys of one finished run (of the main grid if it ran), from its
+    ``config.json``."""
+    config = next((work / "main").glob("**/config.json"), None) or next(
+        work.glob("**/config.json"), None
+    )
     if config is None:
         return {}
     flat = common.run_flat_config(config.parent)
@@ -174,7 +177,7 @@ def write_report(args, timing: dict) -> None:
         "batch-size": args.batch_size,
         "lr": args.lr,
         "model.pretrained": args.pretrained,
-        "lora": _run_settings(args.work / "main"),
+        "lora": _run_settings(args.work),
         "metrics": METRICS,
         "robust": {"attacks": ATTACKS, "params": ROBUST_PARAMS, "task": "beam", "partition": "natural"},
         "hetero": {"params": HETERO_PARAMS},
@@ -208,17 +211,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--global-test-rows", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--pretrained", default="auto", help="tiny | none | path | auto")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=WORK)
-    common.add_output_flags(parser)
+    common.add_common_flags(parser, WORK)
     args = common.parse_args(parser, argv, NAME, markdown, part_required=True)
     if args is None:
         return
-    if args.pretrained == "auto":
-        from rantune.simulations.federation.checks import pretrained_or_none
-
-        args.pretrained = pretrained_or_none()
     args.work.mkdir(parents=True, exist_ok=True)
     import logging
 

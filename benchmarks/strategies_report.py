@@ -45,8 +45,9 @@ def settings_lines(s: dict) -> list[str]:
     lora = st["lora"]
     metrics = ", ".join(f"{task} {metric}" for task, metric in st["metrics"].items())
     return [
-        f"- preset `{st['preset']}`, partitions {', '.join(f'`{p}`' for p in partitions)}, "
-        "every client in every round",
+        f"- preset `{st['preset']}`"
+        + (f", partitions {', '.join(f'`{p}`' for p in partitions)}" if partitions else "")
+        + ", every client in every round",
         f"- {st['rounds']} rounds, {st['local-epochs']} local epoch(s), at most "
         f"{st['data.max-train-rows']} training rows per client, {st['data.max-eval-rows']} rows "
         f"per client validation/test split and {st['data.max-global-test-rows']} global test "
@@ -54,7 +55,7 @@ def settings_lines(s: dict) -> list[str]:
         f"seeded subsets), batch {st['batch-size']}, lr {st['lr']:g}, seeds {st['seeds']}",
         f"- encoder `model.pretrained = {st['model.pretrained']}`, LoRA r = {lora['lora.r']}, "
         f"alpha = {lora['lora.alpha']:g} on `{lora['lora.targets']}`, `{lora['model.head']}` "
-        "head trained; strategy hyper-parameters at their registry defaults",
+        "head trained (main grid); strategy hyper-parameters at their registry defaults",
         f"- metrics: {metrics} of the global model on the global test subset (LoS accuracy "
         "sits at the NLoS majority class for weak models, so AUC ranks LoS). MB = 10^6 bytes "
         "of `ArrayRecord.count_bytes()` over all rounds and clients (training messages; "
@@ -225,20 +226,20 @@ def markdown(s: dict) -> str:
         f"![{name.replace('_', ' ')}]({PLOTS}/{name}.png)"
         for name in ("metric_vs_round_beam", "metric_vs_mb_beam", "metric_vs_round_los")
     ]
+    main = s["main"]
     lines = [
         "# Strategy comparison",
         "",
         *common.provenance_lines(s["provenance"]),
         "",
         *common.section("Settings", settings_lines(s)),
-        *common.section("Main comparison", [common.ci_note(_seeds(s["main"]))]),
-        *main_lines(s["main"]),
-        *("\n\n".join(plots).split("\n")),
-        "",
-        *robust_lines(s),
-        *hetero_lines(s),
-        *common.section("Per partition", ["Rank by mean final metric."]),
-        *partition_lines(s["main"]),
-        *wall_lines(s),
     ]
+    if main:
+        lines += common.section("Main comparison", [common.ci_note(_seeds(main))])
+        lines += [*main_lines(main), *("\n\n".join(plots).split("\n")), ""]
+    lines += [*robust_lines(s), *hetero_lines(s)]
+    if main:
+        lines += common.section("Per partition", ["Rank by mean final metric."])
+        lines += partition_lines(main)
+    lines += wall_lines(s)
     return "\n".join(lines).rstrip() + "\n"

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="2 steps, 1 seed, budget 1%%: checks the pipeline"
     )
-    common.add_output_flags(parser)
+    common.add_common_flags(parser)
     args = common.parse_args(parser, argv, NAME, markdown)
     if args is None:
         return
