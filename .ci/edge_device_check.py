@@ -69,40 +69,40 @@ def check_isolated() -> None:
     print("ok   isolation: neither torch nor rantune is importable here")
 
 
+def predict_npz(artifact: Path, data: Path, out: Path, pub: str, *extra: str) -> dict:
+    """``rantune-edge predict`` into ``out``; its arrays."""
+    args = ["predict", "--artifact", str(artifact), "--input", str(data), "--out", str(out),
+            "--public-key", pub, *extra]  # fmt: skip
+    ok(edge(*args), f"predict {artifact.name} {data.name} {' '.join(extra)}".rstrip())
+    with np.load(out) as got:
+        return {name: got[name] for name in got.files}
+
+
+def parity(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    error = float(np.abs(got - want).max())
+    if not error <= FP32_ATOL:
+        raise SystemExit(f"FAIL {what}: max |edge - torch| = {error:.3g} > {FP32_ATOL}")
+    print(f"ok   {what}: equal to the training side's PyTorch output (max diff {error:.2g})")
+
+
 def check_predictions(bundle: Path, work: Path, pub: str) -> None:
     expected = np.load(bundle / "expected.npz")
-    art = bundle / "ART"
-    out = work / "fp32.npz"
-    ok(edge("predict", "--artifact", str(art / "fp32"), "--input", str(bundle / "csi.npy"),
-            "--out", str(out), "--public-key", pub), "predict fp32 on complex CSI")  # fmt: skip
-    with np.load(out) as got:
-        error = float(np.abs(got["logits"] - expected["fp32_logits"]).max())
-        probs = got["probabilities"]
-        if not error <= FP32_ATOL or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-5):
-            raise SystemExit(f"FAIL fp32 parity: max |edge - torch| = {error:.3g} > {FP32_ATOL}")
-    print(f"ok   fp32 logits equal the training side's PyTorch output (max diff {error:.2g})")
-    out = work / "fp32-raw.npz"
-    ok(edge("predict", "--artifact", str(art / "fp32"), "--input",
-            str(bundle / "csi_training.npy"), "--no-normalize", "--out", str(out),
-            "--public-key", pub), "predict fp32 --no-normalize")  # fmt: skip
-    with np.load(out) as got:
-        error = float(np.abs(got["logits"] - expected["fp32_training_logits"]).max())
-    if not error <= FP32_ATOL:
-        raise SystemExit(f"FAIL fp32 parity (training scale): max diff {error:.3g}")
-    print(f"ok   fp32 logits on training-scaled rows equal PyTorch's (max diff {error:.2g})")
-    out = work / "int8.npz"
-    ok(edge("predict", "--artifact", str(art / "int8-dynamic"), "--input",
-            str(bundle / "csi_training.npy"), "--no-normalize", "--out", str(out),
-            "--public-key", pub), "predict int8-dynamic")  # fmt: skip
-    with np.load(out) as got:
-        labels = got["labels"]
-        if not np.array_equal(labels, expected["int8_labels"]):
-            diff = int((labels != expected["int8_labels"]).sum())
-            raise SystemExit(f"FAIL int8 labels: {diff} of {len(labels)} differ")
+    art, station, training = bundle / "ART", bundle / "csi.npy", bundle / "csi_training.npy"
+    got = predict_npz(art / "fp32", station, work / "fp32.npz", pub)
+    parity(got["logits"], expected["fp32_logits"], "fp32 logits from complex CSI")
+    if not np.allclose(got["probabilities"].sum(axis=1), 1.0, atol=1e-5):
+        raise SystemExit("FAIL probabilities: rows do not sum to 1")
+    got = predict_npz(art / "fp32", training, work / "raw.npz", pub, "--no-normalize")
+    parity(got["logits"], expected["fp32_training_logits"], "fp32 logits, training scale")
+    labels = predict_npz(art / "int8-dynamic", training, work / "int8.npz", pub,
+                         "--no-normalize")["labels"]  # fmt: skip
+    if not np.array_equal(labels, expected["int8_labels"]):
+        diff = int((labels != expected["int8_labels"]).sum())
+        raise SystemExit(f"FAIL int8 labels: {diff} of {len(labels)} differ")
     print(f"ok   int8 labels identical to the training side's ({len(labels)} rows)")
     lines = ok(edge("predict", "--artifact", str(art / "int8-dynamic"), "--input",
-                    str(bundle / "csi_training.npy"), "--no-normalize", "--json",
-                    "--public-key", pub), "predict --json").stdout.splitlines()  # fmt: skip
+                    str(training), "--no-normalize", "--json", "--public-key", pub),
+               "predict --json").stdout.splitlines()  # fmt: skip
     if [json.loads(line)["label"] for line in lines] != labels.tolist():
         raise SystemExit("FAIL --json: the JSON lines' labels differ from the .npz labels")
     print(f"ok   --json: {len(lines)} JSON lines, labels as in the .npz")

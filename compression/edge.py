@@ -12,7 +12,6 @@ from rantune_edge.runtime import (
     DEFAULT_MAX_BATCH,
     EdgeModel,
     session_options,
-    sha256_of,
     summarize_latencies,
     time_calls,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "EdgeModel",
     "model_input",
     "session_options",
-    "sha256_of",
     "summarize_latencies",
     "time_calls",
 ]

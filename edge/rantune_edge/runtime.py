@@ -37,15 +37,6 @@ _LOAD_ERRORS = (_ORT.InvalidProtobuf, _ORT.InvalidGraph, _ORT.NotImplemented, _O
 SIGNATURE_STATES = ("verified", "unchecked", "unsigned")
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def session_options(threads: int | None) -> ort.SessionOptions:
     """CPU session options: ``threads`` intra-op threads (None = onnxruntime's default)."""
     options = ort.SessionOptions()

@@ -110,7 +110,7 @@ def test_device_check_passes_with_this_install(bundle):
     # Assert
     assert result.returncode == 0, result.stdout + result.stderr
     assert "edge device check passed" in result.stdout
-    assert "fp32 logits equal the training side's PyTorch output" in result.stdout
+    assert "fp32 logits from complex CSI: equal to the training side" in result.stdout
 
 
 def test_editable_install_serves_the_edge_package_from_edge_folder():
@@ -126,14 +126,18 @@ def test_editable_install_serves_the_edge_package_from_edge_folder():
 
 
 def test_wheel_holds_only_rantune_edge(tmp_path):
-    # Prepare / Execute: build the wheel as CI does (offline: this venv's setuptools)
+    # Prepare: a copy of edge/ (the build leaves build/ and *.egg-info where it runs)
+    source = shutil.copytree(
+        REPO / "edge", tmp_path / "edge", ignore=shutil.ignore_patterns("build", "*.egg-info")
+    )
+    # Execute: build the wheel as CI does (offline: this venv's setuptools)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO / "edge"), "--no-deps",
-         "--no-build-isolation", "-w", str(tmp_path), "-q"],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
+         "--no-build-isolation", "-w", str(tmp_path / "dist"), "-q"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    (wheel,) = tmp_path.glob("rantune_edge-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("rantune_edge-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]

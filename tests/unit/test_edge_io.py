@@ -167,11 +167,15 @@ def test_npz_output_is_atomic_and_checked(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.npz", "r.npz"]
 
 
+def _artifact(tmp_path_factory, task: str) -> tuple[dict, EdgeModel]:
+    exported = smoke_onnx(tmp_path_factory.getbasetemp() / "compression", task)
+    art = edge_artifact(tmp_path_factory.mktemp("io") / task, exported["onnx"])
+    return exported, EdgeModel(art)
+
+
 @pytest.fixture(scope="module")
 def los(tmp_path_factory):
-    exported = smoke_onnx(tmp_path_factory.getbasetemp() / "compression", "los")
-    art = edge_artifact(tmp_path_factory.mktemp("io") / "los", exported["onnx"])
-    return exported, EdgeModel(art)
+    return _artifact(tmp_path_factory, "los")
 
 
 def test_los_artifact_predicts_from_complex_csi_like_the_float_layout(los):
@@ -192,9 +196,7 @@ def test_los_artifact_predicts_from_complex_csi_like_the_float_layout(los):
 
 @pytest.fixture(scope="module")
 def prediction(tmp_path_factory):
-    exported = smoke_onnx(tmp_path_factory.getbasetemp() / "compression", "prediction")
-    art = edge_artifact(tmp_path_factory.mktemp("io") / "prediction", exported["onnx"])
-    return exported, EdgeModel(art)
+    return _artifact(tmp_path_factory, "prediction")
 
 
 def test_prediction_artifact_takes_complex_slots_and_returns_complex_csi(prediction):
