@@ -1,4 +1,8 @@
-"""Channel data: 3GPP TR 38.901 channels from Sionna, cached per base station.
+"""Channel data per base station, cached: TR 38.901 (Sionna) or ray-traced (Sionna RT).
+
+A preset's sites are either TR 38.901 stochastic drops (``scenario`` umi/uma/rma,
+:mod:`rantune.channels.sionna_generator`) or ray-traced stations in a Sionna RT scene
+(``scenario = "rt"``, :mod:`rantune.channels.raytraced`); both write the same fields.
 
 >>> from rantune.presets import load_preset
 >>> from rantune.channels import load_sites
@@ -8,27 +12,94 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from rantune.channels.cache import CorruptCacheError, ShardCache, default_cache_root
 from rantune.channels.dataset import ChannelDataset
-from rantune.config import DataConfig
+from rantune.config import RT_SCENARIO, DataConfig, RtSiteConfig, SiteConfig
 
 __all__ = [
     "ChannelDataset",
     "CorruptCacheError",
+    "cache_key",
     "default_cache_root",
     "load_pooled",
+    "load_site_info",
     "load_sites",
+    "site_kind",
 ]
+
+
+def site_kind(site: SiteConfig | RtSiteConfig) -> str:
+    """``"ray-traced"`` or ``"TR 38.901"``."""
+    return "ray-traced" if site.scenario == RT_SCENARIO else "TR 38.901"
+
+
+def cache_key(cfg: DataConfig, site: SiteConfig | RtSiteConfig) -> str:
+    """Cache key of one site's shard.
+
+    TR 38.901 sites: :meth:`DataConfig.site_hash`. Ray-traced sites add the hash of the
+    scene's files and :data:`rantune.channels.raytraced.RT_GENERATOR_VERSION`, so an
+    edited scene or changed generation code never reuses old shards. Resolving and
+    hashing the scene reads files only; the ray tracer is not started.
+
+    Raises
+    ------
+    InputError
+        If a ray-traced site's scene is unknown or one of its files is missing.
+    """
+    if site.scenario != RT_SCENARIO:
+        return cfg.site_hash(site)
+    from rantune.channels.raytraced import RT_GENERATOR_VERSION
+    from rantune.channels.scenes import resolve_scene, scene_digest
+
+    scene = scene_digest(resolve_scene(site.scene, where=f"{site.name}.scene"))
+    payload = json.dumps(
+        {"site": cfg.site_hash(site), "scene": scene, "generator": RT_GENERATOR_VERSION}
+    )
+    return "rt-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _generate(cfg: DataConfig, index: int, advance: Callable[[int], None] | None) -> ChannelDataset:
     from rantune.channels.sionna_generator import generate_site
 
     return generate_site(cfg.sites[index], cfg.radio, site_index=index, on_batch=advance)
+
+
+def _generate_raytraced(
+    cfg: DataConfig, index: int, advance: Callable[[int], None] | None
+) -> tuple[ChannelDataset, dict]:
+    from rantune.channels.raytraced import generate_rt_site
+    from rantune.channels.scenes import resolve_scene
+
+    site = cfg.sites[index]
+    return generate_rt_site(
+        site,
+        cfg.radio,
+        site_index=index,
+        on_batch=advance,
+        scene_path=resolve_scene(site.scene, where=f"{site.name}.scene"),
+    )
+
+
+def _align_fields(cfg: DataConfig, datasets: list[ChannelDataset]) -> None:
+    """Give TR 38.901 sites the ray-traced-only fields (NaN) when a preset mixes kinds."""
+    if not any(site.scenario == RT_SCENARIO for site in cfg.sites):
+        return
+    import numpy as np
+
+    from rantune.channels.raytraced import RT_ONLY_FIELDS
+
+    present = {name for data in datasets for name in RT_ONLY_FIELDS if name in data}
+    for data in datasets:
+        for name in present - set(data.arrays):
+            width = 3 if name == "ut_position_scene" else None
+            shape = (len(data),) if width is None else (len(data), width)
+            data.arrays[name] = np.full(shape, np.nan, dtype=np.float32)
 
 
 def load_sites(
@@ -49,28 +120,45 @@ def load_sites(
     Returns
     -------
     list[ChannelDataset]
-        One data set per site, in preset order, ``site_index`` set to that order.
+        One data set per site, in preset order, ``site_index`` set to that order. When
+        the preset has ray-traced sites, TR 38.901 sites carry their extra fields as NaN.
 
     Raises
     ------
     CorruptCacheError
         If a cached shard fails its checksum (rerun with ``rebuild=True``).
+    InputError
+        For an unknown scene (before anything is generated), a BS inside a building, a
+        UE area without coverage, or a ray tracer that cannot start; nothing is written
+        for the failing site.
     """
     import numpy as np
 
     cache = ShardCache(Path(cache_root) if cache_root is not None else None)
-    keys = [cfg.site_hash(site) for site in cfg.sites]
+    keys = [cache_key(cfg, site) for site in cfg.sites]
     missing = [i for i, key in enumerate(keys) if rebuild or not cache.contains(key)]
     datasets: dict[int, ChannelDataset] = {}
     if missing:
         from rich.progress import Progress
 
+        if any(cfg.sites[i].scenario == RT_SCENARIO for i in missing):
+            from rantune.channels.scenes import start_ray_tracer
+
+            start_ray_tracer()  # fails with the fix before any site is generated
+        kinds = sorted({site_kind(cfg.sites[i]) for i in missing})
         total = sum(cfg.sites[i].num_samples for i in missing)
         with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task(f"Sionna TR 38.901: {len(missing)} site(s)", total=total)
+            task = bar.add_task(f"{' + '.join(kinds)}: {len(missing)} site(s)", total=total)
             for i in missing:
-                data = _generate(cfg, i, lambda n: bar.advance(task, n))
+                bar.update(task, description=f"{site_kind(cfg.sites[i])}: {cfg.sites[i].name}")
+                advance = lambda n: bar.advance(task, n)  # noqa: E731
+                if cfg.sites[i].scenario == RT_SCENARIO:
+                    data, generation = _generate_raytraced(cfg, i, advance)
+                else:
+                    data, generation = _generate(cfg, i, advance), {}
                 info = {"radio": asdict(cfg.radio), "site": asdict(cfg.sites[i])}
+                if generation:
+                    info["generation"] = generation
                 cache.save(keys[i], data, info)
                 datasets[i] = data
     for i, key in enumerate(keys):
@@ -78,7 +166,22 @@ def load_sites(
             data = cache.load(key)
             data.arrays["site_index"] = np.full(len(data), i, dtype=np.int64)
             datasets[i] = data
-    return [datasets[i] for i in range(len(keys))]
+    ordered = [datasets[i] for i in range(len(keys))]
+    _align_fields(cfg, ordered)
+    return ordered
+
+
+def load_site_info(cfg: DataConfig, cache_root: Path | str | None = None) -> list[dict]:
+    """The cache metadata of each site (``generation`` holds ray-traced drop statistics).
+
+    Call after :func:`load_sites`; a site without metadata gives an empty dict.
+    """
+    cache = ShardCache(Path(cache_root) if cache_root is not None else None)
+    records = []
+    for site in cfg.sites:
+        _, meta = cache.paths(cache_key(cfg, site))
+        records.append(json.loads(meta.read_text()) if meta.exists() else {})
+    return records
 
 
 def load_pooled(cfg: DataConfig, **kwargs) -> ChannelDataset:

@@ -19,6 +19,12 @@ snr_db     [N]              float32   SNR of ``csi_noisy``, dB
 site_index [N]              int64     index of the site (base station) in its preset
 csi_sequence [N, T, A, S]   complex64 optional; T slots, slot 0 == ``csi``
 ========== ================ ========= ==================================================
+
+Ray-traced sites (``rantune.channels.raytraced``) add, and TR 38.901 sites of the same
+preset carry as NaN: ``aod_azimuth_rad`` / ``aod_elevation_rad`` ``[N]`` float32 (angle
+of departure of the strongest path in the BS array's local frame), ``delay_s`` ``[N]``
+float32 (its propagation delay) and ``ut_position_scene`` ``[N, 3]`` float32 (the UT in
+scene coordinates, metres).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Data presets: named TOML files listing base-station sites.
 
-Built-in presets live beside this module (``smoke``, ``default``, ``pretrain``,
-``large``). A user preset is any TOML file of the same form::
+Built-in presets live beside this module (``smoke``, ``rt-smoke``, ``default``,
+``pretrain``, ``large``). A user preset is any TOML file of the same form::
 
     name = "my-network"
     [radio]
@@ -11,6 +11,13 @@ Built-in presets live beside this module (``smoke``, ``default``, ``pretrain``,
     name = "downtown"
     scenario = "umi"
     num_samples = 1000
+    [[sites]]                      # a ray-traced base station (Sionna RT scene)
+    name = "munich-east"
+    scenario = "rt"
+    scene = "munich"               # built-in scene name or path to a Mitsuba XML file
+    num_samples = 500
+    bs_position_m = [8.5, 21.0, 27.0]
+    ue_area = [-60.0, -40.0, 80.0, 90.0]   # rectangle, or [[x, y], ...] polygon
 
 ``load_preset`` accepts a built-in name or a path to such a file.
 """
@@ -20,7 +27,14 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from rantune.config import DataConfig, RadioConfig, SiteConfig, build_dataclass
+from rantune.config import (
+    RT_SCENARIO,
+    DataConfig,
+    RadioConfig,
+    RtSiteConfig,
+    SiteConfig,
+    build_dataclass,
+)
 from rantune.errors import InputError
 
 PRESET_DIR = Path(__file__).parent
@@ -86,7 +100,9 @@ def parse_preset(raw: dict, where: str) -> DataConfig:
         site_dicts += _generated_sites(raw["generate"], where)
     sites = []
     for i, site in enumerate(site_dicts):
-        sites.append(build_dataclass(SiteConfig, site, f"{where} [[sites]] #{i}"))
+        raytraced = isinstance(site, dict) and site.get("scenario") == RT_SCENARIO
+        cls = RtSiteConfig if raytraced else SiteConfig
+        sites.append(build_dataclass(cls, site, f"{where} [[sites]] #{i}"))
     extra = {"test_fraction": raw["test_fraction"]} if "test_fraction" in raw else {}
     return DataConfig(
         name=str(raw.get("name", Path(where).stem)), radio=radio, sites=sites, **extra
