@@ -178,7 +178,7 @@ class _Job:
             "compressed_size_bytes": len(zlib.compress(model_path.read_bytes(), 9)),
             "parameters": params,
         }
-        output = {**info["output"], "kind": output_kind(info["output"])}
+        output = {**info["output"], "kind": _output_kind(self.task, info["output"])}
         manifest = Manifest(
             task=self.task.name,
             variant=variant,
@@ -287,6 +287,17 @@ class _Job:
         out = quantize_dynamic_int8(pre, self.work / "sparse-int8.onnx")
         summary["note"] = "size-only: zeros keep shapes; see compressed_size_bytes"
         return self.finish("sparse-int8", out, count_parameters(sparse), summary)
+
+
+# Tasks whose output is not class logits (every other task is a classification).
+OUTPUT_KINDS = {"prediction": "csi", "positioning": "position"}
+
+
+def _output_kind(task: Task, spec: dict) -> str:
+    """The manifest's ``output.kind``: a task's ``output_kind`` attribute if it has one,
+    else :data:`OUTPUT_KINDS` by task name, else ``logits``."""
+    kind = getattr(task, "output_kind", None) or OUTPUT_KINDS.get(task.name, "logits")
+    return output_kind({**spec, "kind": kind})  # validated against what the edge reads
 
 
 def _label_names(task: Task, output: dict) -> list[str]:

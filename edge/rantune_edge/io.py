@@ -6,7 +6,7 @@ layout exactly as the manifest records (``normalization.method`` / ``scope``, re
 imaginary parts stacked on the axis before ``[A, S]``); the float layout itself is still
 accepted and used as is. :func:`decode_output` turns the raw output into what the task
 means: class names, probabilities and top-k for classification, complex CSI (back in
-the input's units) for prediction. :func:`save_npz` and :func:`json_lines` write them.
+the input's units) for prediction, coordinates in metres for positioning. :func:`save_npz` and :func:`json_lines` write them.
 """
 
 from __future__ import annotations
@@ -158,6 +158,8 @@ def decode_output(
     if manifest.output_kind == "csi":
         csi = (output[:, 0].astype(np.float64) + 1j * output[:, 1]) * scale[:, None, None]
         return {"csi": csi.astype(np.complex64), "output": output}
+    if manifest.output_kind == "position":
+        return {"position_m": output}
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise EdgeError(f"top_k={top_k!r} is invalid: expected an integer >= 1")
     names = class_names(manifest, output.shape[1])
@@ -209,7 +211,12 @@ def save_npz(path: Path | str, result: dict[str, np.ndarray]) -> Path:
 
 def json_lines(result: dict[str, np.ndarray]) -> Iterator[str]:
     """One JSON object per row: ``{"row", "label", "top_k", "probabilities"}`` for
-    classification, ``{"row", "csi": {"real", "imag"}}`` ([A, S] lists) for prediction."""
+    classification, ``{"row", "csi": {"real", "imag"}}`` ([A, S] lists) for prediction,
+    ``{"row", "position_m"}`` for positioning."""
+    if "position_m" in result:
+        for row, position in enumerate(result["position_m"]):
+            yield json.dumps({"row": row, "position_m": position.tolist()})
+        return
     if "csi" in result:
         for row, csi in enumerate(result["csi"]):
             yield json.dumps(

@@ -10,9 +10,10 @@ variant : compression variant that made the artifact (``fp32``, ``int8-dynamic``
 input : ``{"name", "shape", "dtype"}``; ``shape`` has ``"batch"`` for the dynamic axis,
     e.g. ``["batch", 2, 16, 32]`` (snapshot) or ``["batch", 4, 2, 16, 32]`` (sequence).
 output : ``{"name", "shape", "dtype", "kind"}`` of the model output; ``kind`` is
-    ``"logits"`` (classification over ``label_names``) or ``"csi"`` (a CSI matrix in the
-    float layout, ``[batch, 2, A, S]``). Older manifests without ``kind`` get it from
-    the output rank (see :func:`output_kind`).
+    ``"logits"`` (classification over ``label_names``), ``"csi"`` (a CSI matrix in the
+    float layout, ``[batch, 2, A, S]``) or ``"position"`` (coordinates in metres,
+    ``[batch, D]``). Older manifests without ``kind`` get it from the output rank (see
+    :func:`output_kind`).
 normalization : how complex CSI becomes the float input (see :data:`CSI_NORMALIZATION`);
     ``method`` and ``scope`` are read by :mod:`rantune_edge.io`.
 label_names : class names of the output logits (empty for regression).
@@ -36,7 +37,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
 BATCH_AXIS = "batch"
-OUTPUT_KINDS = ("logits", "csi")
+OUTPUT_KINDS = ("logits", "csi", "position")
 NORMALIZATION_METHODS = ("unit-frobenius", "none")
 NORMALIZATION_SCOPES = ("snapshot", "first-slot")
 

@@ -228,6 +228,7 @@ class EdgeModel:
             Classification: ``logits [N, K]``, ``probabilities [N, K]``, ``top_k [N, k]``,
             ``top_k_probabilities [N, k]``, ``labels [N]`` and ``label_names [K]``.
             Prediction: ``csi [N, A, S]`` complex64 in the input's units and ``output``.
+            Positioning: ``position_m [N, D]`` metres.
         """
         model_input, scale = io.model_input(x, self.manifest, self.input_shape, normalize)
         output = self.predict(model_input, batch_size)

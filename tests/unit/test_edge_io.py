@@ -16,12 +16,17 @@ from rantune_edge import EdgeError, EdgeModel, io
 from rantune_edge.manifest import Manifest, normalization_for, normalization_rule
 
 
-def manifest(input_shape: list, output_shape: list, labels=(), **extra) -> Manifest:
+def manifest(
+    input_shape: list, output_shape: list, labels=(), output_kind=None, **extra
+) -> Manifest:
+    output = {"name": "output", "shape": output_shape, "dtype": "float32"}
+    if output_kind is not None:
+        output["kind"] = output_kind
     return Manifest(
         task="t",
         variant="fp32",
         input={"name": "csi", "shape": input_shape, "dtype": "float32"},
-        output={"name": "output", "shape": output_shape, "dtype": "float32"},
+        output=output,
         model={"file": "model.onnx", "sha256": "0" * 64, "size_bytes": 1},
         source={},
         label_names=list(labels),
@@ -138,6 +143,17 @@ def test_csi_output_returns_to_the_input_units():
     np.testing.assert_allclose(result["csi"][1], 1e-3 - 1e-3j, rtol=1e-6)
     line = json.loads(next(io.json_lines(result)))
     assert line["csi"]["real"][0][0] == 2.0 and line["csi"]["imag"][0][0] == -2.0
+
+
+def test_position_output_is_metres_per_row():
+    # Prepare
+    positioning = manifest(["batch", 2, 4, 8], ["batch", 2], output_kind="position")
+    output = np.array([[10.0, -3.5], [120.0, 40.0]], np.float32)
+    # Execute
+    result = io.decode_output(output, positioning, np.array([1e-3, 5.0]))
+    # Assert: coordinates untouched by the CSI scale; one JSON line per row
+    np.testing.assert_array_equal(result["position_m"], output)
+    assert [json.loads(line)["position_m"] for line in io.json_lines(result)] == output.tolist()
 
 
 def test_manifests_without_kind_or_scope_get_them_from_shapes():
