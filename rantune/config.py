@@ -168,16 +168,6 @@ def _ue_area_polygon(name: str, value: object) -> tuple[tuple[float, float], ...
     if len(set(vertices)) != len(vertices):
         _fail(name, value, "polygon vertices must be distinct (do not repeat the first vertex)")
     n = len(vertices)
-    area = 0.5 * sum(
-        vertices[i][0] * vertices[(i + 1) % n][1] - vertices[(i + 1) % n][0] * vertices[i][1]
-        for i in range(n)
-    )
-    if abs(area) < MIN_UE_AREA_M2:
-        _fail(
-            name,
-            value,
-            f"the polygon's area is {abs(area):.2g} m^2; it must be >= {MIN_UE_AREA_M2} m^2",
-        )
     for i in range(n):
         for j in range(i + 1, n):
             if j == i + 1 or (i == 0 and j == n - 1):
@@ -191,6 +181,16 @@ def _ue_area_polygon(name: str, value: object) -> tuple[tuple[float, float], ...
                     f"the polygon intersects itself (edge {i} {a}-{b} crosses edge {j} {c}-{d}); "
                     "list the vertices in order around the area",
                 )
+    area = 0.5 * sum(
+        vertices[i][0] * vertices[(i + 1) % n][1] - vertices[(i + 1) % n][0] * vertices[i][1]
+        for i in range(n)
+    )
+    if abs(area) < MIN_UE_AREA_M2:
+        _fail(
+            name,
+            value,
+            f"the polygon's area is {abs(area):.2g} m^2; it must be >= {MIN_UE_AREA_M2} m^2",
+        )
     return tuple(vertices)
 
 
