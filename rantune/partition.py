@@ -198,14 +198,22 @@ def partition(
         shares = [remaining[site_index[remaining] == s] for s in range(num_sites)]
     else:
         label = labels[cfg.label][remaining]
+        if kind == "dirichlet" and (label < 0).any():
+            raise InputError(
+                f"dirichlet partitioning by {cfg.label!r} needs that label for every row, but "
+                f"{int((label < 0).sum())} row(s) have it unknown (imported stations without "
+                "it); use --label beam, another scheme, or import the labels"
+            )
         shares = _flower_partitions(remaining, label, kind, alpha, n, cfg.seed)
     clients = tuple(_split_client(rows, cfg, rng) for rows in shares)
     return Partitioning(clients=clients, global_test=global_test, config=cfg)
 
 
 def label_histograms(labels: np.ndarray, parts: Partitioning, num_classes: int) -> np.ndarray:
-    """``[num_clients, num_classes]`` counts of ``labels`` over each client's rows."""
-    return np.stack([np.bincount(labels[c.all], minlength=num_classes) for c in parts.clients])
+    """``[num_clients, num_classes]`` counts of ``labels`` over each client's rows
+    (unknown labels, ``-1``, are not counted)."""
+    rows = [labels[c.all] for c in parts.clients]
+    return np.stack([np.bincount(r[r >= 0], minlength=num_classes) for r in rows])
 
 
 def label_skew(histograms: np.ndarray) -> float:

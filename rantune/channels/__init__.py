@@ -3,6 +3,8 @@
 A preset's sites are either TR 38.901 stochastic drops (``scenario`` umi/uma/rma,
 :mod:`rantune.channels.sionna_generator`) or ray-traced stations in a Sionna RT scene
 (``scenario = "rt"``, :mod:`rantune.channels.raytraced`); both write the same fields.
+A site with ``scenario = "import"`` is a user's own file or station directory
+(:mod:`rantune.channels.importer`), loaded as it is, never generated or cached.
 
 >>> from rantune.presets import load_preset
 >>> from rantune.channels import load_sites
@@ -20,7 +22,14 @@ from pathlib import Path
 
 from rantune.channels.cache import CorruptCacheError, ShardCache, default_cache_root
 from rantune.channels.dataset import ChannelDataset
-from rantune.config import RT_SCENARIO, DataConfig, RtSiteConfig, SiteConfig
+from rantune.config import (
+    IMPORT_SCENARIO,
+    RT_SCENARIO,
+    DataConfig,
+    ImportSiteConfig,
+    RtSiteConfig,
+    SiteConfig,
+)
 
 __all__ = [
     "ChannelDataset",
@@ -34,9 +43,10 @@ __all__ = [
 ]
 
 
-def site_kind(site: SiteConfig | RtSiteConfig) -> str:
-    """``"ray-traced"`` or ``"TR 38.901"``."""
-    return "ray-traced" if site.scenario == RT_SCENARIO else "TR 38.901"
+def site_kind(site: SiteConfig | RtSiteConfig | ImportSiteConfig) -> str:
+    """``"ray-traced"``, ``"imported"`` or ``"TR 38.901"``."""
+    kinds = {RT_SCENARIO: "ray-traced", IMPORT_SCENARIO: "imported"}
+    return kinds.get(site.scenario, "TR 38.901")
 
 
 def cache_key(cfg: DataConfig, site: SiteConfig | RtSiteConfig) -> str:
@@ -136,8 +146,17 @@ def load_sites(
 
     cache = ShardCache(Path(cache_root) if cache_root is not None else None)
     keys = [cache_key(cfg, site) for site in cfg.sites]
-    missing = [i for i, key in enumerate(keys) if rebuild or not cache.contains(key)]
     datasets: dict[int, ChannelDataset] = {}
+    for i, site in enumerate(cfg.sites):
+        if site.scenario == IMPORT_SCENARIO:  # the user's file, checked before any generation
+            from rantune.channels.importer import load_import_site
+
+            datasets[i] = load_import_site(site, cfg.radio, i)
+    missing = [
+        i
+        for i, key in enumerate(keys)
+        if i not in datasets and (rebuild or not cache.contains(key))
+    ]
     if missing:
         from rich.progress import Progress
 

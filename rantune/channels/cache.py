@@ -59,6 +59,8 @@ def _from_tensors(tensors: dict[str, np.ndarray]) -> ChannelDataset:
 class ShardCache:
     """Stores and verifies one safetensors shard per site hash."""
 
+    repair_hint = "delete {shard} (and {meta}) or rerun with --rebuild to regenerate it"
+
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_root()
 
@@ -107,7 +109,7 @@ class ShardCache:
             If the shard's sha256 does not match its metadata or it cannot be parsed.
         """
         shard, meta = self.paths(key)
-        hint = f"delete {shard} (and {meta.name}) or rerun with --rebuild to regenerate it"
+        hint = self.repair_hint.format(shard=shard, meta=meta.name)
         try:
             record = json.loads(meta.read_text())
             expected = record["sha256"]

@@ -25,6 +25,11 @@ preset carry as NaN: ``aod_azimuth_rad`` / ``aod_elevation_rad`` ``[N]`` float32
 of departure of the strongest path in the BS array's local frame), ``delay_s`` ``[N]``
 float32 (its propagation delay) and ``ut_position_scene`` ``[N, 3]`` float32 (the UT in
 scene coordinates, metres).
+
+Unknown values: a station imported from a user's file (``rantune.channels.importer``)
+may lack some values (no LoS flags, no positions...). They are stored as ``-1`` in
+integer fields and NaN in float fields and listed in the station's manifest;
+:meth:`ChannelDataset.require` fails clearly when a task needs them.
 """
 
 from __future__ import annotations
@@ -68,6 +73,31 @@ class ChannelDataset:
 
     def __len__(self) -> int:
         return len(self.arrays["csi"])
+
+    def require(self, name: str, purpose: str, index: np.ndarray | None = None) -> np.ndarray:
+        """``self[name]`` (rows ``index``), failing if any value is unknown.
+
+        Unknown = ``-1`` in an integer field, NaN in a float field (imported stations).
+
+        Raises
+        ------
+        InputError
+            If some of the rows have unknown ``name``; names their sites.
+        """
+        values = self.arrays[name] if index is None else self.arrays[name][index]
+        unknown = np.isnan(values) if values.dtype.kind == "f" else values < 0
+        if unknown.ndim > 1:
+            unknown = unknown.reshape(len(unknown), -1).any(axis=1)
+        if unknown.any():
+            sites = self.arrays["site_index"]
+            sites = sites if index is None else sites[index]
+            raise InputError(
+                f"{purpose} needs {name!r} but it is unknown for {int(unknown.sum())} of "
+                f"{len(unknown)} row(s) (site index {sorted(set(sites[unknown].tolist()))}): "
+                "those stations were imported without it; import them with it (e.g. "
+                "--los-key, --positions-key) or leave them out"
+            )
+        return values
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.arrays[name]

@@ -18,6 +18,10 @@ Built-in presets live beside this module (``smoke``, ``rt-smoke``, ``default``,
     num_samples = 500
     bs_position_m = [8.5, 21.0, 27.0]
     ue_area = [-60.0, -40.0, 80.0, 90.0]   # rectangle, or [[x, y], ...] polygon
+    [[sites]]                      # a user's own channels (rantune.channels.importer)
+    name = "measured"
+    scenario = "import"
+    path = "measured.npz"          # .npz/.h5/.mat or a `rantune data import` directory
 
 ``load_preset`` accepts a built-in name or a path to such a file.
 """
@@ -28,8 +32,10 @@ import tomllib
 from pathlib import Path
 
 from rantune.config import (
+    IMPORT_SCENARIO,
     RT_SCENARIO,
     DataConfig,
+    ImportSiteConfig,
     RadioConfig,
     RtSiteConfig,
     SiteConfig,
@@ -100,8 +106,12 @@ def parse_preset(raw: dict, where: str) -> DataConfig:
         site_dicts += _generated_sites(raw["generate"], where)
     sites = []
     for i, site in enumerate(site_dicts):
-        raytraced = isinstance(site, dict) and site.get("scenario") == RT_SCENARIO
-        cls = RtSiteConfig if raytraced else SiteConfig
+        scenario = site.get("scenario") if isinstance(site, dict) else None
+        kinds = {RT_SCENARIO: RtSiteConfig, IMPORT_SCENARIO: ImportSiteConfig}
+        cls = kinds.get(scenario, SiteConfig)
+        if cls is ImportSiteConfig and isinstance(site.get("path"), str):
+            # a relative path is relative to the preset file
+            site = {**site, "path": str(Path(where).parent / Path(site["path"]).expanduser())}
         sites.append(build_dataclass(cls, site, f"{where} [[sites]] #{i}"))
     extra = {"test_fraction": raw["test_fraction"]} if "test_fraction" in raw else {}
     return DataConfig(

@@ -87,7 +87,7 @@ class LosTask(Task):
 
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
         return csi_to_real(data["csi_noisy"][index]), torch.as_tensor(
-            data["los"][index].astype(np.int64)
+            data.require("los", "the los task", index).astype(np.int64)
         )
 
     def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
@@ -110,6 +110,7 @@ class LosTask(Task):
         self, data: ChannelDataset, train: np.ndarray, test: np.ndarray
     ) -> dict[str, float]:
         """Strongest-tap power-ratio threshold, fitted for accuracy on ``train``."""
+        data.require("los", "the los baseline", np.concatenate([train, test]))
         ratio_train = strongest_tap_ratio(data["csi_noisy"][train])
         label_train = data["los"][train].astype(np.int64)
         candidates = np.unique(ratio_train)

@@ -15,6 +15,7 @@ from rantune.errors import InputError
 from rantune.fileio import atomic_write_json
 from rantune.partition import PartitionConfig
 from rantune.presets import load_preset
+from rantune.simulations.commands import data_import
 from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rantune.simulations.partition_report import (
     partition_sites,
@@ -25,8 +26,31 @@ from rantune.simulations.partition_report import (
 console = Console()
 
 
+def _known(values: np.ndarray) -> np.ndarray:
+    """``values`` without the unknown ones (-1 / NaN: imported stations lacking them)."""
+    return values[~np.isnan(values)] if values.dtype.kind == "f" else values[values >= 0]
+
+
+def _stat(values: np.ndarray, reduce) -> float | None:
+    known = _known(values)
+    return float(reduce(known)) if len(known) else None
+
+
+def _range(values: np.ndarray) -> list[float | None]:
+    return [_stat(values, np.min), _stat(values, np.max)]
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _fmt_range(pair: list[float | None], spec: str) -> str:
+    return "-" if None in pair else "-".join(format(v, spec) for v in pair)
+
+
 def site_summary(cfg, sites) -> list[dict]:
-    """Per-site statistics written to ``summary.json`` (one dict per site)."""
+    """Per-site statistics written to ``summary.json`` (one dict per site); a statistic
+    of a field the station does not know (an imported station) is ``None``."""
     rows = []
     for site_cfg, data in zip(cfg.sites, sites, strict=True):
         rows.append(
@@ -34,11 +58,11 @@ def site_summary(cfg, sites) -> list[dict]:
                 "name": site_cfg.name,
                 "scenario": site_cfg.scenario,
                 "num_samples": len(data),
-                "los_fraction": float(data["los"].mean()),
-                "indoor_fraction": float(data["indoor"].mean()),
-                "mean_distance_m": float(data["distance_2d"].mean()),
-                "speed_range_mps": [float(data["speed"].min()), float(data["speed"].max())],
-                "snr_range_db": [float(data["snr_db"].min()), float(data["snr_db"].max())],
+                "los_fraction": _stat(data["los"], np.mean),
+                "indoor_fraction": _stat(data["indoor"], np.mean),
+                "mean_distance_m": _stat(data["distance_2d"], np.mean),
+                "speed_range_mps": _range(data["speed"]),
+                "snr_range_db": _range(data["snr_db"]),
                 "beam_histogram": np.bincount(
                     data["beam_index"], minlength=cfg.radio.num_beams
                 ).tolist(),
@@ -70,9 +94,15 @@ def check_output_dir(path: Path) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("data")
+    # ``rantune data [--preset X --out Y]`` generates as always; sub-commands: ``generate``
+    # (the same) and ``import`` (simulations/commands/data_import.py).
+    data_app = typer.Typer(no_args_is_help=False)
+    app.add_typer(data_app, name="data")
+
+    @data_app.callback(invoke_without_command=True)
     @cli_errors
     def data(
+        ctx: typer.Context,
         preset: str = typer.Option("default", help="Built-in preset name or path to a .toml."),
         out: Path = typer.Option(Path("runs/data"), help="Directory for summary.json and plots."),
         seed: int = typer.Option(0, help="Offset added to every site's seed."),
@@ -85,7 +115,12 @@ def register(app: typer.Typer) -> None:
             False, help="Regenerate even if cached (fixes corrupt shards)."
         ),
     ) -> None:
-        """Generate (or load from cache) a preset's Sionna channels and summarize them."""
+        """Generate (or load from cache) a preset's channels and summarize them.
+
+        `rantune data generate` is the same; `rantune data import FILE --out DIR` turns
+        a user's own channels into a station data set."""
+        if ctx.invoked_subcommand is not None:
+            return
         cfg = load_preset(preset).with_seed(seed)
         part_cfg = PartitionConfig(
             scheme=partition, label=label, seed=seed, global_test_fraction=cfg.test_fraction
@@ -112,11 +147,11 @@ def register(app: typer.Typer) -> None:
                 row["name"],
                 row["scenario"],
                 str(row["num_samples"]),
-                f"{row['los_fraction']:.2f}",
-                f"{row['indoor_fraction']:.2f}",
-                f"{row['mean_distance_m']:.0f}",
-                "{:.1f}-{:.1f}".format(*row["speed_range_mps"]),
-                "{:.0f}-{:.0f}".format(*row["snr_range_db"]),
+                _fmt(row["los_fraction"], ".2f"),
+                _fmt(row["indoor_fraction"], ".2f"),
+                _fmt(row["mean_distance_m"], ".0f"),
+                _fmt_range(row["speed_range_mps"], ".1f"),
+                _fmt_range(row["snr_range_db"], ".0f"),
             )
         console.print(table)
         out = ensure_output_dir(out)
@@ -132,3 +167,6 @@ def register(app: typer.Typer) -> None:
         }
         atomic_write_json(out / "summary.json", summary)
         console.print(f"wrote {out / 'summary.json'} and {out / 'partition_labels.png'}")
+
+    data_app.command("generate")(data)
+    data_import.register(data_app)
