@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -130,7 +131,7 @@ def register(app: typer.Typer) -> None:
         # Partition before creating --out: a failure here leaves nothing behind.
         parts, beam_hist, los_hist = partition_sites(cfg, sites, part_cfg)
         rows = site_summary(cfg, sites)
-        table = Table(title=f"preset {cfg.name} ({cfg.config_hash()})")
+        table = Table(title=f"preset {cfg.name} ({cfg.config_hash()})", box=box.SIMPLE_HEAD)
         for column in (
             "site",
             "scenario",
@@ -141,7 +142,14 @@ def register(app: typer.Typer) -> None:
             "speed m/s",
             "SNR dB",
         ):
-            table.add_column(column, justify="right" if column != "site" else "left", no_wrap=True)
+            text = column in ("site", "kind", "scene")  # fold names, never numbers
+            table.add_column(
+                column,
+                justify="left" if text else "right",
+                no_wrap=not text,
+                overflow="fold" if text else "ellipsis",
+                min_width=10 if text else None,
+            )
         for row in rows:
             table.add_row(
                 row["name"],
