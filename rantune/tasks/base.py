@@ -17,13 +17,17 @@ from rantune.model.encoder import ChannelEncoder
 class Task(ABC):
     """A downstream task: which data it reads, its head, loss, metrics and baseline.
 
-    Subclasses set ``name``, ``primary_metric`` and ``higher_is_better``.
+    Subclasses set ``name``, ``primary_metric`` and ``higher_is_better``; ``input_rank``
+    is 4 for snapshot inputs ``[B, 2, A, S]`` and 5 for slot sequences ``[B, T, 2, A, S]``;
+    ``regression`` tasks output values (CSI, positions), the others class logits.
     """
 
     name: str
     primary_metric: str
     higher_is_better: bool = True
     label_names: tuple[str, ...] = ()
+    input_rank: int = 4
+    regression: bool = False
 
     @abstractmethod
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -45,7 +49,20 @@ class Task(ABC):
     def baseline(
         self, data: ChannelDataset, train: np.ndarray, test: np.ndarray
     ) -> dict[str, float]:
-        """Classical (non-learned) baseline fitted on ``train`` rows, scored on ``test``."""
+        """Classical (non-learned) baselines fitted on ``train`` rows, scored on ``test``.
+
+        Keys ``{method}_{metric}`` for every method, and the plain metric names for the
+        method best on ``primary_metric`` (see :func:`rantune.tasks.baselines.best_of`).
+        """
+
+    def input_gate(self, radio: RadioConfig) -> nn.Module | None:
+        """Module the task model applies to its input first (the task's partial observation,
+        :class:`rantune.tasks.observation.ObservationGate`); ``None`` = the input as is."""
+        return None
+
+    def subsets(self, data: ChannelDataset, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Named bool masks over rows ``index`` scored separately (e.g. speed bands)."""
+        return {}
 
     def better(self, a: float, b: float) -> bool:
         """Whether metric value ``a`` is better than ``b``."""
@@ -53,19 +70,30 @@ class Task(ABC):
 
 
 class TaskModel(nn.Module):
-    """Channel encoder plus a task head.
+    """Channel encoder plus a task head, after the task's observation gate (if any).
 
     ``forward(x)``: ``x`` is ``[B, 2, A, S]`` for snapshot tasks or ``[B, T, 2, A, S]``
-    for sequence tasks (each slot is encoded by the shared encoder).
+    for sequence tasks (each slot is encoded by the shared encoder). The gate is
+    idempotent, so inputs that already are the observation pass unchanged and an exported
+    model applies the same partial observation to a full CSI estimate.
     """
 
-    def __init__(self, encoder: ChannelEncoder, head: nn.Module, task_name: str) -> None:
+    def __init__(
+        self,
+        encoder: ChannelEncoder,
+        head: nn.Module,
+        task_name: str,
+        gate: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.task_name = task_name
+        self.gate = gate
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gate is not None:
+            x = self.gate(x)  # same shape: the task's observation of x
         if x.dim() == 5:
             batch, slots = x.shape[:2]
             cls, patches = self.encoder(x.flatten(0, 1))  # [B*T, d], [B*T, P, d]
@@ -79,7 +107,8 @@ class TaskModel(nn.Module):
 def build_task_model(task: Task, encoder: ChannelEncoder, radio: RadioConfig) -> TaskModel:
     """Attach ``task``'s head (fresh, seeded by the caller's torch RNG) to ``encoder``."""
     encoder.grid(radio.num_bs_antennas, radio.num_subcarriers)  # fails early if unpatchable
-    return TaskModel(encoder, task.build_head(encoder.config, radio), task.name)
+    head = task.build_head(encoder.config, radio)
+    return TaskModel(encoder, head, task.name, task.input_gate(radio))
 
 
 @torch.no_grad()

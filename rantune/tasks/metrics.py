@@ -52,3 +52,55 @@ def nmse_db(pred: np.ndarray, target: np.ndarray) -> float:
     err = (np.abs(pred - target) ** 2).sum(axis=axes)
     ref = np.maximum((np.abs(target) ** 2).sum(axis=axes), 1e-30)
     return float(10.0 * np.log10(np.mean(err / ref)))
+
+
+def gain_loss_db(choice: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Per-row beamforming-gain (L1-RSRP) loss ``10 log10(g_best / g_chosen)`` in dB, ``[N]``."""
+    chosen = np.maximum(gains[np.arange(len(choice)), choice], 1e-30)
+    return 10.0 * np.log10(np.maximum(gains.max(axis=1), 1e-30) / chosen)
+
+
+def beam_metrics(scores: np.ndarray, gains: np.ndarray) -> dict[str, float]:
+    """Top-1 / top-3 accuracy and gain loss (mean, 90th percentile, dB) of beam ``scores``.
+
+    ``scores`` ``[N, K]`` rank the beams (higher = chosen first); ``gains`` ``[N, K]`` are
+    the true (noiseless) codebook gains that define the label ``argmax``.
+    """
+    if len(gains) == 0:
+        return {
+            "top1": float("nan"),
+            "top3": float("nan"),
+            "gain_loss_db": float("nan"),
+            "gain_loss_db_p90": float("nan"),
+            "gain_ratio": float("nan"),
+        }
+    label = gains.argmax(axis=1)
+    choice = scores.argmax(axis=1)
+    loss = gain_loss_db(choice, gains)
+    return {
+        "top1": topk_accuracy(scores, label, 1),
+        "top3": topk_accuracy(scores, label, 3),
+        "gain_loss_db": float(loss.mean()),
+        "gain_loss_db_p90": float(np.percentile(loss, 90)),
+        "gain_ratio": gain_ratio(choice, gains),
+    }
+
+
+def position_metrics(estimate: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Horizontal error (m) mean, 50th and 90th percentile over rows with a finite truth.
+
+    ``estimate``, ``truth``: ``[N, 2]`` horizontal positions in metres.
+    """
+    valid = np.isfinite(truth).all(axis=1)
+    error = np.linalg.norm(estimate[valid] - truth[valid], axis=1)
+    if len(error) == 0:
+        return {
+            "error_mean_m": float("nan"),
+            "error_p50_m": float("nan"),
+            "error_p90_m": float("nan"),
+        }
+    return {
+        "error_mean_m": float(error.mean()),
+        "error_p50_m": float(np.percentile(error, 50)),
+        "error_p90_m": float(np.percentile(error, 90)),
+    }

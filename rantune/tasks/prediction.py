@@ -1,4 +1,13 @@
-"""Channel prediction: the CSI ``horizon`` slots ahead from the past slots."""
+"""Channel prediction: the CSI ``horizon`` slots ahead from noisy estimates of the past slots.
+
+Inputs are LS estimates of slots ``0 .. T - 1 - horizon`` of ``csi_sequence`` at the
+sample's SNR (never the noiseless slots: noise is what makes prediction hard); the
+target is the noiseless slot ``T - 1``. NMSE in dB overall and per speed band
+(:data:`SPEED_BANDS_MPS`, via :meth:`PredictionTask.subsets` and the baseline's
+``[band]`` keys). Baselines (:mod:`rantune.tasks.baselines.prediction`):
+sample-and-hold, linear extrapolation, per-sample AR(p) on the sample's own past and a
+Wiener/LS predictor fitted on the station's training rows.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +21,53 @@ from rantune.errors import InputError
 from rantune.model.config import ModelConfig
 from rantune.model.encoder import csi_to_real
 from rantune.tasks.base import Task
+from rantune.tasks.baselines import best_of
+from rantune.tasks.baselines import prediction as bp
 from rantune.tasks.metrics import nmse_db
+from rantune.tasks.observation import ls_estimate
+from rantune.tasks.settings import TaskSettings
+
+SEQUENCE_NOISE = "sequence"  # purpose of the past slots' noise (rantune.tasks.observation)
+# Speed bands (m/s) of the per-band NMSE: pedestrian, urban, vehicular, high speed.
+SPEED_BANDS_MPS = {
+    "speed 0-3 m/s": (0.0, 3.0),
+    "speed 3-10 m/s": (3.0, 10.0),
+    "speed 10-25 m/s": (10.0, 25.0),
+    "speed >=25 m/s": (25.0, float("inf")),
+}
+
+
+def observed_slots(data: ChannelDataset, horizon: int, task: str) -> int:
+    """``T_in = T - horizon`` observed slots of the data's ``csi_sequence`` (checked)."""
+    if "csi_sequence" not in data:
+        raise InputError(
+            f"the {task} task needs csi_sequence: use a preset with "
+            "radio.num_time_steps >= 3 (e.g. smoke or default)"
+        )
+    num_inputs = data["csi_sequence"].shape[1] - horizon
+    if num_inputs < 1:
+        raise InputError(
+            f"csi_sequence has {data['csi_sequence'].shape[1]} slots; horizon {horizon} "
+            "needs more: raise radio.num_time_steps or lower task-options.horizon"
+        )
+    return num_inputs
+
+
+def slots_for_radio(radio: RadioConfig, horizon: int, task: str) -> int:
+    """``T_in`` for a preset's radio block (checked)."""
+    num_inputs = radio.num_time_steps - horizon
+    if num_inputs < 1:
+        raise InputError(
+            f"the {task} task needs radio.num_time_steps > horizon ({horizon}); "
+            f"the preset has {radio.num_time_steps}: use a preset with time series or "
+            "lower task-options.horizon"
+        )
+    return num_inputs
+
+
+def speed_masks(speed: np.ndarray) -> dict[str, np.ndarray]:
+    """``{band: bool mask}`` over ``speed`` ``[N]`` (m/s), one per :data:`SPEED_BANDS_MPS`."""
+    return {name: (speed >= low) & (speed < high) for name, (low, high) in SPEED_BANDS_MPS.items()}
 
 
 class ResidualPredictionHead(nn.Module):
@@ -103,53 +158,43 @@ PREDICTION_HEADS = {"mixing": SlotMixingPredictionHead, "residual": ResidualPred
 
 
 class PredictionTask(Task):
-    """Predict slot ``T - 1`` of ``csi_sequence`` from slots ``0 .. T - 1 - horizon``.
+    """Predict slot ``T - 1`` of ``csi_sequence`` from noisy slots ``0 .. T - 1 - horizon``.
 
-    Inputs ``[B, T_in, 2, A, S]`` float32 with ``T_in = T - horizon``; targets and
-    output ``[B, 2, A, S]``. Loss: per-sample NMSE. Primary metric ``nmse_db`` (lower
-    is better).
+    Inputs ``[B, T_in, 2, A, S]`` float32 with ``T_in = T - horizon`` (LS estimates at
+    the sample's SNR); targets and output ``[B, 2, A, S]`` (noiseless). Loss: per-sample
+    NMSE. Primary metric ``nmse_db`` (lower is better).
     """
 
     name = "prediction"
     primary_metric = "nmse_db"
     higher_is_better = False
+    input_rank = 5
+    regression = True
 
-    def __init__(self, horizon: int = 2, head: str = "mixing") -> None:
-        if horizon < 1:
-            raise InputError(f"prediction horizon={horizon} is invalid: expected >= 1 slot")
+    def __init__(self, settings: TaskSettings | None = None, head: str = "mixing") -> None:
         if head not in PREDICTION_HEADS:
             raise InputError(
                 f"prediction head {head!r} is unknown: choose {list(PREDICTION_HEADS)}"
             )
-        self.horizon = horizon
+        self.settings = settings or TaskSettings()
+        self.horizon = self.settings.horizon
         self.head = head
 
-    def _split(self, data: ChannelDataset) -> int:
-        if "csi_sequence" not in data:
-            raise InputError(
-                "the prediction task needs csi_sequence: use a preset with "
-                "radio.num_time_steps >= 3 (e.g. smoke or default)"
-            )
-        num_inputs = data["csi_sequence"].shape[1] - self.horizon
-        if num_inputs < 1:
-            raise InputError(
-                f"csi_sequence has {data['csi_sequence'].shape[1]} slots; horizon {self.horizon} "
-                "needs more: raise radio.num_time_steps"
-            )
-        return num_inputs
+    def past_and_target(
+        self, data: ChannelDataset, index: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Noisy past slots ``[N, T_in, A, S]`` and the noiseless target ``[N, A, S]`` (complex)."""
+        num_inputs = observed_slots(data, self.horizon, self.name)
+        sequence = data["csi_sequence"][index]  # [N, T, A, S]
+        past = ls_estimate(sequence[:, :num_inputs], data["snr_db"][index], index, SEQUENCE_NOISE)
+        return past, sequence[:, -1]
 
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
-        num_inputs = self._split(data)
-        sequence = data["csi_sequence"][index]  # [B, T, A, S]
-        return csi_to_real(sequence[:, :num_inputs]), csi_to_real(sequence[:, -1])
+        past, target = self.past_and_target(data, index)
+        return csi_to_real(past), csi_to_real(target)
 
     def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
-        num_inputs = radio.num_time_steps - self.horizon
-        if num_inputs < 1:
-            raise InputError(
-                f"the prediction task needs radio.num_time_steps > horizon ({self.horizon}); "
-                f"the preset has {radio.num_time_steps}: use a preset with time series"
-            )
+        num_inputs = slots_for_radio(radio, self.horizon, self.name)
         return PREDICTION_HEADS[self.head](
             cfg, num_inputs, (radio.num_bs_antennas, radio.num_subcarriers)
         )
@@ -162,20 +207,30 @@ class PredictionTask(Task):
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, float]:
         return {"nmse_db": nmse_db(output.numpy(), target.numpy())}
 
+    def subsets(self, data: ChannelDataset, index: np.ndarray) -> dict[str, np.ndarray]:
+        """Speed bands of rows ``index`` (:data:`SPEED_BANDS_MPS`), non-empty ones only."""
+        return {k: m for k, m in speed_masks(data["speed"][index]).items() if m.any()}
+
     def baseline(
         self, data: ChannelDataset, train: np.ndarray, test: np.ndarray
     ) -> dict[str, float]:
-        """Sample-and-hold and linear extrapolation of the last two observed slots."""
-        num_inputs = self._split(data)
-        sequence = data["csi_sequence"][test]
-        target = sequence[:, -1]
-        last = sequence[:, num_inputs - 1]
-        result = {
-            "nmse_db": nmse_db(last, target),
-            "sample_and_hold_nmse_db": nmse_db(last, target),
+        """Hold, linear, per-sample AR(p) and the per-station Wiener/LS predictor; each
+        with ``nmse_db`` overall and ``nmse_db[band]`` per speed band."""
+        past, target = self.past_and_target(data, test)
+        past_train, target_train = self.past_and_target(data, train)
+        predictions = {
+            "sample_and_hold": bp.hold(past),
+            "linear": bp.linear(past, self.horizon),
+            "ar": bp.ar_predict(past, self.horizon),
+            "wiener": bp.wiener_by_site(
+                data["site_index"], train, past_train, target_train, test, past
+            ),
         }
-        if num_inputs >= 2:
-            previous = sequence[:, num_inputs - 2]
-            linear = last + (self.horizon) * (last - previous)
-            result["linear_nmse_db"] = nmse_db(linear, target)
-        return result
+        bands = self.subsets(data, test)
+        methods = {}
+        for name, pred in predictions.items():
+            metrics = {"nmse_db": nmse_db(pred, target)}
+            for band, mask in bands.items():
+                metrics[f"nmse_db[{band}]"] = nmse_db(pred[mask], target[mask])
+            methods[name] = metrics
+        return best_of(methods, self.primary_metric, self.higher_is_better)
