@@ -217,8 +217,8 @@ def test_every_builtin_preset_loads_and_matches_its_description():
     assert {"smoke", "default", "pretrain", "large"} <= set(names)
     assert 2 <= len(presets["smoke"].sites) <= 3
     assert len(presets["default"].sites) == 8
-    assert {s.scenario for s in presets["default"].sites} == {"umi", "uma", "rma"}
-    assert all(1000 <= s.num_samples <= 2000 for s in presets["default"].sites)
+    assert {s.scenario for s in presets["default"].sites} == {"umi", "uma", "rma", "rt"}
+    assert all(500 <= s.num_samples <= 2000 for s in presets["default"].sites)
     assert len(presets["large"].sites) >= 64
     for cfg in presets.values():
         assert len({s.seed for s in cfg.sites}) == len(cfg.sites), cfg.name
