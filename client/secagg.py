@@ -28,14 +28,12 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
+from rantune.client.jobs import JOBS
 from rantune.client.privacy import dp_clipping_mod, is_train
 from rantune.errors import InputError
-from rantune.federated import workload
-from rantune.federated.local import NodeIdentity, node_identity
 from rantune.federated.messages import ARRAYS, CONFIG, NUM_EXAMPLES, state_to_record
 from rantune.federated.privacy import KEYS_HASH, keys_hash
-from rantune.federated.run_config import RunConfig, parse_run_config
-from rantune.lora import trainable_state
+from rantune.seeding import derive_seed
 
 FITINS_ARRAYS = "fitins.parameters"
 
@@ -47,21 +45,6 @@ def secagg_mod(message: Message, context: Context, call_next: ClientAppCallable)
     return call_next(message, context)
 
 
-_PARSED: dict[tuple, RunConfig] = {}
-
-
-def _run_config(context: Context) -> RunConfig:
-    key = tuple(sorted(context.run_config.items()))
-    if key not in _PARSED:
-        _PARSED[key] = parse_run_config(context.run_config)
-    return _PARSED[key]
-
-
-def _keys(cfg: RunConfig, node: NodeIdentity) -> list[str]:
-    """Names of the tensors a FitIns carries, in order: the model's trainable keys, sorted."""
-    return sorted(trainable_state(workload.cached_model(cfg, node.rank)))
-
-
 def legacy_fit_mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Serve a legacy ``FitIns`` (as SecAgg+ sends it) with rantune's train handler."""
     if not is_train(message) or FITINS_ARRAYS not in message.content.array_records:
@@ -70,9 +53,9 @@ def legacy_fit_mod(message: Message, context: Context, call_next: ClientAppCalla
     fitins = compat.recorddict_to_fitins(original, keep_input=True)
     arrays = parameters_to_ndarrays(fitins.parameters)
     config = dict(fitins.config)
-    cfg = _run_config(context)
-    node = node_identity(cfg, context.node_config)
-    keys = _keys(cfg, node)
+    # The tensors a FitIns carries, in order: the node's model's trainable keys, sorted.
+    job = JOBS.job(context)
+    keys = job.trainable_keys
     if len(keys) != len(arrays) or config.get(KEYS_HASH) not in (None, keys_hash(keys)):
         raise InputError(
             f"SecAgg+ FitIns holds {len(arrays)} tensors but this node's model has "
@@ -107,7 +90,7 @@ def legacy_fit_mod(message: Message, context: Context, call_next: ClientAppCalla
     # seed it per (run, round, base station) so SecAgg+ runs are repeatable.
     server_round = int(config.get("server-round", 0))
     np.random.seed(
-        workload.derive_seed(cfg.seed, "secagg-quantize", server_round, node.partition_id)
+        derive_seed(job.cfg.seed, "secagg-quantize", server_round, job.node.partition_id)
     )
     reply.content = compat.fitres_to_recorddict(fitres, keep_input=True)
     return reply

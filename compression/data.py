@@ -2,7 +2,7 @@
 for measuring.
 
 Rows come from the run's own preset and partitioning
-(:func:`rantune.federated.workload.federated_data`), so calibration uses client data
+(:class:`rantune.federated.splits.FederatedData`), so calibration uses client data
 the run trained on and accuracy is measured on the held-out global test set.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 from torch import Tensor
 
 from rantune.errors import InputError
-from rantune.federated import workload
 from rantune.federated.run_config import RunConfig
+from rantune.federated.splits import FederatedData
 from rantune.tasks import get_task
 
 
@@ -33,18 +33,20 @@ def pooled_split(
     max_rows: int | None = None,
     seed: int = 0,
     clients: Sequence[int] | None = None,
+    data: FederatedData | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Inputs and targets of every client's ``split`` rows pooled (``train``/``val``/``test``).
 
     ``max_rows`` caps the count with a seeded random subset (stratification is left to
     the partitioning: every client contributes in proportion to its size). ``clients``
-    (partition ids) pools only those clients' rows; default all.
+    (partition ids) pools only those clients' rows; default all. ``data``: the run's
+    stations when already loaded.
     """
-    data = workload.federated_data(cfg)
+    data = data or FederatedData.load(cfg.data, cfg.partition)
     chosen = data.parts.clients if clients is None else [data.parts.clients[c] for c in clients]
     rows = np.concatenate([getattr(client, split) for client in chosen])
     rows = _subsample(np.sort(rows), max_rows, seed)
-    return get_task(cfg.task).tensors(data.pooled, rows)
+    return data.tensors_of(get_task(cfg.task), rows)
 
 
 @dataclass
@@ -81,9 +83,9 @@ def run_data(
     seed: int = 0,
 ) -> CompressionData:
     """Client training rows, calibration rows and the global test set of a run."""
-    train_x, train_y = pooled_split(cfg, "train", max_rows=max_train, seed=seed)
-    calib_x, _ = pooled_split(cfg, "train", max_rows=max_calib, seed=seed + 1)
-    data = workload.federated_data(cfg)
+    data = FederatedData.load(cfg.data, cfg.partition)
+    train_x, train_y = pooled_split(cfg, "train", max_rows=max_train, seed=seed, data=data)
+    calib_x, _ = pooled_split(cfg, "train", max_rows=max_calib, seed=seed + 1, data=data)
     test_rows = _subsample(data.parts.global_test, max_eval, seed + 2)
-    eval_x, eval_y = get_task(cfg.task).tensors(data.pooled, test_rows)
+    eval_x, eval_y = data.tensors_of(get_task(cfg.task), test_rows)
     return CompressionData(train_x, train_y, calib_x.numpy(), eval_x, eval_y)

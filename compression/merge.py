@@ -28,6 +28,7 @@ from rantune.errors import InputError
 from rantune.federated import workload
 from rantune.federated.run_config import DEFAULTS, RunConfig, resolve_run_config
 from rantune.federated.rundir import RunDir
+from rantune.federated.splits import FederatedData
 from rantune.lora import load_trainable_state, trainable_state
 from rantune.tasks import Task, TaskModel, get_task
 from rantune.training import TrainSettings, train
@@ -169,7 +170,7 @@ def load_run(run_dir: Path | str) -> SourceRun:
     run_dir = Path(run_dir).expanduser().resolve()
     cfg, raw = read_run_config(run_dir)
     tensors = load_adapter(run_dir)
-    model = workload.build_model(cfg)
+    model = workload.build_model(workload.model_spec(cfg))
     try:
         load_trainable_state(model, {k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
     except (ValueError, RuntimeError) as err:
@@ -223,12 +224,15 @@ def train_centralized_run(
 
     cfg = resolve_run_config(overrides)
     task = get_task(cfg.task)
-    model = workload.build_model(cfg)
-    x, y = pooled_split(cfg, "train", max_rows=max_train_rows, seed=cfg.seed, clients=clients)
+    model = workload.build_model(workload.model_spec(cfg))
+    data = FederatedData.load(cfg.data, cfg.partition)
+    x, y = pooled_split(
+        cfg, "train", max_rows=max_train_rows, seed=cfg.seed, clients=clients, data=data
+    )
     summary = train(model, task, x, y, settings)
-    x_test, y_test = workload.tensors(cfg, None, "test")
-    summary["test"] = evaluate(model, task, x_test, y_test)
+    summary["test"] = evaluate(model, task, *data.tensors(task, None, "test"))
     if clients is not None:
-        summary["own-test"] = evaluate(model, task, *pooled_split(cfg, "test", clients=clients))
+        own = pooled_split(cfg, "test", clients=clients, data=data)
+        summary["own-test"] = evaluate(model, task, *own)
     write_run_dir(run_dir, cfg, model, extra={"centralized": {"summary": summary}})
     return summary

@@ -308,9 +308,9 @@ def _label_names(task: Task, output: dict) -> list[str]:
 
 
 def _radio(run: SourceRun):
-    from rantune.federated import workload
+    from rantune.federated import splits
 
-    return workload.preset(run.config).radio
+    return splits.preset(run.config.data).radio
 
 
 def _replace_dir(tmp: Path, out_dir: Path) -> None:

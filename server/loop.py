@@ -32,7 +32,7 @@ from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from rantune.errors import InputError
-from rantune.federated import workload
+from rantune.federated import splits, workload
 from rantune.federated.compression import decode_update, settings_from_config, settings_to_config
 from rantune.federated.evaluation import GlobalEvaluator, summarize_clients
 from rantune.federated.messages import (
@@ -55,6 +55,7 @@ from rantune.federated.messages import (
 )
 from rantune.federated.run_config import RunConfig
 from rantune.federated.rundir import RunDir
+from rantune.seeding import derive_seed
 from rantune.server.replies import replies_by_node
 from rantune.server.strategies.hooks import evaluate_global, write_dense_deltas
 from rantune.server.strategies.state import load_strategy_state, strategy_state
@@ -142,7 +143,7 @@ class RoundRunner:
         self, server_round: int, global_state: dict[str, np.ndarray]
     ) -> tuple[dict, dict, dict]:
         cfg = self.cfg
-        random.seed(workload.derive_seed(cfg.seed, "sample-train", server_round))
+        random.seed(derive_seed(cfg.seed, "sample-train", server_round))
         config = ConfigRecord(_train_config(cfg, self.strategy))
         messages = list(
             self.strategy.configure_train(
@@ -264,7 +265,7 @@ class RoundRunner:
         self, server_round: int, global_state: dict[str, np.ndarray]
     ) -> tuple[dict, dict]:
         cfg = self.cfg
-        random.seed(workload.derive_seed(cfg.seed, "sample-evaluate", server_round))
+        random.seed(derive_seed(cfg.seed, "sample-evaluate", server_round))
         config = ConfigRecord(
             {PERSONALIZED: bool(getattr(self.strategy, "keep_local_pattern", None))}
         )
@@ -372,9 +373,11 @@ class RoundRunner:
         """Run (or resume) every round; returns the history written to history.json."""
         cfg, rundir = self.cfg, self.rundir
         existing = rundir.check_config(cfg)
-        self._check_nodes(workload.federated_data(cfg).num_clients)
+        num_clients = splits.num_clients(cfg.data, cfg.partition)
+        self._check_nodes(num_clients)
+        spec = workload.model_spec(cfg)
         evaluator = GlobalEvaluator(cfg)
-        full_bytes = record_bytes(state_to_record(workload.full_model_parameters(cfg)))
+        full_bytes = record_bytes(state_to_record(workload.full_model_parameters(spec)))
         resume = rundir.resume_point(cfg) if existing else None
         if not existing:
             rundir.write_config(cfg)
@@ -385,7 +388,7 @@ class RoundRunner:
             "primary-metric": self.task.primary_metric,
             "higher-is-better": self.task.higher_is_better,
             "full-model-bytes": full_bytes,
-            "num-clients": workload.federated_data(cfg).num_clients,
+            "num-clients": num_clients,
             "rounds": [],
         }
         if resume is not None:
@@ -395,7 +398,7 @@ class RoundRunner:
             start = resume.round + 1
             log(INFO, "resuming %s after round %s", rundir.root, resume.round)
         else:
-            global_state = {k: to_numpy(v) for k, v in workload.initial_global_state(cfg).items()}
+            global_state = {k: to_numpy(v) for k, v in workload.initial_global_state(spec).items()}
             t0 = time.perf_counter()
             record = {"round": 0, "started-at": time.time(), "server": evaluator(global_state)}
             record["wall-time-s"] = time.perf_counter() - t0

@@ -54,11 +54,12 @@ from flwr.serverapp.strategy import (
 from flwr.supercore import log
 
 from rantune.errors import InputError
-from rantune.federated import workload
+from rantune.federated import splits
 from rantune.federated.dp_accounting import RdpAccountant
 from rantune.federated.messages import METRICS
 from rantune.federated.privacy import DPSettings
 from rantune.federated.run_config import RunConfig
+from rantune.seeding import derive_seed
 from rantune.server.strategies.state import load_strategy_state, strategy_state
 
 UNIT_WEIGHT = "dp-unit-weight"
@@ -307,7 +308,7 @@ def _weighted_by(strategy: Strategy, key: str):
 def _fresh_noise(settings: DPSettings, seed: int, server_round: int):
     """Seed numpy's global generator for one release: OS entropy, or the run seed."""
     if settings.reproducible_noise:
-        np.random.seed(workload.derive_seed(seed, "dp-noise", server_round))
+        np.random.seed(derive_seed(seed, "dp-noise", server_round))
     else:
         np.random.seed(np.frombuffer(os.urandom(32), dtype=np.uint32))
     try:
@@ -322,7 +323,7 @@ def with_privacy(cfg: RunConfig, strategy: Strategy) -> Strategy:
     if not settings.enabled:
         return strategy
     check_dp_compatible(strategy, cfg.strategy.name)
-    population = workload.federated_data(cfg).num_clients
+    population = splits.num_clients(cfg.data, cfg.partition)
     return PrivateStrategy(
         strategy, settings, population, sample_size(cfg, population), seed=cfg.seed
     )

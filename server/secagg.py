@@ -47,7 +47,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from rantune.federated import workload
 from rantune.federated.messages import (
     BOOKKEEPING_METRICS,
     METRICS,
@@ -57,6 +56,8 @@ from rantune.federated.messages import (
 )
 from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash
 from rantune.federated.run_config import RunConfig
+from rantune.federated.splits import FederatedData
+from rantune.seeding import derive_seed
 from rantune.server.loop import RoundRunner, _client_id, _train_config
 from rantune.server.privacy import check_plain_averaging
 from rantune.server.secagg_metering import MeteringGrid
@@ -99,8 +100,8 @@ class _RecordingFedAvg(LegacyFedAvg):
 
 def max_client_weight(cfg: RunConfig) -> float:
     """Largest number of training rows of any client: the weights never exceed it."""
-    data = workload.federated_data(cfg)
-    return float(max(len(workload.split_rows(cfg, i, "train")) for i in range(data.num_clients)))
+    data = FederatedData.load(cfg.data, cfg.partition)
+    return float(max(len(data.rows(i, "train")) for i in range(data.num_clients)))
 
 
 def resolved_shares(settings: SecAggSettings, num_sampled: int) -> tuple[int, int]:
@@ -211,7 +212,7 @@ class SecAggRoundRunner(RoundRunner):
     ) -> tuple[dict, dict, dict]:
         cfg = self.cfg
         keys = sorted(global_state)
-        random.seed(workload.derive_seed(cfg.seed, "sample-train", server_round))
+        random.seed(derive_seed(cfg.seed, "sample-train", server_round))
         self._sync_nodes()
         self.legacy.reset(self._fit_config(server_round, keys))
         context = self._context(server_round, [np.asarray(global_state[k]) for k in keys])

@@ -8,7 +8,6 @@ the same distribution from a generator seeded by ``(seed, key)`` so every client
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 
@@ -17,15 +16,7 @@ from torch import Tensor
 
 from rantune.aggregation.lora_keys import State, is_lora_a, is_lora_b
 from rantune.errors import InputError
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any printable parts, stable across processes and Python versions.
-
-    (``hash()`` is salted per process, so it is not used.)
-    """
-    text = "\x1f".join(repr(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+from rantune.seeding import derive_seed
 
 
 def generator(*parts: object) -> torch.Generator:

@@ -10,14 +10,16 @@ Two extras may arrive with the global adapters (see ``server/strategies``):
   from the shared seeded init (:func:`rantune.aggregation.init.seeded_lora_a`), so
   every client holds bit-identical, frozen A.
 
-Models with dense deltas are kept apart from :func:`rantune.federated.workload.cached_model`
-(their base weights change), so a plain run in the same process never sees them.
+:class:`ModelPool` keeps the models a process loads these states into, one per
+:class:`~rantune.federated.workload.ModelSpec`; models with dense deltas are kept
+apart (their base weights change), so a plain model never sees them.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,14 +29,12 @@ from rantune.aggregation.init import seeded_lora_a
 from rantune.aggregation.lora_keys import is_lora_a
 from rantune.errors import InputError
 from rantune.federated import workload
-from rantune.federated.run_config import RunConfig
+from rantune.federated.messages import to_numpy
+from rantune.federated.workload import ModelSpec
+from rantune.lora import trainable_state
 
 LORA_A_SEED = "lora-a-seed"
 DENSE_PATTERN = r"\.dense_delta$"
-
-_LOCK = threading.RLock()
-# key -> (model, {prefix: pristine base weight [d_out, d_in]}, prefixes currently offset)
-_DENSE: dict[tuple, tuple[object, dict[str, torch.Tensor], set[str]]] = {}
 
 
 def is_dense_key(key: str) -> bool:
@@ -87,52 +87,86 @@ def _adapted_modules(model) -> dict[str, torch.nn.Parameter]:
     return out
 
 
+@dataclass
+class _Kept:
+    """One kept model: the model, its initial trainable state and, for dense deltas,
+    the pristine base weights and the prefixes currently offset."""
+
+    model: object
+    init_state: dict[str, np.ndarray]
+    pristine: dict[str, torch.Tensor] = field(default_factory=dict)
+    offset: set[str] = field(default_factory=set)
+
+
+class ModelPool:
+    """The models one process keeps between rounds, one per :class:`ModelSpec`.
+
+    Every base station of a process with the same spec shares one model (its
+    trainable state is loaded before every use), so memory does not grow with the
+    number of stations a process serves. A model receiving dense deltas is a separate
+    copy (its base weights change), so a plain model never sees them. Keys are whole
+    specs: a model of another head, rank or encoder is never reused.
+    """
+
+    def __init__(self) -> None:
+        self._plain: dict[ModelSpec, _Kept] = {}
+        self._dense: dict[ModelSpec, _Kept] = {}
+        self._lock = threading.RLock()
+
+    def _kept(self, spec: ModelSpec, dense: bool) -> _Kept:
+        table = self._dense if dense else self._plain
+        with self._lock:
+            if spec not in table:
+                model = workload.build_model(spec)
+                init = {k: to_numpy(v) for k, v in trainable_state(model).items()}
+                kept = _Kept(model, init)
+                if dense:
+                    kept.pristine = {
+                        p: w.detach().clone() for p, w in _adapted_modules(model).items()
+                    }
+                table[spec] = kept
+            return table[spec]
+
+    def init_state(self, spec: ModelSpec) -> dict[str, np.ndarray]:
+        """The model's trainable state as built (seeded init): ``{key: ndarray}``."""
+        return self._kept(spec, dense=False).init_state
+
+    def model(self, spec: ModelSpec, deltas: Mapping[str, np.ndarray] | None = None):
+        """The model to load a trainable state into: the plain one without dense deltas,
+        else the dense copy with its adapted base weights set to ``W0 + delta`` (``W0``
+        for modules without a delta).
+
+        ``deltas``: ``{module prefix: [d_out, d_in] array}``.
+        """
+        if deltas is None:
+            return self._kept(spec, dense=False).model
+        kept = self._kept(spec, dense=True)
+        with self._lock:
+            _set_dense(kept, deltas)
+        return kept.model
+
+
 @torch.no_grad()
-def model_for(cfg: RunConfig, rank: int, deltas: Mapping[str, np.ndarray] | None):
-    """The model to load a trainable state into: the shared cached model without dense
-    deltas, else a separate copy whose adapted base weights are set to ``W0 + delta``
-    (``W0`` for modules without a delta)."""
-    if deltas is None:
-        return workload.cached_model(cfg, rank)
-    key = (
-        cfg.task,
-        cfg.data.preset,
-        cfg.model.pretrained,
-        cfg.model.size,
-        cfg.seed if cfg.model.is_random else 0,
-        workload.lora_settings(cfg, rank),
-    )
-    with _LOCK:
-        if key not in _DENSE:
-            model = workload.build_model(cfg, rank)
-            pristine = {p: w.detach().clone() for p, w in _adapted_modules(model).items()}
-            _DENSE[key] = (model, pristine, set())
-        model, pristine, offset = _DENSE[key]
-        unknown = sorted(set(deltas) - set(pristine))
-        if unknown:
-            raise InputError(
-                f"dense updates for modules this model does not adapt: {unknown[:3]} "
-                f"(adapted: {sorted(pristine)[:3]}...)"
-            )
-        weights = _adapted_modules(model)
-        for prefix in sorted(set(deltas) | offset):
-            base = pristine[prefix]
-            if prefix in deltas:
-                delta = torch.as_tensor(np.asarray(deltas[prefix]))
-                if tuple(delta.shape) != tuple(base.shape):
-                    raise InputError(
-                        f"dense update for {prefix} has shape {tuple(delta.shape)}, "
-                        f"the base weight {tuple(base.shape)}"
-                    )
-                weights[prefix].copy_((base.double() + delta.double()).to(base.dtype))
-            else:
-                weights[prefix].copy_(base)
-        offset.clear()
-        offset.update(deltas)
-        return model
-
-
-def clear_dense_models() -> None:
-    """Drop the dense-delta models (tests, long-lived sweep processes)."""
-    with _LOCK:
-        _DENSE.clear()
+def _set_dense(kept: _Kept, deltas: Mapping[str, np.ndarray]) -> None:
+    pristine = kept.pristine
+    unknown = sorted(set(deltas) - set(pristine))
+    if unknown:
+        raise InputError(
+            f"dense updates for modules this model does not adapt: {unknown[:3]} "
+            f"(adapted: {sorted(pristine)[:3]}...)"
+        )
+    weights = _adapted_modules(kept.model)
+    for prefix in sorted(set(deltas) | kept.offset):
+        base = pristine[prefix]
+        if prefix in deltas:
+            delta = torch.as_tensor(np.asarray(deltas[prefix]))
+            if tuple(delta.shape) != tuple(base.shape):
+                raise InputError(
+                    f"dense update for {prefix} has shape {tuple(delta.shape)}, "
+                    f"the base weight {tuple(base.shape)}"
+                )
+            weights[prefix].copy_((base.double() + delta.double()).to(base.dtype))
+        else:
+            weights[prefix].copy_(base)
+    kept.offset.clear()
+    kept.offset.update(deltas)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, MetricRecord
 
-from rantune.federated import workload
-from rantune.federated.messages import BOOKKEEPING_METRICS, NUM_EXAMPLES, record_to_state
+from rantune.federated.downlink import ModelPool
+from rantune.federated.messages import BOOKKEEPING_METRICS, NUM_EXAMPLES
 from rantune.federated.run_config import RunConfig
+from rantune.federated.splits import FederatedData
+from rantune.federated.workload import apply_threads, model_spec
 from rantune.lora import load_trainable_state
 from rantune.tasks import get_task
 from rantune.training import evaluate
@@ -29,29 +30,39 @@ def lower_is_better(metric: str) -> bool:
 class GlobalEvaluator:
     """Evaluates global adapter + head tensors on the held-out global test set.
 
-    The test tensors and the model are built once; each call loads the state.
+    Built once by the server: it loads the global test rows (and keeps only their
+    tensors) and keeps its own models (:class:`~rantune.federated.downlink.ModelPool`:
+    a plain one, and a separate one for strategies whose global model carries dense
+    deltas); each call loads the state.
+
+    Attributes
+    ----------
+    task : the run's task.
+    spec : the global model (rank ``lora.r``).
+    x, y : inputs and targets of the global test rows (task shapes).
     """
 
     def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
         self.task = get_task(cfg.task)
-        self.x, self.y = workload.tensors(cfg, None, "test")
+        self.spec = model_spec(cfg)
+        self.threads = cfg.torch_threads
+        data = FederatedData.load(cfg.data, cfg.partition)
+        self.x, self.y = data.tensors(self.task, None, "test")
+        self.models = ModelPool()
 
-    def __call__(self, state: Mapping[str, np.ndarray]) -> dict[str, float]:
-        workload.apply_threads(self.cfg)
-        model = workload.cached_model(self.cfg)
+    def __call__(
+        self,
+        state: Mapping[str, np.ndarray],
+        dense_deltas: Mapping[str, np.ndarray] | None = None,
+    ) -> dict[str, float]:
+        """Metrics of the global model ``state`` (``{key: ndarray}``), with the dense
+        deltas ``{module prefix: [d_out, d_in]}`` folded into the base where given."""
+        apply_threads(self.threads)
+        model = self.models.model(self.spec, dense_deltas)
         load_trainable_state(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
         result = evaluate(model, self.task, self.x, self.y)
         result[NUM_EXAMPLES] = int(result.pop("num_examples"))
         return {k: (int(v) if k == NUM_EXAMPLES else float(v)) for k, v in result.items()}
-
-    def evaluate_fn(self) -> Callable[[int, ArrayRecord], MetricRecord]:
-        """Flower's ``evaluate_fn(server_round, arrays) -> MetricRecord`` form."""
-
-        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-            return MetricRecord(self(record_to_state(arrays)))
-
-        return evaluate_fn
 
 
 def summarize_clients(

@@ -72,9 +72,9 @@ def _count(params: Mapping[str, Scalar], key: str) -> int:
 def train_sample_size(cfg: RunConfig) -> int:
     """Clients sampled per training round (Flower's rule: ``max(int(n * fraction),
     min-train-clients)``), from the run's partitioning."""
-    from rantune.federated import workload
+    from rantune.federated import splits
 
-    n = workload.federated_data(cfg).num_clients
+    n = splits.num_clients(cfg.data, cfg.partition)
     return max(int(n * cfg.sampling.fraction_train), cfg.sampling.min_train_clients)
 
 

@@ -15,14 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rantune.aggregation.dense import DENSE_SUFFIX
-from rantune.federated.downlink import model_for
-from rantune.federated.messages import NUM_EXAMPLES
 from rantune.fileio import atomic_write_bytes
-from rantune.lora import load_trainable_state
-from rantune.training import evaluate
 
 DENSE_FILE = "global_dense_deltas.safetensors"
 
@@ -35,15 +30,7 @@ def strategy_dense_deltas(strategy) -> dict[str, np.ndarray] | None:
 def evaluate_global(evaluator, strategy, state: Mapping[str, np.ndarray]) -> dict[str, float]:
     """``evaluator(state)`` (a :class:`rantune.federated.evaluation.GlobalEvaluator`),
     with the strategy's dense deltas folded into the base when it has any."""
-    deltas = strategy_dense_deltas(strategy)
-    if deltas is None:
-        return evaluator(state)
-    cfg = evaluator.cfg
-    model = model_for(cfg, cfg.lora.r, deltas)
-    load_trainable_state(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-    result = evaluate(model, evaluator.task, evaluator.x, evaluator.y)
-    result[NUM_EXAMPLES] = int(result.pop("num_examples"))
-    return {k: (int(v) if k == NUM_EXAMPLES else float(v)) for k, v in result.items()}
+    return evaluator(state, strategy_dense_deltas(strategy))
 
 
 def write_dense_deltas(out_dir: str | Path, strategy) -> Path | None:

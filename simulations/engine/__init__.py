@@ -22,7 +22,7 @@ from flwr.app import Context, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from rantune.errors import InputError
-from rantune.federated import workload
+from rantune.federated import splits
 from rantune.federated.run_config import RunConfig, Scalar, resolve_run_config
 from rantune.simulations.engine.grid import ClientCallable, InProcessGrid
 from rantune.simulations.engine.identity import server_identity
@@ -44,7 +44,7 @@ def resolve_config(overrides: Mapping[str, Scalar] | RunConfig | None = None) ->
     from rantune.server.strategies import check_compatible
 
     check_compatible(cfg)
-    workload.preset(cfg)  # an unknown preset fails here, before anything is written
+    splits.num_clients(cfg.data, cfg.partition)  # an unknown preset fails here
     return cfg
 
 
@@ -53,7 +53,7 @@ def node_configs_for(
 ) -> list[dict]:
     """One node config per client of the run's partitioning (``partition-id``,
     ``num-partitions``), merged with per-partition extras such as ``{"lora-r": 8}``."""
-    n = workload.federated_data(cfg).num_clients
+    n = splits.num_clients(cfg.data, cfg.partition)
     extra = extra or {}
     return [{"partition-id": i, "num-partitions": n, **dict(extra.get(i, {}))} for i in range(n)]
 

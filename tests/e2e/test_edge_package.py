@@ -24,7 +24,7 @@ import torch
 from rantune.compression.export import run_onnx
 from rantune.compression.merge import load_run
 from rantune.compression.testing import smoke_run
-from rantune.federated import workload
+from rantune.federated.splits import FederatedData
 from rantune.model.encoder import csi_to_real
 from rantune.tasks import predict
 from rantune_edge.manifest import read_manifest
@@ -65,9 +65,10 @@ def bundle(tmp_path_factory):
     assert compress.returncode == 0, compress.stdout + compress.stderr
     # Station-shaped rows: the global test set's noisy estimates at a path-loss-like gain
     run = load_run(run_dir)
-    data = workload.federated_data(run.config)
+    data = FederatedData.load(run.config.data, run.config.partition)
     rows = np.sort(data.parts.global_test)[:ROWS]
-    training = data.pooled["csi_noisy"][rows]  # [N, A, S] as the model was trained on
+    chosen = data.take(rows)
+    training = chosen["csi_noisy"]  # [N, A, S] as the model was trained on
     gain = 10.0 ** np.random.default_rng(0).uniform(-6, -3, len(rows))
     station = (training * gain[:, None, None]).astype(np.complex64)
     np.save(out / "csi.npy", station)
@@ -75,7 +76,7 @@ def bundle(tmp_path_factory):
     # The training side: PyTorch on its own normalization, and the task's tensors
     z = torch.from_numpy(station.astype(np.complex128))
     z = z / torch.linalg.vector_norm(z, dim=(-2, -1), keepdim=True)
-    x_train, _ = run.task.tensors(data.pooled, rows)
+    x_train, _ = run.task.tensors(chosen, np.arange(len(rows)))
     names = np.asarray(read_manifest(out / "ART" / "int8-dynamic").label_names)
     int8 = run_onnx(out / "ART" / "int8-dynamic" / "model.onnx", x_train.numpy())
     np.savez(

@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory):
 def test_merged_model_matches_the_adapted_model(run_dir):
     # Prepare: the peft model exactly as the run built it, with its adapter loaded
     run = load_run(run_dir)
-    peft_model = workload.build_model(run.config)
+    peft_model = workload.build_model(workload.model_spec(run.config))
     state = {k: torch.from_numpy(v.copy()) for k, v in load_file(run_dir / ADAPTER_NAME).items()}
     load_trainable_state(peft_model, state)
     x = torch.randn(5, 2, 16, 32) / 20

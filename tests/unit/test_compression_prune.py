@@ -21,7 +21,7 @@ from rantune.compression.prune import (
     structured_prune,
 )
 from rantune.compression.testing import smoke_onnx
-from rantune.federated import workload
+from rantune.federated import splits
 from rantune.lora import count_parameters
 
 
@@ -120,7 +120,7 @@ def test_magnitude_prune_zeroes_weights_only(los):
 def test_student_from_teacher_layers_and_distillation_lowers_the_loss(los):
     # Prepare: a 1-layer student of the 2-layer teacher
     teacher, task = los["run"].model, los["run"].task
-    radio = workload.preset(los["run"].config).radio
+    radio = splits.preset(los["run"].config.data).radio
     cfg = student_config(teacher.encoder.config, num_layers=1, ffn_dim=32)
     student, init = build_student(teacher, task, radio, cfg)
     x, y = los["train_x"][:128], los["train_y"][:128]
@@ -142,7 +142,7 @@ def test_student_of_other_width_and_prediction_kd(tmp_path_factory):
     # Prepare: prediction task, narrower student (random init, projection 16 -> 32)
     pred = smoke_onnx(tmp_path_factory.getbasetemp() / "compression", "prediction")
     teacher, task = pred["run"].model, pred["run"].task
-    radio = workload.preset(pred["run"].config).radio
+    radio = splits.preset(pred["run"].config.data).radio
     cfg = student_config(teacher.encoder.config, num_layers=1, d_model=16, num_heads=2)
     student, init = build_student(teacher, task, radio, cfg, seed=3)
     # Execute: unlabelled rows only (y=None)

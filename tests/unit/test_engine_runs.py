@@ -84,7 +84,7 @@ def test_only_adapters_travel_and_bytes_are_counted_exactly(tmp_path):
     # Prepare
     recorder = Recorder()
     cfg = resolve_config({**BASE, "strategy.name": "fedprox", "out-dir": str(tmp_path / "run")})
-    adapter_keys = set(workload.initial_global_state(cfg))
+    adapter_keys = set(workload.initial_global_state(workload.model_spec(cfg)))
 
     # Execute
     history = run_simulation(cfg, client_app=recorder)
@@ -110,7 +110,7 @@ def test_only_adapters_travel_and_bytes_are_counted_exactly(tmp_path):
             assert client["bytes-up"] == up.count_bytes()
             assert client["bytes-up"] == sum(_npy_bytes(v.numpy()) + len(k) for k, v in up.items())
         assert rnd["bytes"]["up"] == sum(rnd["clients"][c]["bytes-up"] for c in rnd["clients"])
-    full = record_bytes(state_to_record(workload.full_model_parameters(cfg)))
+    full = record_bytes(state_to_record(workload.full_model_parameters(workload.model_spec(cfg))))
     assert history["full-model-bytes"] == full
     assert history["rounds"][-1]["bytes"]["up-ratio"] < 0.05
 
@@ -126,7 +126,8 @@ def test_outputs_and_config_json(tmp_path):
     assert config["data"]["preset"] == "smoke" and config["model"]["pretrained"] == "none"
     assert {"r", "alpha", "dropout", "targets"} <= set(config["lora"])
     adapter = load_file(str(out / "global_adapter.safetensors"))
-    assert set(adapter) == set(workload.initial_global_state(parse_run_config(config["flat"])))
+    spec = workload.model_spec(parse_run_config(config["flat"]))
+    assert set(adapter) == set(workload.initial_global_state(spec))
     assert (out / "checkpoints" / "round_000.safetensors").exists()
     assert (out / "checkpoints" / "round_001.json").exists()
     rnd = history["rounds"][1]

@@ -60,8 +60,9 @@ def test_gaussian_attack_sends_seeded_noise_of_the_given_std():
 
 def test_dense_deltas_fold_into_a_separate_model_and_are_undone_next_time():
     # Prepare
-    cfg = resolve_config(BASE)
-    shared = workload.cached_model(cfg)
+    spec = workload.model_spec(resolve_config(BASE))
+    pool = downlink.ModelPool()
+    shared = pool.model(spec)
     prefix = next(k for k in trainable_state(shared) if ".lora_A." in k).removesuffix(
         ".lora_A.weight"
     )
@@ -69,9 +70,9 @@ def test_dense_deltas_fold_into_a_separate_model_and_are_undone_next_time():
     delta = np.full(tuple(base.shape), 0.25, np.float32)
 
     # Execute
-    folded = downlink.model_for(cfg, cfg.lora.r, {prefix: delta})
+    folded = pool.model(spec, {prefix: delta})
     after_fold = folded.get_submodule(prefix).base_layer.weight.detach().clone()
-    again = downlink.model_for(cfg, cfg.lora.r, {})
+    again = pool.model(spec, {})
     after_reset = again.get_submodule(prefix).base_layer.weight.detach().clone()
 
     # Assert
@@ -79,9 +80,9 @@ def test_dense_deltas_fold_into_a_separate_model_and_are_undone_next_time():
     torch.testing.assert_close(after_fold, base + 0.25)
     torch.testing.assert_close(after_reset, base)
     torch.testing.assert_close(shared.get_submodule(prefix).base_layer.weight, base)
-    assert downlink.model_for(cfg, cfg.lora.r, None) is shared
+    assert pool.model(spec, None) is shared
     with pytest.raises(ValueError, match="does not adapt"):
-        downlink.model_for(cfg, cfg.lora.r, {"no.such.module": delta})
+        pool.model(spec, {"no.such.module": delta})
 
 
 def test_unpack_fills_the_shared_seeded_lora_a_and_splits_dense_keys():
