@@ -34,6 +34,7 @@ from pathlib import Path
 from rantune.config import (
     IMPORT_SCENARIO,
     RT_SCENARIO,
+    SCENARIOS,
     DataConfig,
     ImportSiteConfig,
     RadioConfig,
@@ -108,6 +109,12 @@ def parse_preset(raw: dict, where: str) -> DataConfig:
     for i, site in enumerate(site_dicts):
         scenario = site.get("scenario") if isinstance(site, dict) else None
         kinds = {RT_SCENARIO: RtSiteConfig, IMPORT_SCENARIO: ImportSiteConfig}
+        if isinstance(site, dict) and scenario not in (*SCENARIOS, *kinds):
+            raise InputError(
+                f"{where} [[sites]] #{i}: scenario={scenario!r} is invalid: choose one of "
+                f"{', '.join(SCENARIOS)} (TR 38.901), {RT_SCENARIO!r} (ray-traced) or "
+                f"{IMPORT_SCENARIO!r} (your own channels)"
+            )
         cls = kinds.get(scenario, SiteConfig)
         if cls is ImportSiteConfig and isinstance(site.get("path"), str):
             # a relative path is relative to the preset file
