@@ -111,7 +111,8 @@ def parse_preset(raw: dict, where: str) -> DataConfig:
         kinds = {RT_SCENARIO: RtSiteConfig, IMPORT_SCENARIO: ImportSiteConfig}
         if isinstance(site, dict) and scenario not in (*SCENARIOS, *kinds):
             raise InputError(
-                f"{where} [[sites]] #{i}: scenario={scenario!r} is invalid: choose one of "
+                f"{where} [[sites]] #{i}: {site.get('name')}.scenario={scenario!r} is invalid: "
+                "choose one of "
                 f"{', '.join(SCENARIOS)} (TR 38.901), {RT_SCENARIO!r} (ray-traced) or "
                 f"{IMPORT_SCENARIO!r} (your own channels)"
             )
