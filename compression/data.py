@@ -46,7 +46,7 @@ def pooled_split(
     chosen = data.parts.clients if clients is None else [data.parts.clients[c] for c in clients]
     rows = np.concatenate([getattr(client, split) for client in chosen])
     rows = _subsample(np.sort(rows), max_rows, seed)
-    return data.tensors_of(get_task(cfg.task), rows)
+    return data.tensors_of(get_task(cfg.task, cfg.task_options), rows)
 
 
 @dataclass
@@ -87,5 +87,5 @@ def run_data(
     train_x, train_y = pooled_split(cfg, "train", max_rows=max_train, seed=seed, data=data)
     calib_x, _ = pooled_split(cfg, "train", max_rows=max_calib, seed=seed + 1, data=data)
     test_rows = _subsample(data.parts.global_test, max_eval, seed + 2)
-    eval_x, eval_y = data.tensors_of(get_task(cfg.task), test_rows)
+    eval_x, eval_y = data.tensors_of(get_task(cfg.task, cfg.task_options), test_rows)
     return CompressionData(train_x, train_y, calib_x.numpy(), eval_x, eval_y)

@@ -30,8 +30,6 @@ from rantune.errors import InputError
 from rantune.model import ChannelEncoder, ModelConfig
 from rantune.tasks import Task, TaskModel, build_task_model
 
-PREDICTION_TASKS = ("prediction",)
-
 
 @dataclass(frozen=True)
 class DistillSettings:
@@ -131,8 +129,8 @@ class _EncoderTap:
 
 
 def kd_loss(student_out: Tensor, teacher_out: Tensor, task: Task, temperature: float) -> Tensor:
-    """Temperature KD on logits; per-sample NMSE to the teacher for prediction."""
-    if task.name in PREDICTION_TASKS:
+    """Temperature KD on logits; the task loss to the teacher's output for regression tasks."""
+    if task.regression:
         return task.loss(student_out, teacher_out)
     t = temperature
     return F.kl_div(

@@ -178,7 +178,9 @@ def load_run(run_dir: Path | str) -> SourceRun:
             f"{run_dir / ADAPTER_NAME} does not fit the model its config describes: {err}"
         ) from err
     config_hash = str(raw.get("config-hash") or cfg.identity_hash())
-    return SourceRun(run_dir, cfg, config_hash, get_task(cfg.task), merge_lora(model))
+    return SourceRun(
+        run_dir, cfg, config_hash, get_task(cfg.task, cfg.task_options), merge_lora(model)
+    )
 
 
 def write_run_dir(run_dir: Path | str, cfg: RunConfig, peft_model, extra: dict | None = None):
@@ -223,7 +225,7 @@ def train_centralized_run(
     from rantune.training import evaluate
 
     cfg = resolve_run_config(overrides)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, cfg.task_options)
     model = workload.build_model(workload.model_spec(cfg))
     data = FederatedData.load(cfg.data, cfg.partition)
     x, y = pooled_split(

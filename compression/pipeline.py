@@ -112,7 +112,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 def _quality(task: Task, output: Tensor, target: Tensor, teacher_out: Tensor) -> dict:
     metrics = task.metrics(output, target)
-    if task.name == "prediction":
+    if task.regression:  # predicted values (CSI, positions): error relative to the teacher
         err = (output - teacher_out).pow(2).flatten(1).sum(1)
         ref = teacher_out.pow(2).flatten(1).sum(1).clamp_min(1e-30)
         metrics["nmse_vs_teacher_db"] = float(10 * torch.log10((err / ref).mean()))

@@ -69,7 +69,7 @@ class ServerInference:
         ValueError
             On an empty batch or an input of the wrong rank.
         """
-        rank = 5 if self.task.name == "prediction" else 4
+        rank = self.task.input_rank
         if x.ndim != rank or len(x) == 0:
             raise InputError(
                 f"input of shape {list(x.shape)} does not fit task {self.task.name}: expected "
@@ -79,7 +79,7 @@ class ServerInference:
 
     def classify(self, x: np.ndarray | torch.Tensor) -> list[str]:
         """Label names of the argmax class (LoS task); beam index strings otherwise."""
-        if self.task.name == "prediction":
+        if self.task.regression:
             raise InputError("classify() is for classification tasks; use predict()")
         index = self.predict(x).argmax(axis=1)
         names = self.task.label_names

@@ -43,7 +43,7 @@ class GlobalEvaluator:
     """
 
     def __init__(self, cfg: RunConfig) -> None:
-        self.task = get_task(cfg.task)
+        self.task = get_task(cfg.task, cfg.task_options)
         self.spec = model_spec(cfg)
         self.threads = cfg.torch_threads
         data = FederatedData.load(cfg.data, cfg.partition)

@@ -141,7 +141,7 @@ class LocalJob:
     ) -> None:
         self.cfg = cfg
         self.node = node
-        self.task = get_task(cfg.task)
+        self.task = get_task(cfg.task, cfg.task_options)
         self.spec = model_spec(cfg, node.rank)
         self.models = models
         self.init_state = models.init_state(self.spec)

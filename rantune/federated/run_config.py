@@ -42,7 +42,7 @@ from rantune.schema import (
     setting,
     to_flat,
 )
-from rantune.tasks import TASKS
+from rantune.tasks import TASKS, TaskSettings
 from rantune.tasks.classification import CLASSIFICATION_HEADS
 
 __all__ = [
@@ -196,6 +196,7 @@ class RunConfig:
     """The whole resolved run configuration; ``RunConfig()`` is every default."""
 
     task: str = setting("los", "downstream task", choices=TASKS)
+    task_options: TaskSettings = section(TaskSettings, "task-options.")
     seed: int = setting(0, "run seed (adapter init, local shuffling, sampling)", low=0)
     num_server_rounds: int = setting(3, "federated rounds", low=1, identity=False)
     out_dir: str = setting("runs/federated", "run directory (absolute with flwr run)", identity=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -29,8 +29,7 @@ from rantune.lora import LoraSettings, apply_lora, trainable_state
 from rantune.model import ChannelEncoder, load_checkpoint, model_config
 from rantune.model.checkpoint import SHIPPED_DIR
 from rantune.seeding import derive_seed
-from rantune.tasks import Task, build_task_model, get_task
-from rantune.tasks.classification import BeamTask, LosTask
+from rantune.tasks import Task, TaskSettings, build_task_model, get_task
 
 
 def apply_threads(threads: int) -> None:
@@ -86,13 +85,14 @@ class ModelSpec:
 
     Attributes
     ----------
-    task, head : the task and its head (``model.head``; LoS and beam only).
+    task, head : the task and its head (``model.head``; ``rantune.tasks.HEADED_TASKS``).
     pretrained : shipped checkpoint name or ``.safetensors`` path; ``none`` = random.
     size : encoder size of a random encoder.
     base_seed : seed of a random encoder (0 with a checkpoint).
     radio : the preset's radio geometry (input layout, number of beams).
     lora : rank, alpha, dropout and targets of the adapters.
     init_seed : seeds the head and the adapter initialisation.
+    task_options : the task's options (``task-options.*``: observation, horizon).
     """
 
     task: str
@@ -103,6 +103,7 @@ class ModelSpec:
     radio: RadioConfig
     lora: LoraSettings
     init_seed: int
+    task_options: TaskSettings = field(default_factory=TaskSettings)
 
     @property
     def is_random(self) -> bool:
@@ -131,16 +132,14 @@ def model_spec(cfg: RunConfig, rank: int | None = None) -> ModelSpec:
             targets=lora.targets,
         ),
         init_seed=derive_seed(cfg.seed, "init"),
+        task_options=cfg.task_options,
     )
 
 
-def model_task(task: str, head: str) -> Task:
-    """The task with its configured head (``model.head`` applies to LoS and beam)."""
-    if task == "los":
-        return LosTask(head=head)
-    if task == "beam":
-        return BeamTask(head=head)
-    return get_task(task)
+def model_task(task: str, head: str, options: TaskSettings | None = None) -> Task:
+    """The task with its options and configured head (``model.head`` applies to the
+    tasks with a classification head, ``rantune.tasks.HEADED_TASKS``)."""
+    return get_task(task, options, head)
 
 
 def base_encoder(spec: ModelSpec) -> ChannelEncoder:
@@ -168,7 +167,9 @@ def build_model(spec: ModelSpec, encoder: ChannelEncoder | None = None):
     encoder = copy.deepcopy(encoder) if encoder is not None else base_encoder(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)
-        task_model = build_task_model(model_task(spec.task, spec.head), encoder, spec.radio)
+        task_model = build_task_model(
+            model_task(spec.task, spec.head, spec.task_options), encoder, spec.radio
+        )
         model = apply_lora(task_model, spec.lora)
     model.eval()
     return model
@@ -183,5 +184,7 @@ def full_model_parameters(spec: ModelSpec) -> dict[str, Tensor]:
     """Every parameter of the un-adapted task model (encoder + head): what full-model
     FedAvg would send each way."""
     with torch.random.fork_rng(devices=[]):  # the head's values do not matter here
-        model = build_task_model(model_task(spec.task, spec.head), base_encoder(spec), spec.radio)
+        model = build_task_model(
+            model_task(spec.task, spec.head, spec.task_options), base_encoder(spec), spec.radio
+        )
     return {k: v.detach() for k, v in model.named_parameters()}

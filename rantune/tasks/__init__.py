@@ -29,8 +29,12 @@ from rantune.tasks.prediction import PredictionTask
 from rantune.tasks.settings import TaskSettings
 
 TASKS = ("los", "beam", "beam-spatial", "beam-temporal", "prediction", "positioning")
+# Tasks whose head is a classification head (run config ``model.head``); the sequence
+# tasks have their own heads.
+HEADED_TASKS = ("los", "beam", "beam-spatial", "positioning")
 
 __all__ = [
+    "HEADED_TASKS",
     "TASKS",
     "Task",
     "TaskModel",
@@ -48,12 +52,12 @@ def get_task(name: str, settings: TaskSettings | None = None, head: str | None =
     ----------
     name : one of :data:`TASKS`.
     settings : task options (``task-options.*``); default :class:`TaskSettings`().
-    head : classification head for ``los``, ``beam``, ``beam-spatial`` and
-        ``positioning`` (``rantune.tasks.classification.CLASSIFICATION_HEADS``); default
-        the task's own. The sequence tasks have their own heads.
+    head : classification head of the :data:`HEADED_TASKS`
+        (``rantune.tasks.classification.CLASSIFICATION_HEADS``); default the task's own.
+        Ignored by the sequence tasks, which have their own heads.
     """
     settings = settings or TaskSettings()
-    kwargs = {} if head is None else {"head": head}
+    kwargs = {} if head is None or name not in HEADED_TASKS else {"head": head}
     if name == "los":
         return LosTask(**kwargs)
     if name == "beam":

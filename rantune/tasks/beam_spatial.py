@@ -28,7 +28,7 @@ from rantune.tasks.baselines import beams as bb
 from rantune.tasks.baselines import best_of
 from rantune.tasks.classification import CLASSIFICATION_HEADS, _check_head
 from rantune.tasks.metrics import beam_metrics
-from rantune.tasks.observation import BeamObservation
+from rantune.tasks.observation import BeamObservation, sample_keys
 from rantune.tasks.settings import TaskSettings
 
 
@@ -75,7 +75,7 @@ class BeamSpatialTask(BeamObservingTask):
 
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
         obs = self.observation(data)
-        x = obs.model_input(data["csi_noisy"][index], index)
+        x = obs.model_input(data["csi_noisy"][index], sample_keys(data["csi"][index]))
         return x, torch.as_tensor(data["beam_gains"][index])
 
     def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
@@ -88,8 +88,8 @@ class BeamSpatialTask(BeamObservingTask):
         gains = data["beam_gains"][test]
         noisy, sites = data["csi_noisy"], data["site_index"]
         if obs.kind == "rsrp":
-            rsrp_test = obs.measure_rsrp(noisy[test], test)
-            rsrp_train = obs.measure_rsrp(noisy[train], train)
+            rsrp_test = obs.measure_rsrp(noisy[test], sample_keys(data["csi"][test]))
+            rsrp_train = obs.measure_rsrp(noisy[train], sample_keys(data["csi"][train]))
             scores = {
                 "best_of_set_b": bb.best_of_set_b(obs, rsrp_test),
                 "interpolation": bb.single_path_fit(obs, rsrp_test),

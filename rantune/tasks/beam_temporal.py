@@ -25,7 +25,7 @@ from rantune.model.config import ModelConfig
 from rantune.tasks.baselines import best_of
 from rantune.tasks.beam_spatial import BeamObservingTask
 from rantune.tasks.metrics import beam_metrics
-from rantune.tasks.observation import BeamObservation, ls_estimate
+from rantune.tasks.observation import BeamObservation, ls_estimate, sample_keys
 from rantune.tasks.prediction import SEQUENCE_NOISE, observed_slots, slots_for_radio
 
 
@@ -57,17 +57,19 @@ class BeamTemporalTask(BeamObservingTask):
 
     def _observed(
         self, data: ChannelDataset, index: np.ndarray
-    ) -> tuple[BeamObservation, np.ndarray, np.ndarray]:
-        """The observation, noisy past slots ``[N, T_in, A, S]`` and target gains ``[N, K]``."""
+    ) -> tuple[BeamObservation, np.ndarray, np.ndarray, np.ndarray]:
+        """The observation, noisy past slots ``[N, T_in, A, S]``, target gains ``[N, K]``
+        and the samples' noise keys ``[N]``."""
         num_inputs = observed_slots(data, self.settings.horizon, self.name)
         obs = self.observation(data)
         sequence = data["csi_sequence"][index]  # [N, T, A, S]
-        past = ls_estimate(sequence[:, :num_inputs], data["snr_db"][index], index, SEQUENCE_NOISE)
-        return obs, past, beam_gains(sequence[:, -1], obs.codebook)
+        keys = sample_keys(data["csi"][index])
+        past = ls_estimate(sequence[:, :num_inputs], data["snr_db"][index], keys, SEQUENCE_NOISE)
+        return obs, past, beam_gains(sequence[:, -1], obs.codebook), keys
 
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
-        obs, past, target = self._observed(data, index)
-        return obs.model_input(past, index, purpose="rsrp-sequence"), torch.as_tensor(target)
+        obs, past, target, keys = self._observed(data, index)
+        return obs.model_input(past, keys, purpose="rsrp-sequence"), torch.as_tensor(target)
 
     def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
         num_inputs = slots_for_radio(radio, self.settings.horizon, self.name)
@@ -76,9 +78,9 @@ class BeamTemporalTask(BeamObservingTask):
     def baseline(
         self, data: ChannelDataset, train: np.ndarray, test: np.ndarray
     ) -> dict[str, float]:
-        obs, past, gains = self._observed(data, test)
+        obs, past, gains, keys = self._observed(data, test)
         if obs.kind == "rsrp":
-            rsrp = obs.measure_rsrp(past, test, purpose="rsrp-sequence")  # [N, T_in, Bm]
+            rsrp = obs.measure_rsrp(past, keys, purpose="rsrp-sequence")  # [N, T_in, Bm]
             last = rsrp[:, -1]
             previous = rsrp[:, -2] if rsrp.shape[1] > 1 else last
             scores = {

@@ -21,12 +21,14 @@ so the task model applies it first thing in ``forward``: the ONNX artifact accep
 observation or a full CSI estimate alike and never sees more than the observation.
 
 Noise that a task draws (measurement errors, noisy slots of ``csi_sequence``) is a
-function of the row index and a purpose only (:func:`row_normal`), so the same rows
-get the same noise in training, evaluation and the baselines.
+function of the sample itself (a hash of its noiseless ``csi``, :func:`sample_keys`) and
+a purpose only (:func:`row_normal`), so a sample gets the same noise in training,
+evaluation and the baselines, wherever it sits in whichever subset.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 import numpy as np
@@ -42,20 +44,34 @@ NOISE_SEED = 13_843  # root of the tasks' own noise draws (TR 38.843)
 _EPS = 1e-12
 
 
-def row_normal(rows: np.ndarray, shape: tuple[int, ...], purpose: str) -> np.ndarray:
-    """Standard normal draws ``[len(rows), *shape]`` float64, a function of (purpose, row).
+def sample_keys(csi: np.ndarray) -> np.ndarray:
+    """64-bit key ``[N]`` uint64 of each sample: a hash of its noiseless snapshot ``[N, A, S]``."""
+    rows = np.ascontiguousarray(csi).reshape(len(csi), -1)
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little")
+            for r in rows
+        ],
+        dtype=np.uint64,
+    )
 
-    The same row index always gets the same numbers, whichever other rows are asked for.
+
+def row_normal(keys: np.ndarray, shape: tuple[int, ...], purpose: str) -> np.ndarray:
+    """Standard normal draws ``[len(keys), *shape]`` float64, a function of (purpose, key).
+
+    ``keys`` from :func:`sample_keys`: a sample always gets the same numbers, whichever
+    other samples are asked for with it.
     """
     tag = zlib.crc32(purpose.encode())
-    out = np.empty((len(rows), *shape))
-    for i, row in enumerate(np.asarray(rows, dtype=np.int64)):
-        out[i] = np.random.default_rng([NOISE_SEED, tag, int(row)]).standard_normal(shape)
+    out = np.empty((len(keys), *shape))
+    for i, key in enumerate(np.asarray(keys, dtype=np.uint64)):
+        words = [NOISE_SEED, tag, int(key) & 0xFFFFFFFF, int(key) >> 32]
+        out[i] = np.random.default_rng(words).standard_normal(shape)
     return out
 
 
 def ls_estimate(
-    clean: np.ndarray, snr_db: np.ndarray, rows: np.ndarray, purpose: str
+    clean: np.ndarray, snr_db: np.ndarray, keys: np.ndarray, purpose: str
 ) -> np.ndarray:
     """Noisy LS estimate of ``clean`` ``[N, ..., A, S]`` (unit-norm snapshots) at ``snr_db`` ``[N]``.
 
@@ -65,7 +81,7 @@ def ls_estimate(
     antennas, subcarriers = clean.shape[-2:]
     var = 1.0 / (antennas * subcarriers) / 10.0 ** (np.asarray(snr_db, np.float64) / 10.0)  # [N]
     scale = np.sqrt(var / 2.0).reshape(-1, *([1] * (clean.ndim - 1)))
-    draws = row_normal(rows, (2, *clean.shape[1:]), purpose)  # [N, 2, ..., A, S]
+    draws = row_normal(keys, (2, *clean.shape[1:]), purpose)  # [N, 2, ..., A, S]
     return (clean + scale * (draws[:, 0] + 1j * draws[:, 1])).astype(np.complex64)
 
 
@@ -203,12 +219,13 @@ class BeamObservation:
             )
 
     def measure_rsrp(
-        self, csi_noisy: np.ndarray, rows: np.ndarray, purpose: str = "rsrp"
+        self, csi_noisy: np.ndarray, keys: np.ndarray, purpose: str = "rsrp"
     ) -> np.ndarray:
-        """Measured Set B RSRPs ``[N, ..., Bm]`` float64 of noisy estimates ``[N, ..., A, S]``."""
+        """Measured Set B RSRPs ``[N, ..., Bm]`` float64 of noisy estimates ``[N, ..., A, S]``
+        (``keys``: :func:`sample_keys` of the samples, seeding their measurement errors)."""
         gains = beam_gains(csi_noisy, self.set_b).astype(np.float64)  # [N, ..., Bm]
         if self.settings.rsrp_error_db > 0:
-            error = row_normal(rows, gains.shape[1:], purpose) * self.settings.rsrp_error_db
+            error = row_normal(keys, gains.shape[1:], purpose) * self.settings.rsrp_error_db
             gains = gains * 10.0 ** (error / 10.0)
         return gains
 
@@ -222,7 +239,7 @@ class BeamObservation:
             return ObservationGate(mask=self.mask, norm=self.grid_norm)
         return ObservationGate(set_b=self.set_b, num_subcarriers=self.shape[1], norm=self.grid_norm)
 
-    def model_input(self, csi_noisy: np.ndarray, rows: np.ndarray, purpose: str = "rsrp") -> Tensor:
+    def model_input(self, csi_noisy: np.ndarray, keys: np.ndarray, purpose: str = "rsrp") -> Tensor:
         """Model input ``[N, (T,) 2, A, S]`` float32 of noisy estimates ``[N, (T,) A, S]``."""
         from rantune.model.encoder import csi_to_real
 
@@ -231,7 +248,7 @@ class BeamObservation:
             if self.mask is not None:
                 return gate(csi_to_real(csi_noisy))
             return gate.from_rsrp(
-                torch.as_tensor(self.measure_rsrp(csi_noisy, rows, purpose)).float()
+                torch.as_tensor(self.measure_rsrp(csi_noisy, keys, purpose)).float()
             )
 
     def set_a_scores(self, rsrp: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from rantune.tasks.base import Task
 from rantune.tasks.baselines import best_of
 from rantune.tasks.baselines import prediction as bp
 from rantune.tasks.metrics import nmse_db
-from rantune.tasks.observation import ls_estimate
+from rantune.tasks.observation import ls_estimate, sample_keys
 from rantune.tasks.settings import TaskSettings
 
 SEQUENCE_NOISE = "sequence"  # purpose of the past slots' noise (rantune.tasks.observation)
@@ -186,7 +186,8 @@ class PredictionTask(Task):
         """Noisy past slots ``[N, T_in, A, S]`` and the noiseless target ``[N, A, S]`` (complex)."""
         num_inputs = observed_slots(data, self.horizon, self.name)
         sequence = data["csi_sequence"][index]  # [N, T, A, S]
-        past = ls_estimate(sequence[:, :num_inputs], data["snr_db"][index], index, SEQUENCE_NOISE)
+        keys = sample_keys(data["csi"][index])
+        past = ls_estimate(sequence[:, :num_inputs], data["snr_db"][index], keys, SEQUENCE_NOISE)
         return past, sequence[:, -1]
 
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:

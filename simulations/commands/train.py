@@ -24,6 +24,7 @@ from rich.table import Table
 from rantune.errors import InputError
 from rantune.lora import PROJECTION_NAMES, LoraSettings
 from rantune.simulations.errors import cli_errors, ensure_output_dir
+from rantune.tasks.settings import TaskSettings
 
 console = Console()
 MODES = ("scratch", "probe", "lora", "full")
@@ -49,6 +50,7 @@ class CentralizedSettings:
     batch_size, lr, weight_decay : optimisation (``lr`` None = per-mode default).
     lora : LoRA settings for ``lora`` mode.
     partition_seed : seed of the natural split (fixed across runs so all share rows).
+    task_options : the task's options (``task-options.*``: observation, horizon).
     """
 
     task: str
@@ -66,12 +68,13 @@ class CentralizedSettings:
     weight_decay: float = 0.0
     lora: LoraSettings = field(default_factory=LoraSettings)
     partition_seed: int = 0
+    task_options: TaskSettings = field(default_factory=TaskSettings)
 
     def __post_init__(self) -> None:
         from rantune.model import model_config
         from rantune.tasks import get_task
 
-        get_task(self.task)  # unknown task -> ValueError
+        get_task(self.task, self.task_options)  # unknown task -> ValueError
         model_config(self.size)
         if self.mode not in MODES:
             raise InputError(f"mode {self.mode!r} is unknown: choose one of {', '.join(MODES)}")
@@ -162,7 +165,7 @@ def run_one(
     from rantune.tasks import get_task, predict
     from rantune.training import TrainSettings, encode, label_budget, train, train_probe
 
-    task = get_task(settings.task)
+    task = get_task(settings.task, settings.task_options)
     train_rows, test_rows = split
     rows = label_budget(train_rows, settings.budget, seed)
     torch.manual_seed(seed)
@@ -237,9 +240,10 @@ def run_centralized(settings: CentralizedSettings, data=None, radio=None, cache=
     if data is None or radio is None:
         cfg = load_preset(settings.preset)
         data, radio = load_pooled(cfg), cfg.radio
-    task = get_task(settings.task)
+    task = get_task(settings.task, settings.task_options)
     split = pooled_split(data, settings.partition_seed)
-    runs = [run_one(settings, seed, data, radio, split, cache) for seed in settings.seeds]
+    subsets = task.subsets(data, split[1])
+    runs = [run_one(settings, seed, data, radio, split, cache, subsets) for seed in settings.seeds]
     result = asdict(settings)
     result["lora"] = {**asdict(settings.lora), "targets": list(settings.lora.targets)}
     result["lr"] = settings.learning_rate
@@ -276,6 +280,15 @@ def print_result(result: dict) -> None:
     console.print(table)
 
 
+def parse_task_options(pairs: list[str]) -> TaskSettings:
+    """``["observation=csi", "antennas=4"]`` -> :class:`TaskSettings` (checked like the run
+    config's ``task-options.*`` keys)."""
+    from rantune.federated.run_config import parse_override_pairs, resolve_run_config
+
+    flat = parse_override_pairs([f"task-options.{p.strip()}" for p in pairs])
+    return resolve_run_config(flat).task_options
+
+
 def parse_seeds(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
@@ -287,7 +300,15 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     @cli_errors
     def train_command(
-        task: str = typer.Option(..., help="los, beam or prediction."),
+        task: str = typer.Option(
+            ..., help="los, beam, beam-spatial, beam-temporal, prediction or positioning."
+        ),
+        task_option: list[str] = typer.Option(
+            [],
+            "--task-option",
+            help="Task option key=value, repeatable (e.g. observation=csi, antennas=4, "
+            "horizon=2; the task-options.* keys of `rantune simulate --list-keys`).",
+        ),
         mode: str = typer.Option("lora", help="scratch, probe, lora or full."),
         preset: str = typer.Option("default", help="Preset name or .toml path."),
         budget: float = typer.Option(1.0, help="Labelled share of the training rows (0-1]."),
@@ -324,6 +345,7 @@ def register(app: typer.Typer) -> None:
         )
         settings = CentralizedSettings(
             task=task,
+            task_options=parse_task_options(task_option),
             mode=mode,
             preset=preset,
             budget=budget,
