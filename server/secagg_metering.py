@@ -13,37 +13,20 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 
-from flwr.app import ArrayRecord, Message
+from flwr.app import Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.serverapp import Grid
 
+from rantune.federated.messages import record_bytes
 from rantune.server.replies import replies_by_node
 
 
-def _value_bytes(value) -> int:
-    if isinstance(value, list):
-        return sum(_value_bytes(v) for v in value)
-    if isinstance(value, bool):
-        return 1
-    if isinstance(value, str | bytes):
-        return len(value)
-    return 8  # int/float: 64 bit on the wire
-
-
-def record_nbytes(record) -> int:
-    """Payload bytes of one record, counted as Flower's ``count_bytes`` does (keys
-    included) but also for empty strings and lists, which ``ConfigRecord.count_bytes``
-    of Flower 1.41 rejects."""
-    if isinstance(record, ArrayRecord):
-        return int(record.count_bytes())
-    return int(sum(len(k) + _value_bytes(v) for k, v in record.items()))
-
-
 def message_bytes(message: Message) -> int:
-    """Bytes of every record of a message (arrays, metrics, configs); 0 for an error."""
+    """Bytes of every record of a message (arrays, metrics, configs; each by
+    :func:`rantune.federated.messages.record_bytes`); 0 for an error."""
     if not message.has_content():
         return 0
-    return sum(record_nbytes(record) for record in message.content.values())
+    return sum(record_bytes(record) for record in message.content.values())
 
 
 def _stage(message: Message) -> str:

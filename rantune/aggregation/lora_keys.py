@@ -211,7 +211,7 @@ def max_rank(states: list[Mapping[str, Tensor | np.ndarray]]) -> int:
 def state_nbytes(state: Mapping[str, Tensor | np.ndarray]) -> int:
     """Tensor data of ``state`` in bytes (``numel * element_size``); Flower's
     ``ArrayRecord.count_bytes`` adds key names and ``.npy`` headers, see
-    :func:`rantune.aggregation.comm.record_nbytes`."""
+    :func:`rantune.federated.messages.record_bytes`."""
     total = 0
     for value in state.values():
         if isinstance(value, Tensor):

@@ -1,4 +1,4 @@
-"""Message conventions of the rantune apps and the byte accounting of what travels.
+"""Message conventions of the rantune apps and the one way bytes are counted.
 
 Records in every message: ``"arrays"`` (ArrayRecord), ``"metrics"`` (MetricRecord,
 ``"num-examples"`` in it) and ``"config"`` (ConfigRecord). Only adapter and head
@@ -12,6 +12,11 @@ Train config keys (server -> client): ``server-round``, ``local-epochs``,
 the client between rounds and never sent back, e.g. FedSA-LoRA's B) and
 ``freeze`` (regex: keys not trained and not sent back, e.g. FFA-LoRA's A).
 Evaluate config keys: ``server-round``, ``personalized``.
+
+Bytes: :func:`record_bytes` is the measure of every count in rantune (round history,
+SecAgg+ metering, benchmarks): Flower's ``count_bytes`` as FlowerTune reports it, per
+array the ``.npy`` serialisation (data plus a header of about 128 bytes) plus the
+length of its key. :data:`MB` is the unit of every report (decimal megabytes).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, RecordDict
 
 from rantune.aggregation.validation import validate_update
 
@@ -36,6 +41,8 @@ FREEZE = "freeze"
 PERSONALIZED = "personalized"
 PERSONALIZED_PREFIX = "personalized-"
 HEAD_PREFIX = "base_model.model.head."
+MB = 1_000_000
+"""Bytes per MB in every report (decimal megabytes)."""
 
 
 def is_adapter_key(key: str) -> bool:
@@ -59,13 +66,33 @@ def record_to_state(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in record.items()}
 
 
-def record_bytes(record: ArrayRecord | None) -> int:
-    """Bytes of an ArrayRecord as FlowerTune counts them (``count_bytes``)."""
-    return 0 if record is None else int(record.count_bytes())
+def _value_bytes(value) -> int:
+    if isinstance(value, list):
+        return sum(_value_bytes(v) for v in value)
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, str | bytes):
+        return len(value)
+    return 8  # int/float: 64 bit on the wire
 
 
-def message_array_bytes(content) -> int:
-    """Sum of ``count_bytes`` over every ArrayRecord of a RecordDict."""
+def record_bytes(record) -> int:
+    """Bytes of one record (``None``: 0) as Flower's ``count_bytes`` counts them.
+
+    An ArrayRecord: its ``count_bytes()`` (FlowerTune's measure). A ConfigRecord or
+    MetricRecord: the same rule as Flower's (key length plus 1 byte per bool, 8 per
+    int/float, the length of a str/bytes, summed over lists), which also counts the
+    empty strings and lists that ``ConfigRecord.count_bytes`` of Flower 1.41 rejects.
+    """
+    if record is None:
+        return 0
+    if isinstance(record, ArrayRecord):
+        return int(record.count_bytes())
+    return int(sum(len(k) + _value_bytes(v) for k, v in record.items()))
+
+
+def message_array_bytes(content: RecordDict) -> int:
+    """Bytes of every ArrayRecord of a message's content (what the round history counts)."""
     return sum(record_bytes(r) for r in content.array_records.values())
 
 

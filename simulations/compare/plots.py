@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
+from rantune.federated.messages import MB
 from rantune.fileio import atomic_write_bytes
 from rantune.simulations.compare.records import RunRecord, slug
-
-MB = 1_000_000
 
 
 def _pyplot():

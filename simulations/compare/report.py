@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from rantune.errors import InputError
+from rantune.federated.messages import MB
 from rantune.fileio import atomic_write_bytes
 from rantune.simulations.compare.records import RunRecord, as_runs
-
-MB = 1_000_000  # decimal megabytes, as in rantune.aggregation.comm
 
 CSV_COLUMNS = (
     "task",

@@ -1,4 +1,4 @@
-"""Adapter-state grouping, data weights, FedIT, seeded init, dense folding, byte accounting."""
+"""Adapter-state grouping, data weights, FedIT, seeded init, dense folding."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from rantune.aggregation.comm import record_nbytes, round_bytes
 from rantune.aggregation.dense import (
     CumulativeDelta,
     apply_dense_deltas,
@@ -207,35 +206,3 @@ def test_fold_into_model_checks_every_shape_before_changing_anything():
     assert torch.allclose(weight, before + 1)
     with pytest.raises(ValueError, match="no module"):
         fold_deltas_into_model(model, {"base_model.model.nope": torch.ones(3, 4)})
-
-
-def test_round_bytes_broadcast_and_per_client():
-    up = [{"a": torch.zeros(10)}, {"a": torch.zeros(5)}]
-    assert round_bytes(up, {"g": torch.zeros(3)}, measure="data").down == 2 * 12
-    assert (
-        round_bytes(up, [{"g": torch.zeros(3)}, {"g": torch.zeros(1)}], measure="data").down == 16
-    )
-    assert round_bytes(up, {"g": torch.zeros(3)}, measure="data").up == 60
-    with pytest.raises(ValueError, match="record"):
-        round_bytes(up, {}, measure="bits")
-
-
-def test_record_nbytes_matches_flowers_count_bytes():
-    # Prepare: float32/float64/int64 tensors and arrays, a 0-d array, a long key
-    from flwr.app import Array, ArrayRecord
-
-    state = {
-        f"{P}.lora_A.weight": torch.randn(8, 64),
-        f"{P}.lora_B.weight": np.zeros((64, 8), np.float64),
-        HEAD: torch.arange(5),
-        "scalar": np.float32(1.5),
-        "x" * 300: np.zeros((2, 3, 4, 5, 6, 7), np.float32),
-    }
-    arrays = {
-        k: np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in state.items()
-    }
-    # Execute
-    expected = ArrayRecord({k: Array(v) for k, v in arrays.items()}).count_bytes()
-    # Assert
-    assert record_nbytes(state) == expected
-    assert round_bytes([state], state).up == expected
