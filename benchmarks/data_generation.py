@@ -1,53 +1,49 @@
-"""Channel data generation speed per scenario and the cache-reload speed-up.
+"""Channel data generation speed: TR 38.901 per scenario, ray tracing per scene, cache reloads.
 
-Measures, on this machine:
+Measures, on this machine, at the project's input shape (16 BS antennas x 32
+subcarriers, 16 beams), with and without 6-slot ``csi_sequence``:
 
-- Sionna TR 38.901 generation throughput (samples/s) for UMi, UMa and RMa, with
-  and without ``csi_sequence`` time snapshots, at the project's input shape
-  (16 BS antennas x 32 subcarriers, 16 beams);
-- the time to reload the same site from the checksummed safetensors cache
-  (sha256 verification included), and the ratio generation time / reload time
-  (target: >= 100x);
-- optionally, wall time of a whole preset (``--preset default``).
+- Sionna TR 38.901 throughput (samples/s) for UMi, UMa and RMa (median of repeats);
+- Sionna RT throughput per scene (samples/s of one whole site: scene load, radio map,
+  drops and path tracing) for the ray-traced stations of the ``default`` preset and
+  the ``rt-smoke`` street canyon, with the candidate positions each drop tried;
+- the time to reload a TR 38.901 and a ray-traced site from the checksummed cache
+  (sha256 check included) and the speed-up over generating it;
+- optionally (``--preset default``) the wall time of a whole preset, split by kind.
 
-Each measurement is repeated; the median is reported with the min and max. The
-machine may be shared, so the load average before and after is recorded.
+The machine may be shared: the load average is recorded with the results.
 
 Usage::
 
-    python benchmarks/data_generation.py            # writes benchmarks/results/
-    python benchmarks/data_generation.py --samples 256 --repeats 1 --out /tmp/bench
+    python benchmarks/data_generation.py                     # writes benchmarks/results/
+    python benchmarks/data_generation.py --preset default    # + the whole default preset
+    python benchmarks/data_generation.py --render            # Markdown from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shlex
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import common
 
-from rantune.channels import load_sites  # noqa: E402
-from rantune.channels.sionna_generator import generate_site  # noqa: E402
-from rantune.config import DataConfig, RadioConfig, SiteConfig  # noqa: E402
-from rantune.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
-from rantune.presets import load_preset  # noqa: E402
+from rantune.channels import load_site_info, load_sites, site_kind
+from rantune.channels.raytraced import generate_rt_site
+from rantune.channels.sionna_generator import generate_site
+from rantune.config import RT_SCENARIO, DataConfig, RadioConfig, SiteConfig
+from rantune.presets import load_preset
 
+NAME = "data_generation"
 SCENARIOS = ("umi", "uma", "rma")
 DISTANCES = {"umi": (10.0, 200.0), "uma": (35.0, 500.0), "rma": (35.0, 2000.0)}
+TIME_STEPS = (0, 6)
 
 
-def site_for(scenario: str, samples: int) -> SiteConfig:
+def tr_site(scenario: str, samples: int) -> SiteConfig:
     return SiteConfig(
         name=f"bench-{scenario}",
         scenario=scenario,
@@ -57,6 +53,13 @@ def site_for(scenario: str, samples: int) -> SiteConfig:
         distance_range_m=DISTANCES[scenario],
         seed=4242,
     )
+
+
+def rt_sites(samples: int) -> list:
+    """One ray-traced site per scene: default's stations, then rt-smoke's canyon."""
+    sites = [s for s in load_preset("default").sites if s.scenario == RT_SCENARIO]
+    sites.append(load_preset("rt-smoke").sites[0])
+    return [replace(s, num_samples=samples) for s in sites]
 
 
 def timed(func) -> tuple[float, object]:
@@ -69,12 +72,12 @@ def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def measure_generation(samples: int, repeats: int, time_steps: tuple[int, ...]) -> list[dict]:
+def measure_tr(samples: int, repeats: int) -> list[dict]:
     rows = []
-    for steps in time_steps:
+    for steps in TIME_STEPS:
         radio = RadioConfig(num_time_steps=steps)
         for scenario in SCENARIOS:
-            site = site_for(scenario, samples)
+            site = tr_site(scenario, samples)
             seconds = [
                 timed(lambda s=site, r=radio: generate_site(s, r))[0] for _ in range(repeats)
             ]
@@ -89,17 +92,36 @@ def measure_generation(samples: int, repeats: int, time_steps: tuple[int, ...]) 
                 }
             )
             print(
-                f"  {scenario} T={steps}: {statistics.median(rate):7.1f} samples/s "
-                f"({statistics.median(seconds):.2f} s)",
-                flush=True,
+                f"  TR {scenario} T={steps}: {statistics.median(rate):7.1f} samples/s", flush=True
             )
     return rows
 
 
-def measure_cache(samples: int, repeats: int, root: Path) -> dict:
-    """Generation + save through ``load_sites`` (cache miss), then reloads (cache hits)."""
-    radio = RadioConfig(num_time_steps=6)
-    cfg = DataConfig(name="bench-cache", radio=radio, sites=(site_for("umi", samples),))
+def measure_rt(samples: int) -> list[dict]:
+    """Ray-traced sites run once each: with one Dr.Jit thread they are deterministic."""
+    rows = []
+    for steps in TIME_STEPS:
+        radio = RadioConfig(num_time_steps=steps)
+        for site in rt_sites(samples):
+            seconds, (_, info) = timed(lambda s=site, r=radio: generate_rt_site(s, r))
+            rows.append(
+                {
+                    "site": site.name,
+                    "scene": site.scene,
+                    "num_time_steps": steps,
+                    "samples": samples,
+                    "seconds": seconds,
+                    "samples_per_s": samples / seconds,
+                    "candidates": info["candidates"],
+                    "no_path": info["no_path"],
+                }
+            )
+            print(f"  RT {site.scene} T={steps}: {samples / seconds:7.1f} samples/s", flush=True)
+    return rows
+
+
+def measure_cache(cfg: DataConfig, root: Path, repeats: int) -> dict:
+    """Generation + save through ``load_sites`` (a miss), then reloads (hits)."""
     generate_s, _ = timed(lambda: load_sites(cfg, cache_root=root, progress=False))
     reloads = [
         timed(lambda: load_sites(cfg, cache_root=root, progress=False))[0]
@@ -107,161 +129,201 @@ def measure_cache(samples: int, repeats: int, root: Path) -> dict:
     ]
     shard = next((root / "sites").glob("*.safetensors"))
     reload_s = statistics.median(reloads)
+    print(f"  {site_kind(cfg.sites[0])} reload speed-up {generate_s / reload_s:.0f}x", flush=True)
     return {
+        "kind": site_kind(cfg.sites[0]),
         "site": asdict(cfg.sites[0]),
-        "num_time_steps": radio.num_time_steps,
+        "num_time_steps": cfg.radio.num_time_steps,
         "shard_bytes": shard.stat().st_size,
         "generate_and_save_s": generate_s,
         "reload_s": spread(reloads),
         "speedup": generate_s / reload_s,
-        "target_speedup": 100.0,
-        "meets_target": generate_s / reload_s >= 100.0,
     }
 
 
 def measure_preset(name: str, root: Path) -> dict:
     cfg = load_preset(name)
     seconds, sites = timed(lambda: load_sites(cfg, cache_root=root, progress=False))
-    total = sum(len(s) for s in sites)
+    info = load_site_info(cfg, cache_root=root)
+    rt = [i for s, i in zip(cfg.sites, info, strict=True) if s.scenario == RT_SCENARIO]
     reload_s, _ = timed(lambda: load_sites(cfg, cache_root=root, progress=False))
     return {
         "preset": name,
         "sites": len(sites),
-        "samples": total,
+        "samples": sum(len(s) for s in sites),
+        "raytraced_sites": len(rt),
+        "raytraced_samples": sum(i["generation"]["accepted"] for i in rt),
+        "raytraced_s": sum(i["generation"]["seconds"] for i in rt),
         "num_time_steps": cfg.radio.num_time_steps,
         "generate_s": seconds,
-        "samples_per_s": total / seconds,
         "reload_s": reload_s,
     }
 
 
-def machine() -> dict:
-    import numpy
-    import sionna
-    import torch
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "sionna": sionna.__version__,
-        "numpy": numpy.__version__,
-        "git_commit": commit,
-    }
-
-
 def markdown(result: dict) -> str:
+    radio = result["radio"]
     lines = [
         "# Channel data generation benchmark",
         "",
-        f"Command: `{result['command']}`  ",
-        f"Date: {result['date']}, commit {result['machine']['git_commit']}, "
-        f"{result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']} "
-        f"({result['machine']['torch_threads']} threads), Sionna {result['machine']['sionna']}.  ",
-        f"Load average before/after: {result['load_before']} / {result['load_after']} "
-        "(the machine is shared; higher load means slower numbers).",
+        *common.provenance_lines(result["provenance"]),
         "",
-        f"Radio: {result['radio']['num_bs_antennas']} BS antennas x "
-        f"{result['radio']['num_subcarriers']} subcarriers, {result['radio']['num_beams']} beams; "
-        f"{result['samples']} samples per scenario, median of {result['repeats']} run(s) "
-        f"after a warm-up of {result['warmup_s']:.1f} s (imports, first call per scenario and shape).",
+        f"Radio: {radio['num_bs_antennas']} BS antennas x {radio['num_subcarriers']} "
+        f"subcarriers, {radio['num_beams']} beams. Warm-up before timing: "
+        f"{result['warmup_s']:.1f} s (imports, first call per scenario/scene and shape).",
         "",
-        "## Generation throughput",
-        "",
-        "| scenario | time steps | samples/s (median) | min-max | seconds (median) |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for row in result["generation"]:
-        rate = row["samples_per_s"]
-        lines.append(
-            f"| {row['scenario']} | {row['num_time_steps']} | {rate['median']:.0f} | "
-            f"{rate['min']:.0f}-{rate['max']:.0f} | {row['seconds']['median']:.2f} |"
-        )
-    cache = result["cache"]
-    lines += [
-        "",
-        "## Cache reload",
-        "",
-        f"One UMi site, {cache['site']['num_samples']} samples with "
-        f"{cache['num_time_steps']}-slot sequences, shard {cache['shard_bytes'] / 1e6:.1f} MB.",
-        "",
-        "| generate + save (s) | reload (s, median) | speed-up | target |",
-        "|---:|---:|---:|---:|",
-        f"| {cache['generate_and_save_s']:.2f} | {cache['reload_s']['median']:.4f} | "
-        f"{cache['speedup']:.0f}x | >= {cache['target_speedup']:.0f}x "
-        f"({'met' if cache['meets_target'] else 'NOT met'}) |",
-        "",
-        "Reload = read + sha256 check + safetensors parse; the shard is in the OS page cache.",
+    tr_rows = [
+        [
+            r["scenario"],
+            r["num_time_steps"],
+            f"{r['samples_per_s']['median']:.0f}",
+            f"{r['samples_per_s']['min']:.0f}-{r['samples_per_s']['max']:.0f}",
+            f"{r['seconds']['median']:.2f}",
+        ]
+        for r in result["tr38901"]
     ]
+    lines += common.section(
+        "TR 38.901 (Sionna) throughput",
+        [f"{result['tr_samples']} samples per scenario, median of {result['repeats']} run(s)."],
+        common.table(["scenario", "time steps", "samples/s", "min-max", "seconds"], tr_rows),
+    )
+    rt_rows = [
+        [
+            r["scene"],
+            r["site"],
+            r["num_time_steps"],
+            f"{r['samples_per_s']:.1f}",
+            f"{r['seconds']:.1f}",
+            r["candidates"],
+            r["no_path"],
+        ]
+        for r in result["raytraced"]
+    ]
+    lines += common.section(
+        "Ray-traced (Sionna RT) throughput per scene",
+        [
+            f"{result['rt_samples']} users per site, one run each (one Dr.Jit thread, so the "
+            "same seed gives the same bytes). A site's time includes loading the scene, its "
+            "radio map, the drops and the path tracing; `candidates` = positions drawn from "
+            "the radio map, `no path` = traced positions without any path.",
+        ],
+        common.table(
+            ["scene", "site", "time steps", "samples/s", "seconds", "candidates", "no path"],
+            rt_rows,
+            align="llrrrrr",
+        ),
+    )
+    cache_rows = [
+        [
+            c["kind"],
+            c["site"]["name"],
+            c["site"]["num_samples"],
+            c["num_time_steps"],
+            f"{c['shard_bytes'] / 1e6:.1f}",
+            f"{c['generate_and_save_s']:.2f}",
+            f"{c['reload_s']['median']:.4f}",
+            f"{c['speedup']:.0f}x",
+        ]
+        for c in result["cache"]
+    ]
+    lines += common.section(
+        "Cache reload",
+        [
+            "Reload = read + sha256 check + safetensors parse (the shard is in the OS page "
+            "cache; a ray-traced reload also hashes the scene files, remembered per process)."
+        ],
+        common.table(
+            [
+                "kind",
+                "site",
+                "samples",
+                "time steps",
+                "shard MB",
+                "generate + save s",
+                "reload s",
+                "speed-up",
+            ],
+            cache_rows,
+            align="llrrrrrr",
+        ),
+    )
     if result.get("preset"):
         p = result["preset"]
-        lines += [
-            "",
-            "## Whole preset",
-            "",
-            f"`{p['preset']}`: {p['sites']} sites, {p['samples']} samples "
-            f"({p['num_time_steps']} time steps) generated in {p['generate_s']:.1f} s "
-            f"({p['samples_per_s']:.0f} samples/s); reload {p['reload_s']:.2f} s.",
-        ]
-    return "\n".join(lines) + "\n"
+        lines += common.section(
+            "Whole preset",
+            [
+                f"`{p['preset']}`: {p['sites']} sites, {p['samples']} samples "
+                f"({p['num_time_steps']} time steps) generated in {p['generate_s']:.1f} s, of "
+                f"which {p['raytraced_sites']} ray-traced sites ({p['raytraced_samples']} "
+                f"samples) took {p['raytraced_s']:.1f} s; reload {p['reload_s']:.2f} s."
+            ],
+        )
+    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=512, help="samples per scenario")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per measurement")
+    parser.add_argument("--samples", type=int, default=512, help="TR 38.901 samples per scenario")
+    parser.add_argument("--rt-samples", type=int, default=256, help="users per ray-traced site")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per TR 38.901 measurement")
     parser.add_argument("--preset", default=None, help="also time a whole preset, e.g. default")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = parser.parse_args(argv)
+    common.add_common_flags(parser)
+    args = common.parse_args(parser, argv, NAME, markdown)
+    if args is None:
+        return None
+    import torch
 
-    command = "python benchmarks/data_generation.py" + (
-        " " + shlex.join(sys.argv[1:] if argv is None else argv)
-        if (sys.argv[1:] if argv is None else argv)
-        else ""
-    )
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    print("warm-up (Sionna import, first call per scenario and shape)...", flush=True)
+    torch.set_num_threads(1)
+    provenance = common.provenance(argv)
+    print("warm-up (imports, first call per scenario/scene and shape)...", flush=True)
     warmup_s, _ = timed(
         lambda: [
-            generate_site(site_for(scenario, 32), RadioConfig(num_time_steps=steps))
-            for scenario in SCENARIOS
-            for steps in (0, 6)
+            [generate_site(tr_site(s, 32), RadioConfig(num_time_steps=t)) for s in SCENARIOS]
+            + [
+                generate_rt_site(replace(s, seed=1), RadioConfig(num_time_steps=t))
+                for s in rt_sites(8)
+            ]
+            for t in TIME_STEPS
         ]
     )
-    print("generation:", flush=True)
-    generation = measure_generation(args.samples, args.repeats, time_steps=(0, 6))
+    print("TR 38.901:", flush=True)
+    tr_rows = measure_tr(args.samples, args.repeats)
+    print("ray-traced:", flush=True)
+    rt_rows = measure_rt(args.rt_samples)
     print("cache:", flush=True)
+    radio = RadioConfig(num_time_steps=6)
     with tempfile.TemporaryDirectory(prefix="rantune-bench-") as tmp:
-        cache = measure_cache(args.samples, args.repeats, Path(tmp) / "cache")
-        print(f"  reload speed-up {cache['speedup']:.0f}x", flush=True)
+        cache = [
+            measure_cache(
+                DataConfig(name="bench-tr", radio=radio, sites=(tr_site("umi", args.samples),)),
+                Path(tmp) / "tr",
+                args.repeats,
+            ),
+            measure_cache(
+                DataConfig(name="bench-rt", radio=radio, sites=(rt_sites(args.rt_samples)[1],)),
+                Path(tmp) / "rt",
+                args.repeats,
+            ),
+        ]
         preset = measure_preset(args.preset, Path(tmp) / "preset") if args.preset else None
     result = {
-        "benchmark": "data_generation",
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "load_before": load_before,
-        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "benchmark": NAME,
+        "provenance": provenance,
+        "load_after": common.provenance(argv)["load"],
         "radio": asdict(replace(RadioConfig(), num_time_steps=0)),
-        "samples": args.samples,
+        "tr_samples": args.samples,
+        "rt_samples": args.rt_samples,
         "repeats": args.repeats,
         "warmup_s": warmup_s,
-        "generation": generation,
+        "tr38901": tr_rows,
+        "raytraced": rt_rows,
         "cache": cache,
         "preset": preset,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "data_generation.json", result)
-    atomic_write_bytes(args.out / "data_generation.md", markdown(result).encode())
-    print(f"wrote {args.out / 'data_generation.json'} and .md", flush=True)
+    common.save_json(args.out / f"{NAME}.json", result)
+    common.save_text(args.out / f"{NAME}.md", markdown(result))
+    print(f"wrote {args.out / NAME}.json and .md", flush=True)
     return result
 
 
