@@ -526,27 +526,32 @@ def test_rantune_data_summarizes_imported_stations(import_preset, tmp_path):
     assert rows[0]["indoor_fraction"] is None and rows[0]["speed_range_mps"] == [None, None]
 
 
+def simulate_one_round(preset: Path, out: Path):
+    """``rantune simulate``: 1 round of the los task, untrained encoder, rank-2 LoRA."""
+    flags = ["--preset", str(preset), "--task", "los", "--rounds", "1", "--out", str(out)]
+    overrides = ["--run-config", 'model.pretrained="none" lora.r=2']
+    return CliRunner().invoke(app, ["simulate", *flags, *overrides])
+
+
 def test_federated_run_on_two_imported_stations(import_preset, tmp_path):
     # Execute
     out = tmp_path / "run"
-    result = CliRunner().invoke(
-        app,
-        [
-            "simulate",
-            "--preset",
-            str(import_preset),
-            "--task",
-            "los",
-            "--rounds",
-            "1",
-            "--out",
-            str(out),
-            "--run-config",
-            'model.pretrained="none" lora.r=2',
-        ],
-    )
+    result = simulate_one_round(import_preset, out)
 
     # Assert
     assert result.exit_code == 0, result.output
     history = json.loads((out / "history.json").read_text())
     assert history["num-clients"] == 2 and history["rounds"][-1]["round"] == 1
+
+
+def test_los_run_on_a_station_without_los_flags_fails_clearly(import_preset, tmp_path):
+    # Prepare: the .mat station is imported without its LoS flags
+    import_preset.write_text(IMPORT_PRESET.replace('los_key = "los"\n', ""))
+
+    # Execute
+    result = simulate_one_round(import_preset, tmp_path / "run")
+
+    # Assert
+    assert result.exit_code == 2
+    assert "the los task needs 'los' but it is unknown" in one_line_error(result)
+    assert "site index [1]" in result.stderr
