@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,36 +82,49 @@ def train(
     """
     if len(x) == 0:
         raise InputError("no training rows: this client's training split is empty")
-    generator = torch.Generator().manual_seed(settings.seed)
-    torch.manual_seed(settings.seed)
     params = trainable_parameters(model)
     if settings.prox_mu > 0:
         anchor = {n: (reference[n] if reference else p.detach().clone()) for n, p in params.items()}
-    optimizer = torch.optim.AdamW(
-        params.values(), lr=settings.lr, weight_decay=settings.weight_decay
-    )
+
+    def step(batch: Tensor) -> tuple[Tensor, Tensor]:
+        loss = task.loss(model(x[batch]), y[batch])
+        if settings.prox_mu <= 0:
+            return loss, loss
+        prox = sum((p - anchor[n]).pow(2).sum() for n, p in params.items())
+        return loss, loss + 0.5 * settings.prox_mu * prox
+
+    return _optimise(model, list(params.values()), len(x), step, settings)
+
+
+def _optimise(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    num_rows: int,
+    step: Callable[[Tensor], tuple[Tensor, Tensor]],
+    settings: TrainSettings,
+) -> dict[str, float]:
+    """The loop of :func:`train` and :func:`train_probe`: seeded shuffling, AdamW,
+    clipping, ``max_steps``; ``step(batch indices) -> (task loss, objective)``."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     model.train()
     total, steps = 0.0, 0
     for _ in range(settings.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), settings.batch_size):
+        order = torch.randperm(num_rows, generator=generator)
+        for start in range(0, num_rows, settings.batch_size):
             if settings.max_steps and steps >= settings.max_steps:
                 break
-            batch = order[start : start + settings.batch_size]
-            loss = task.loss(model(x[batch]), y[batch])
-            objective = loss
-            if settings.prox_mu > 0:
-                prox = sum((p - anchor[n]).pow(2).sum() for n, p in params.items())
-                objective = loss + 0.5 * settings.prox_mu * prox
+            loss, objective = step(order[start : start + settings.batch_size])
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             if settings.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params.values(), settings.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
             total += float(loss.detach())
             steps += 1
     model.eval()
-    return {"loss": total / max(steps, 1), "num_examples": int(len(x)), "steps": steps}
+    return {"loss": total / max(steps, 1), "num_examples": int(num_rows), "steps": steps}
 
 
 def evaluate(
@@ -178,44 +192,27 @@ def train_probe(
     if len(x) == 0:
         raise InputError("no training rows: the training split is empty")
     cls, patches = features if features is not None else encode(model.encoder, x)
-    generator = torch.Generator().manual_seed(settings.seed)
-    torch.manual_seed(settings.seed)
     params = [p for p in model.head.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    model.head.train()
-    total, steps = 0.0, 0
-    for _ in range(settings.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), settings.batch_size):
-            if settings.max_steps and steps >= settings.max_steps:
-                break
-            batch = order[start : start + settings.batch_size]
-            loss = task.loss(model.head(x[batch], cls[batch], patches[batch]), y[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-            total += float(loss.detach())
-            steps += 1
-    model.eval()
-    return {"loss": total / max(steps, 1), "num_examples": int(len(x)), "steps": steps}
+
+    def step(batch: Tensor) -> tuple[Tensor, Tensor]:
+        loss = task.loss(model.head(x[batch], cls[batch], patches[batch]), y[batch])
+        return loss, loss
+
+    model.eval()  # the encoder stays in eval mode (no dropout); only the head trains
+    return _optimise(model.head, params, len(x), step, settings)
 
 
 @torch.no_grad()
-def evaluate_features(
-    model: nn.Module, task: Task, x: Tensor, y: Tensor, features: tuple[Tensor, Tensor]
-) -> dict[str, float]:
-    """:func:`evaluate` from precomputed encoder ``features`` of ``x`` (head only)."""
+def predict_from_features(
+    model: nn.Module, x: Tensor, features: tuple[Tensor, Tensor], batch_size: int = 512
+) -> Tensor:
+    """The head's outputs for ``x`` from precomputed encoder ``features`` of ``x``
+    (see :func:`encode`), batched: what :func:`predict` gives with a frozen encoder."""
     model.eval()
     cls, patches = features
-    output = torch.cat(
+    return torch.cat(
         [
-            model.head(x[i : i + 512], cls[i : i + 512], patches[i : i + 512])
-            for i in range(0, len(x), 512)
+            model.head(x[i : i + batch_size], cls[i : i + batch_size], patches[i : i + batch_size])
+            for i in range(0, len(x), batch_size)
         ]
     )
-    result = task.metrics(output, y)
-    result["loss"] = float(task.loss(output, y))
-    result["num_examples"] = int(len(x))
-    return result

@@ -125,7 +125,7 @@ def load_encoder(mode: str, checkpoint: str, size: str):
     return encoder
 
 
-def build_model(mode: str, task, encoder, radio, lora: LoraSettings):
+def mode_model(mode: str, task, encoder, radio, lora: LoraSettings):
     """Task model for ``mode``: which parameters train is decided here."""
     from rantune.lora import apply_lora
     from rantune.tasks import build_task_model
@@ -163,14 +163,21 @@ def run_one(
     import torch
 
     from rantune.tasks import get_task, predict
-    from rantune.training import TrainSettings, encode, label_budget, train, train_probe
+    from rantune.training import (
+        TrainSettings,
+        encode,
+        label_budget,
+        predict_from_features,
+        train,
+        train_probe,
+    )
 
     task = get_task(settings.task, settings.task_options)
     train_rows, test_rows = split
     rows = label_budget(train_rows, settings.budget, seed)
     torch.manual_seed(seed)
     encoder = load_encoder(settings.mode, settings.checkpoint, settings.size)
-    model = build_model(settings.mode, task, encoder, radio, settings.lora)
+    model = mode_model(settings.mode, task, encoder, radio, settings.lora)
     train_settings = TrainSettings(
         epochs=epochs_for(len(rows), settings.batch_size, settings.epochs, settings.min_steps),
         batch_size=settings.batch_size,
@@ -191,14 +198,7 @@ def run_one(
         x, y = task.tensors(data, rows)
         features = (cache["train"][0][where], cache["train"][1][where])
         log = train_probe(model, task, x, y, train_settings, features=features)
-        with torch.no_grad():
-            cls, patches = cache["test"]
-            output = torch.cat(
-                [
-                    model.head(x_test[i : i + 512], cls[i : i + 512], patches[i : i + 512])
-                    for i in range(0, len(x_test), 512)
-                ]
-            )
+        output = predict_from_features(model, x_test, cache["test"])
     else:
         x, y = task.tensors(data, rows)
         log = train(model, task, x, y, train_settings)
@@ -370,7 +370,7 @@ def register(app: typer.Typer) -> None:
 __all__ = [
     "MODES",
     "CentralizedSettings",
-    "build_model",
+    "mode_model",
     "epochs_for",
     "load_encoder",
     "pooled_split",

@@ -16,9 +16,9 @@ from rantune.simulations.commands import pretrain as pretrain_command
 from rantune.simulations.commands import train as train_command
 from rantune.simulations.commands.train import (
     CentralizedSettings,
-    build_model,
     epochs_for,
     load_encoder,
+    mode_model,
     run_centralized,
 )
 from rantune.tasks import get_task, predict
@@ -106,7 +106,7 @@ def test_modes_train_the_right_parameters(mode, encoder_trains, only_adapters):
     encoder = load_encoder(mode, "tiny", "tiny")
 
     # Execute
-    model = build_model(mode, get_task("los"), encoder, RADIO, LoraSettings())
+    model = mode_model(mode, get_task("los"), encoder, RADIO, LoraSettings())
 
     # Assert
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -142,7 +142,7 @@ def test_probe_on_cached_features_matches_the_full_forward():
     torch.manual_seed(0)
     data = synthetic(24)
     task = get_task("beam")
-    model = build_model("probe", task, load_encoder("probe", "tiny", "tiny"), RADIO, LoraSettings())
+    model = mode_model("probe", task, load_encoder("probe", "tiny", "tiny"), RADIO, LoraSettings())
     x, y = task.tensors(data, np.arange(24))
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
 
