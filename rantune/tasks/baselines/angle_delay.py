@@ -13,7 +13,7 @@ def angle_delay_power(csi: np.ndarray, oversample: int = 2) -> np.ndarray:
     between bins.
     """
     antennas, subcarriers = csi.shape[-2:]
-    angle = np.fft.fft(csi, n=oversample * antennas, axis=-2)
+    angle = np.fft.fft(csi.astype(np.complex128), n=oversample * antennas, axis=-2)
     both = np.fft.ifft(angle, n=oversample * subcarriers, axis=-1)
     return np.abs(both) ** 2
 
