@@ -97,26 +97,39 @@ def measure_tr(samples: int, repeats: int) -> list[dict]:
     return rows
 
 
-def measure_rt(samples: int) -> list[dict]:
-    """Ray-traced sites run once each: with one Dr.Jit thread they are deterministic."""
+def measure_rt(samples: int, repeats: int) -> list[dict]:
+    """Each ray-traced site with and without sequences, interleaved so both see the same load.
+
+    With one Dr.Jit thread every repeat gives the same samples; only the time varies.
+    """
+    seconds: dict[tuple[str, int], list[float]] = {}
+    infos: dict[str, dict] = {}
+    sites = rt_sites(samples)
+    for _ in range(repeats):
+        for site in sites:
+            for steps in TIME_STEPS:
+                radio = RadioConfig(num_time_steps=steps)
+                took, (_, info) = timed(lambda s=site, r=radio: generate_rt_site(s, r))
+                seconds.setdefault((site.name, steps), []).append(took)
+                infos[site.name] = info
     rows = []
     for steps in TIME_STEPS:
-        radio = RadioConfig(num_time_steps=steps)
-        for site in rt_sites(samples):
-            seconds, (_, info) = timed(lambda s=site, r=radio: generate_rt_site(s, r))
+        for site in sites:
+            took = seconds[(site.name, steps)]
+            rate = [samples / t for t in took]
             rows.append(
                 {
                     "site": site.name,
                     "scene": site.scene,
                     "num_time_steps": steps,
                     "samples": samples,
-                    "seconds": seconds,
-                    "samples_per_s": samples / seconds,
-                    "candidates": info["candidates"],
-                    "no_path": info["no_path"],
+                    "seconds": spread(took),
+                    "samples_per_s": spread(rate),
+                    "candidates": infos[site.name]["candidates"],
+                    "no_path": infos[site.name]["no_path"],
                 }
             )
-            print(f"  RT {site.scene} T={steps}: {samples / seconds:7.1f} samples/s", flush=True)
+            print(f"  RT {site.scene} T={steps}: {statistics.median(rate):7.1f} samples/s")
     return rows
 
 
@@ -192,8 +205,9 @@ def markdown(result: dict) -> str:
             r["scene"],
             r["site"],
             r["num_time_steps"],
-            f"{r['samples_per_s']:.1f}",
-            f"{r['seconds']:.1f}",
+            f"{r['samples_per_s']['median']:.1f}",
+            f"{r['samples_per_s']['min']:.1f}-{r['samples_per_s']['max']:.1f}",
+            f"{r['seconds']['median']:.1f}",
             r["candidates"],
             r["no_path"],
         ]
@@ -202,15 +216,25 @@ def markdown(result: dict) -> str:
     lines += common.section(
         "Ray-traced (Sionna RT) throughput per scene",
         [
-            f"{result['rt_samples']} users per site, one run each (one Dr.Jit thread, so the "
-            "same seed gives the same bytes). A site's time includes loading the scene, its "
+            f"{result['rt_samples']} users per site, median of {result['repeats']} run(s), "
+            "with and without sequences interleaved (one Dr.Jit thread, so the same seed "
+            "gives the same bytes). A site's time includes loading the scene, its "
             "radio map, the drops and the path tracing; `candidates` = positions drawn from "
             "the radio map, `no path` = traced positions without any path.",
         ],
         common.table(
-            ["scene", "site", "time steps", "samples/s", "seconds", "candidates", "no path"],
+            [
+                "scene",
+                "site",
+                "time steps",
+                "samples/s",
+                "min-max",
+                "seconds",
+                "candidates",
+                "no path",
+            ],
             rt_rows,
-            align="llrrrrr",
+            align="llrrrrrr",
         ),
     )
     cache_rows = [
@@ -289,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     print("TR 38.901:", flush=True)
     tr_rows = measure_tr(args.samples, args.repeats)
     print("ray-traced:", flush=True)
-    rt_rows = measure_rt(args.rt_samples)
+    rt_rows = measure_rt(args.rt_samples, args.repeats)
     print("cache:", flush=True)
     radio = RadioConfig(num_time_steps=6)
     with tempfile.TemporaryDirectory(prefix="rantune-bench-") as tmp:
@@ -305,7 +329,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                 args.repeats,
             ),
         ]
-        preset = measure_preset(args.preset, Path(tmp) / "preset") if args.preset else None
+        preset = None
+        if args.preset:
+            print(f"preset {args.preset}:", flush=True)
+            preset = measure_preset(args.preset, Path(tmp) / "preset")
     result = {
         "benchmark": NAME,
         "provenance": provenance,
