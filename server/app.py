@@ -1,9 +1,10 @@
 """Flower ServerApp of rantune: ``[tool.flwr.app.components] serverapp = "rantune.server.app:app"``.
 
-A thin adapter: parse ``context.run_config`` once, build the strategy by name and
-hand both to the round loop (:func:`server.loop.run_server`). ``dp.mode`` wraps the
-strategy with a Flower DP wrapper (:mod:`server.privacy`); ``secagg.enabled`` runs
-the training rounds through SecAgg+ (:mod:`server.secagg`). The same ``main`` runs
+A thin adapter: parse ``context.run_config`` once, build the rule by name
+(:mod:`server.strategies`) and hand both to the round loop
+(:func:`server.loop.run_server`). ``dp.mode`` runs the rule inside a Flower DP
+wrapper with Poisson client sampling and accounting (:mod:`server.privacy`);
+``secagg.enabled`` runs the training rounds through SecAgg+ (:mod:`server.secagg`). The same ``main`` runs
 under ``flwr run`` (Ray simulation or deployment) and in the in-process engine of
 ``simulations.engine``.
 """
@@ -26,8 +27,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run (or resume) the federated LoRA fine-tuning described by the run config."""
     cfg = parse_run_config(context.run_config)
-    strategy = with_privacy(cfg, build_strategy(cfg))  # dp.mode (server/privacy.py)
+    rule = with_privacy(cfg, build_strategy(cfg))  # dp.mode (server/privacy.py)
     if secagg_enabled(cfg):  # secagg.enabled: SecAgg+ training rounds (server/secagg.py)
-        run_secagg_server(grid, cfg, strategy)
+        run_secagg_server(grid, cfg, rule)
         return
-    run_server(grid, cfg, strategy)
+    run_server(grid, cfg, rule)

@@ -1,26 +1,31 @@
 """Central differential privacy for the rantune ServerApp: Flower's DP wrappers + accounting.
 
->>> strategy = with_privacy(cfg, build_strategy(cfg))   # unchanged when dp.mode = "none"
+>>> rule = with_privacy(cfg, build_strategy(cfg))   # unchanged when dp.mode = "none"
 
-:class:`PrivateStrategy` wraps the chosen strategy with one of Flower 1.41's
+:class:`PrivateRule` runs the chosen Flower strategy inside one of Flower 1.41's
 ``DifferentialPrivacy{Server,Client}Side{Fixed,Adaptive}Clipping`` wrappers
 (``flwr.serverapp.strategy``) and adds what a federated run needs around them:
 
-- **uniform weights**: the DP mean averages clipped updates with equal weights
-  (a num-examples weighting would let one large base station exceed the
-  sensitivity ``C / m`` the noise is calibrated to);
+- **private client sampling**: with DP on, the round loop draws each round's clients
+  by Poisson sampling from the OS CSPRNG (:class:`rantune.server.sampling.PoissonSampler`):
+  the run config does not reveal who took part, and the accountant is credited with
+  the subsampling that actually happened, at the sampler's rate ``q``;
+- **uniform weights**: the DP mean averages clipped updates with equal weights (a
+  num-examples weighting would let one large base station exceed the sensitivity
+  ``C / m`` the noise is calibrated to): the replies handed to Flower's wrapper
+  carry ``num-examples = 1``; the reported train metrics stay weighted by examples;
 - **the real sample size**: Flower's wrapper divides the noise by
-  ``num_sampled_clients``; it is set to the number of clients actually sampled
-  in each round;
+  ``num_sampled_clients``; it is set to the number of clients sampled in the round;
 - **accounting**: each released aggregate is composed into an RDP accountant
-  (:mod:`rantune.federated.dp_accounting`) with sampling rate ``q = n / N`` and the
-  effective noise multiplier ``z m / n`` when only ``m < n`` updates arrived
+  (:mod:`rantune.federated.dp_accounting`, Poisson subsampled Gaussian) with the
+  effective noise multiplier ``z m / n`` when only ``m < n`` sampled updates arrived
   (adaptive modes: times ``C'/C``, since Flower scales the noise with the norm
   already adapted for the next round, and with the noisy clipped-count query of
-  sensitivity 1 composed in). The
-  round's ``dp-*`` values (epsilon at delta, noise std, clipping norm, ...) are
-  returned with the aggregated train metrics, so ``history.json`` lists them
-  under ``rounds[i].train.metrics``;
+  sensitivity 1 composed in). A training round that releases nothing (too few
+  sound updates) is composed too, at the configured multiplier: the bound stays an
+  upper bound whatever the sample turned out to be. The round's ``dp-*`` values
+  (epsilon at delta, noise std, clipping norm, sampling rate, ...) are in
+  ``history.json`` under ``rounds[i].train.metrics``;
 - **noise randomness**: fresh OS entropy for every release (Flower draws from
   numpy's global generator, which the in-process engine's clients may have
   seeded), or, with ``dp.reproducible-noise``, a seed derived from the run seed;
@@ -37,12 +42,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from logging import INFO
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideAdaptiveClipping,
     DifferentialPrivacyClientSideFixedClipping,
@@ -56,23 +61,34 @@ from flwr.supercore import log
 from rantune.errors import InputError
 from rantune.federated import splits
 from rantune.federated.dp_accounting import RdpAccountant
-from rantune.federated.messages import METRICS
+from rantune.federated.messages import NUM_EXAMPLES, record_to_state
 from rantune.federated.privacy import DPSettings
 from rantune.federated.run_config import RunConfig
 from rantune.seeding import derive_seed
-from rantune.server.strategies.state import load_strategy_state, strategy_state
+from rantune.server.sampling import Sampler, sample_size
+from rantune.server.strategies.flower_adapter import FlowerRule, capture_state, restore_state
+from rantune.server.strategies.template import (
+    TRAIN,
+    Combined,
+    Node,
+    Payload,
+    Reply,
+    Rule,
+    State,
+    train_metrics,
+)
 
-UNIT_WEIGHT = "dp-unit-weight"
 INNER_PREFIX = "inner/"
 
 
-def check_plain_averaging(strategy: Strategy, name: str = "", option: str = "dp.mode") -> None:
-    """Raise ValueError unless ``strategy`` aggregates by Flower's plain weighted mean.
+def check_plain_averaging(rule: Rule, name: str = "", option: str = "dp.mode") -> None:
+    """Raise InputError unless ``rule`` is Flower's plain weighted mean.
 
     Both DP (the noise is calibrated to the mean's sensitivity) and SecAgg+ (the
     server only ever sees a sum) need that; ``option`` names the feature in the error.
     """
-    label = name or type(strategy).__name__
+    strategy = rule.strategy if isinstance(rule, FlowerRule) else None
+    label = name or (type(strategy).__name__ if strategy is not None else repr(rule))
     plain = isinstance(strategy, FedAvg) and (
         type(strategy).aggregate_train is FedAvg.aggregate_train
     )
@@ -82,21 +98,11 @@ def check_plain_averaging(strategy: Strategy, name: str = "", option: str = "dp.
             "aggregates differently (robust rules, server optimizers or per-client "
             'LoRA-aware rules need more than a noisy/secure mean): choose strategy.name="fedavg"'
         )
-    for hook in ("keep_local_pattern", "freeze_pattern"):
-        if getattr(strategy, hook, None):
-            raise InputError(
-                f"{option} cannot be combined with {label!r}: it keeps some parameters out "
-                "of the aggregate (both need every client's full update)"
-            )
-
-
-check_dp_compatible = check_plain_averaging
-
-
-def sample_size(cfg: RunConfig, population: int) -> int:
-    """How many clients Flower's FedAvg samples per round from ``population`` nodes."""
-    s = cfg.sampling
-    return max(1, min(population, max(int(population * s.fraction_train), s.min_train_clients)))
+    if rule.keep_local or rule.freeze:
+        raise InputError(
+            f"{option} cannot be combined with {label!r}: it keeps some parameters out "
+            "of the aggregate (both need every client's full update)"
+        )
 
 
 def _wrapper(strategy: Strategy, dp: DPSettings, num_sampled: int) -> Strategy:
@@ -130,72 +136,83 @@ def _wrapper(strategy: Strategy, dp: DPSettings, num_sampled: int) -> Strategy:
         ) from err
 
 
-class PrivateStrategy(Strategy):
-    """A Flower DP wrapper around ``inner`` with accounting, uniform weights and state.
+def _unit_weights(replies: Sequence[Reply]) -> list:
+    """The reply messages with ``num-examples = 1`` (their content is replaced)."""
+    messages = []
+    for reply in replies:
+        message = reply.message
+        content = message.content
+        records = {}
+        for key, record in content.items():
+            if isinstance(record, MetricRecord):
+                record = MetricRecord({**dict(record), NUM_EXAMPLES: 1})
+            records[key] = record
+        message.content = RecordDict(records)
+        messages.append(message)
+    return messages
+
+
+class PrivateRule(Rule):
+    """A Flower DP wrapper around a plain-averaging FlowerRule, with accounting.
 
     Parameters
     ----------
-    inner : the strategy to protect (plain averaging, see :func:`check_dp_compatible`).
+    inner : the rule to protect (plain averaging, see :func:`check_plain_averaging`).
     settings : the ``dp.*`` settings.
-    population : number of clients (partitions) the server samples from.
     num_sampled : expected clients per round (replaced by the real count each round).
     seed : run seed (used only with ``dp.reproducible-noise``).
     """
 
     def __init__(
-        self,
-        inner: Strategy,
-        settings: DPSettings,
-        population: int,
-        num_sampled: int,
-        seed: int = 0,
+        self, inner: FlowerRule, settings: DPSettings, num_sampled: int, seed: int = 0
     ) -> None:
-        check_dp_compatible(inner)
-        super().__init__()
+        check_plain_averaging(inner)
         self.inner = inner
         self.settings = settings
-        self.population = int(population)
         self.seed = int(seed)
-        self.dp = _wrapper(inner, settings, num_sampled)
+        self.dp = _wrapper(inner.strategy, settings, max(1, num_sampled))
+        self.wrapped = FlowerRule(self.dp)
         self.accountant = RdpAccountant()
-        self._sampled: dict[int, int] = {}
+        self._planned: dict[int, tuple[int, float]] = {}  # round -> (sampled, rate)
 
     def __repr__(self) -> str:
-        return f"PrivateStrategy({self.dp!r}, mode={self.settings.mode})"
-
-    def summary(self) -> None:
-        log(INFO, "\t├──> rantune DP: mode %s, delta %g", self.settings.mode, self.settings.delta)
-        self.dp.summary()
+        return f"PrivateRule({self.dp!r}, mode={self.settings.mode})"
 
     # ------------------------------------------------------------------ train
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> list[Message]:
-        messages = list(self.dp.configure_train(server_round, arrays, config, grid))
-        if messages:
-            self.dp.num_sampled_clients = len(messages)
-        self._sampled[server_round] = len(messages)
-        return messages
+    def plan(
+        self,
+        server_round: int,
+        phase: str,
+        nodes: Sequence[Node],
+        state: State,
+        sampler: Sampler,
+    ) -> dict[int, Payload]:
+        chosen = sampler.draw(server_round, nodes)
+        if phase == TRAIN:
+            if sampler.kind != self.accountant.sampling:
+                raise RuntimeError(
+                    f"DP training rounds must be sampled as the accountant assumes "
+                    f"({self.accountant.sampling}), not {sampler.kind}"
+                )
+            self._planned[server_round] = (len(chosen), float(sampler.rate))
+            if chosen:
+                self.dp.num_sampled_clients = len(chosen)
+        return self.wrapped.payloads(server_round, phase, nodes, chosen, state)
 
-    def aggregate_train(
-        self, server_round: int, replies
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = [_with_unit_weight(r) for r in replies]
-        sampled = self._sampled.pop(server_round, len(replies)) or len(replies)
-        self.dp.num_sampled_clients = sampled
+    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
+        sampled, rate = self._planned.pop(server_round)
+        metrics = train_metrics(replies)  # weighted by examples, as without DP
         clipping_norm = float(self.dp.clipping_norm)
-        arrays, metrics = None, None
-        with (
-            _fresh_noise(self.settings, self.seed, server_round),
-            _weighted_by(self.inner, UNIT_WEIGHT),
-        ):
-            arrays, metrics = self.dp.aggregate_train(server_round, replies)
-        if metrics is not None and UNIT_WEIGHT in metrics:
-            del metrics[UNIT_WEIGHT]
+        with _fresh_noise(self.settings, self.seed, server_round):
+            arrays, dp_metrics = self.dp.aggregate_train(server_round, _unit_weights(replies))
+        if dp_metrics is not None and "norm_bit" in dp_metrics:
+            # adaptive client-side clipping: the share of clipped updates (uniform mean)
+            metrics["norm_bit"] = float(dp_metrics["norm_bit"])
         if arrays is None:
-            return None, metrics
-        report = self._account(len(replies), sampled, clipping_norm)
-        metrics = MetricRecord({**(dict(metrics) if metrics is not None else {}), **report})
+            return Combined(None, metrics)
+        z = float(self.dp.noise_multiplier)  # adaptive: Flower's adjusted update multiplier
+        noise_norm = float(self.dp.clipping_norm)  # the norm the noise was scaled with
+        report = self._account(z * noise_norm / sampled, clipping_norm, len(replies), rate)
         log(
             INFO,
             "round %s: DP release, epsilon = %.4g at delta = %g",
@@ -203,20 +220,24 @@ class PrivateStrategy(Strategy):
             report["dp-epsilon"],
             self.settings.delta,
         )
-        return arrays, metrics
+        return Combined(record_to_state(arrays), {**metrics, **report})
 
-    def _account(self, aggregated: int, sampled: int, clipping_norm: float) -> dict:
-        """Compose this round's release; return the ``dp-*`` metrics of the round.
+    def round_skipped(self, server_round: int, num_sampled: int) -> dict:
+        """No release this round; composed at the configured multiplier all the same."""
+        sampled, rate = self._planned.pop(server_round)
+        clipping_norm = float(self.dp.clipping_norm)
+        n = max(1, sampled)
+        stddev = float(self.dp.noise_multiplier) * clipping_norm / n
+        return self._account(stddev, clipping_norm, n, rate)
+
+    def _account(self, stddev: float, clipping_norm: float, aggregated: int, q: float) -> dict:
+        """Compose one round; return its ``dp-*`` metrics.
 
         The sensitivity of the mean is ``C / m`` (``C``: the norm the updates were
-        clipped to, ``m``: updates averaged); the noise std Flower adds is
-        ``z C' / n``, where the adaptive wrappers use the norm *after* this round's
-        update ``C'`` (Flower 1.41 updates the norm before adding noise). So the
-        effective multiplier is ``z (C' / C) (m / n)``.
+        clipped to, ``m``: updates averaged) and the noise std is ``stddev`` (Flower:
+        ``z C' / n``, the adaptive wrappers using the norm *after* this round's
+        update ``C'``), so the effective multiplier is ``stddev / (C / m)``.
         """
-        z = float(self.dp.noise_multiplier)  # adaptive: Flower's adjusted update multiplier
-        noise_norm = float(self.dp.clipping_norm)  # the norm the noise was scaled with
-        stddev = z * noise_norm / sampled
         z_eff = stddev / (clipping_norm / aggregated)
         if self.settings.adaptive:
             count_std = float(self.dp.clipped_count_stddev)
@@ -225,7 +246,6 @@ class PrivateStrategy(Strategy):
                 z_eff = (z_eff**-2 + count_std**-2) ** -0.5
             else:
                 z_eff = 0.0
-        q = min(1.0, sampled / max(self.population, 1))
         self.accountant.compose(z_eff, q)
         epsilon = self.accountant.epsilon(self.settings.delta)
         return {
@@ -243,18 +263,9 @@ class PrivateStrategy(Strategy):
         """``(epsilon, delta)`` spent so far."""
         return self.accountant.epsilon(self.settings.delta), self.settings.delta
 
-    # --------------------------------------------------------------- evaluate
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> list[Message]:
-        return list(self.dp.configure_evaluate(server_round, arrays, config, grid))
-
-    def aggregate_evaluate(self, server_round: int, replies) -> MetricRecord | None:
-        return self.dp.aggregate_evaluate(server_round, replies)
-
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
-        arrays, meta = strategy_state(self.inner)
+        arrays, meta = capture_state(self.inner.strategy)
         return (
             {INNER_PREFIX + k: v for k, v in arrays.items()},
             {
@@ -265,48 +276,22 @@ class PrivateStrategy(Strategy):
             },
         )
 
-    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    def load_state_dict(self, arrays: Mapping[str, np.ndarray], meta: Mapping) -> None:
         if meta.get("mode") != self.settings.mode:
             raise InputError(
                 f"checkpoint was written with dp.mode={meta.get('mode')!r}, not "
                 f"{self.settings.mode!r}; use another out-dir"
             )
         inner = {k.removeprefix(INNER_PREFIX): v for k, v in arrays.items()}
-        load_strategy_state(self.inner, inner, meta.get("inner") or {})
+        restore_state(self.inner.strategy, inner, meta.get("inner") or {})
         self.accountant = RdpAccountant.from_state(meta["accountant"])
         self.dp.clipping_norm = float(meta["clipping-norm"])
 
 
-def _with_unit_weight(reply: Message) -> Message:
-    """The reply with an extra weight of 1 in its (single) MetricRecord."""
-    if reply.has_error():
-        return reply
-    content = reply.content
-    records = {}
-    for key, record in content.items():
-        if isinstance(record, MetricRecord):
-            record = MetricRecord({**dict(record), UNIT_WEIGHT: 1})
-        records[key] = record
-    if not content.metric_records:
-        records[METRICS] = MetricRecord({UNIT_WEIGHT: 1})
-    reply.content = RecordDict(records)
-    return reply
-
-
-@contextmanager
-def _weighted_by(strategy: Strategy, key: str):
-    """Temporarily average ``strategy``'s train replies by ``key``."""
-    previous = strategy.weighted_by_key
-    strategy.weighted_by_key = key
-    try:
-        yield
-    finally:
-        strategy.weighted_by_key = previous
-
-
 @contextmanager
 def _fresh_noise(settings: DPSettings, seed: int, server_round: int):
-    """Seed numpy's global generator for one release: OS entropy, or the run seed."""
+    """Seed numpy's global generator for one release (Flower's wrappers draw their noise
+    from it): OS entropy, or the run seed with ``dp.reproducible-noise``."""
     if settings.reproducible_noise:
         np.random.seed(derive_seed(seed, "dp-noise", server_round))
     else:
@@ -317,13 +302,13 @@ def _fresh_noise(settings: DPSettings, seed: int, server_round: int):
         np.random.seed(np.frombuffer(os.urandom(32), dtype=np.uint32))
 
 
-def with_privacy(cfg: RunConfig, strategy: Strategy) -> Strategy:
-    """``strategy`` wrapped for ``dp.mode`` (unchanged when it is ``"none"``)."""
+def with_privacy(cfg: RunConfig, rule: Rule) -> Rule:
+    """``rule`` wrapped for ``dp.mode`` (unchanged when it is ``"none"``)."""
     settings = cfg.dp
     if not settings.enabled:
-        return strategy
-    check_dp_compatible(strategy, cfg.strategy.name)
+        return rule
+    check_plain_averaging(rule, cfg.strategy.name)
     population = splits.num_clients(cfg.data, cfg.partition)
-    return PrivateStrategy(
-        strategy, settings, population, sample_size(cfg, population), seed=cfg.seed
-    )
+    s = cfg.sampling
+    expected = min(population, sample_size(population, s.fraction_train, s.min_train_clients))
+    return PrivateRule(rule, settings, expected, seed=cfg.seed)

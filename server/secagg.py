@@ -7,8 +7,10 @@ masked vectors, unmask); the client side is ``secaggplus_mod`` (``client/secagg.
 The server learns only the weighted *sum* of the quantized parameters.
 
 :class:`SecAggRoundRunner` is the normal round loop (:class:`server.loop.RoundRunner`:
-evaluation, history.json, checkpoints, resume) with the training step replaced by
-one SecAgg+ round per server round. Per round ``history.json`` records, under
+sampling, evaluation, history.json, checkpoints, resume, and the training round's
+bookkeeping :class:`server.loop.TrainRound`) with the training transport and
+aggregation replaced by one SecAgg+ round per server round: the loop's sampler picks
+the clients (the legacy client manager hands exactly those to the workflow). Per round ``history.json`` records, under
 ``train``: sampled/answered/failed base stations (a node that drops out is
 reported with the stage it was lost in; SecAgg+ recovers its masks if enough
 shares arrive), the train metrics the clients report in clear (loss,
@@ -26,9 +28,8 @@ weighted averaging (fedavg, fedprox) runs under it.
 
 from __future__ import annotations
 
-import random
 import time
-from logging import INFO, WARNING
+from collections.abc import Sequence
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, MetricRecord, RecordDict
@@ -44,24 +45,16 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
-from flwr.supercore import log
 
-from rantune.federated.messages import (
-    BOOKKEEPING_METRICS,
-    METRICS,
-    NUM_EXAMPLES,
-    PARTITION_ID,
-    check_update,
-)
+from rantune.federated.messages import METRICS, NUM_EXAMPLES
 from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash
 from rantune.federated.run_config import RunConfig
 from rantune.federated.splits import FederatedData
-from rantune.seeding import derive_seed
-from rantune.server.loop import RoundRunner, _client_id, _train_config
+from rantune.server.loop import RoundRunner, TrainRound, train_config
 from rantune.server.privacy import check_plain_averaging
 from rantune.server.secagg_metering import MeteringGrid
-from rantune.server.strategies import aggregate_metrics
+from rantune.server.strategies.flower_adapter import FlowerRule, round_payload
+from rantune.server.strategies.template import TRAIN, State, aggregate_metrics
 
 STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
 
@@ -98,6 +91,17 @@ class _RecordingFedAvg(LegacyFedAvg):
         return self.aggregated, {}
 
 
+class _ChosenClients(SimpleClientManager):
+    """The legacy client manager, sampling exactly the clients the round loop chose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chosen: list[str] = []
+
+    def sample(self, num_clients: int, min_num_clients=None, criterion=None):
+        return [self.clients[cid] for cid in self.chosen if cid in self.clients]
+
+
 def max_client_weight(cfg: RunConfig) -> float:
     """Largest number of training rows of any client: the weights never exceed it."""
     data = FederatedData.load(cfg.data, cfg.partition)
@@ -128,12 +132,12 @@ class SecAggRoundRunner(RoundRunner):
         self,
         grid: Grid,
         cfg: RunConfig,
-        strategy: Strategy,
+        rule: FlowerRule,
         settings: SecAggSettings,
         out_dir=None,
     ) -> None:
         self.meter = MeteringGrid(grid)
-        super().__init__(self.meter, cfg, strategy, out_dir)
+        super().__init__(self.meter, cfg, rule, out_dir)
         self.settings = settings
         self.max_weight = settings.max_weight or max_client_weight(cfg)
         self.workflow = SecAggPlusWorkflow(
@@ -154,26 +158,21 @@ class SecAggRoundRunner(RoundRunner):
             on_fit_config_fn=lambda _round: dict(self.legacy.fit_config),
             accept_failures=True,
         )
-        self.client_manager = SimpleClientManager()
+        self.client_manager = _ChosenClients()
         self._proxies: dict[int, GridClientProxy] = {}
 
     # ---------------------------------------------------------------- nodes
-    def _sync_nodes(self) -> None:
-        """Register the connected nodes with the legacy client manager (wait for enough)."""
-        need = self.legacy.min_available_clients
-        waited = False
-        while len(ids := list(self.grid.get_node_ids())) < need:
-            if not waited:
-                log(INFO, "SecAgg+: waiting for %d nodes (%d connected)", need, len(ids))
-                waited = True
-            time.sleep(1.0)
-        current = set(ids)
+    def _sync_nodes(self, node_ids: Sequence[int], chosen: Sequence[int]) -> None:
+        """Register the connected nodes with the legacy client manager; ``chosen`` are the
+        ones it hands to the workflow."""
+        current = set(node_ids)
         for node_id in [n for n in self._proxies if n not in current]:
             self.client_manager.unregister(self._proxies.pop(node_id))
         for node_id in sorted(current - set(self._proxies)):
             proxy = GridClientProxy(node_id=node_id, grid=self.grid, run_id=self.grid.run.run_id)
             self.client_manager.register(proxy)
             self._proxies[node_id] = proxy
+        self.client_manager.chosen = [str(n) for n in chosen]
 
     def _context(self, server_round: int, arrays: list[np.ndarray]) -> LegacyContext:
         base = Context(
@@ -197,92 +196,66 @@ class SecAggRoundRunner(RoundRunner):
         )
         return context
 
-    def _fit_config(self, server_round: int, keys: list[str]) -> dict:
-        config = dict(_train_config(self.cfg, self.strategy))
-        config["server-round"] = server_round
-        config[KEYS_HASH] = keys_hash(keys)
-        mu = getattr(self.strategy, "proximal_mu", None)
-        if mu is not None:
-            config["proximal-mu"] = float(mu)
+    def _fit_config(self, server_round: int, node_ids: Sequence[int], state: State) -> dict:
+        """The round's train config, the Flower strategy's own keys (FedProx's
+        ``proximal-mu``) and the hash of the tensor names."""
+        payload = round_payload(self.rule.strategy, server_round, TRAIN, node_ids, state)
+        config = {**train_config(self.cfg, self.rule, server_round), **payload.config}
+        config[KEYS_HASH] = keys_hash(sorted(state))
         return config
 
     # ---------------------------------------------------------------- train
-    def _train(
-        self, server_round: int, global_state: dict[str, np.ndarray]
-    ) -> tuple[dict, dict, dict]:
+    def _train(self, server_round: int, global_state: State) -> tuple[State, dict, dict]:
         cfg = self.cfg
         keys = sorted(global_state)
-        random.seed(derive_seed(cfg.seed, "sample-train", server_round))
-        self._sync_nodes()
-        self.legacy.reset(self._fit_config(server_round, keys))
+        nodes = self.nodes(self.train_sampler)
+        chosen = [n.node_id for n in self.train_sampler.draw(server_round, nodes)]
+        node_ids = [n.node_id for n in nodes]
+        self._sync_nodes(node_ids, chosen)
+        self.legacy.reset(self._fit_config(server_round, node_ids, global_state))
         context = self._context(server_round, [np.asarray(global_state[k]) for k in keys])
         self.meter.reset()
         self.workflow(self.grid, context)
 
         results = {proxy.node_id: fitres for proxy, fitres in self.legacy.results}
-        for node_id, fitres in results.items():
-            if PARTITION_ID in fitres.metrics:
-                self.node_pid[node_id] = int(fitres.metrics[PARTITION_ID])
-        clients, failed, records = {}, [], []
+        ledger = TrainRound(self, server_round)
+        records = []
         for node_id in self.legacy.sampled:
-            cid = _client_id(node_id, self.node_pid)
-            entry = {
-                "bytes-down": int(self.meter.down[node_id]),
-                "bytes-up": int(self.meter.up[node_id]),
-            }
+            down, up = int(self.meter.down[node_id]), int(self.meter.up[node_id])
             fitres = results.get(node_id)
             if fitres is None:
                 reason = self.meter.errors.get(node_id, "left the SecAgg+ protocol")
-                failed.append({"client": cid, "reason": reason})
-                log(WARNING, "round %s: client %s failed: %s", server_round, cid, reason)
-            else:
-                metrics = {**dict(fitres.metrics), NUM_EXAMPLES: int(fitres.num_examples)}
-                entry["train"] = {k: v for k, v in metrics.items() if k not in BOOKKEEPING_METRICS}
-                records.append(RecordDict({METRICS: MetricRecord(metrics)}))
-            clients[cid] = entry
-        answered = sorted(_client_id(n, self.node_pid) for n in results)
+                ledger.failure(node_id, reason, down, up)
+                continue
+            metrics = {**dict(fitres.metrics), NUM_EXAMPLES: int(fitres.num_examples)}
+            ledger.answer(node_id, metrics, down, up)
+            records.append(RecordDict({METRICS: MetricRecord(metrics)}))
+        info = ledger.info(self.legacy.sampled, sorted(results, key=self.client_id))
         weights = [float(f.num_examples) / self.max_weight for f in results.values()]
         shares, threshold = resolved_shares(self.settings, len(self.legacy.sampled))
-        info = {
-            "sampled": sorted(_client_id(n, self.node_pid) for n in self.legacy.sampled),
-            "answered": answered,
-            "failed": failed,
-            "rejected": [],
-            "aggregated": False,
-            "secagg": {
-                "num-shares": shares,
-                "reconstruction-threshold": threshold,
-                "clipping-range": self.settings.clipping_range,
-                "quantization-range": self.settings.quantization_range,
-                "max-weight": self.max_weight,
-                "quantization-step": self.settings.step(),
-                "error-bound": quantization_error_bound(self.settings, weights),
-                "stages": {k: dict(v) for k, v in self.meter.stages.items()},
-            },
+        info["secagg"] = {
+            "num-shares": shares,
+            "reconstruction-threshold": threshold,
+            "clipping-range": self.settings.clipping_range,
+            "quantization-range": self.settings.quantization_range,
+            "max-weight": self.max_weight,
+            "quantization-step": self.settings.step(),
+            "error-bound": quantization_error_bound(self.settings, weights),
+            "stages": {k: dict(v) for k, v in self.meter.stages.items()},
         }
-        new_state = dict(global_state)
         minimum = max(2, cfg.sampling.min_train_clients)
         if self.legacy.aggregated is None or len(results) < minimum:
-            info["skipped"] = (
+            ledger.skip(
+                info,
                 f"SecAgg+ round produced no aggregate ({len(results)} masked update(s), "
-                f"need >= {minimum} and enough shares)"
+                f"need >= {minimum} and enough shares)",
             )
-            log(WARNING, "round %s: %s; the global model is kept", server_round, info["skipped"])
-            return new_state, info, clients
+            return dict(global_state), info, ledger.clients
         if records:
-            info["metrics"] = {
-                k: v for k, v in dict(aggregate_metrics(records, NUM_EXAMPLES)).items()
-            }
+            info["metrics"] = dict(aggregate_metrics(records, NUM_EXAMPLES))
         arrays = parameters_to_ndarrays(self.legacy.aggregated)
         aggregate = dict(zip(keys, arrays, strict=True)) if len(arrays) == len(keys) else {}
-        reason = check_update(aggregate, {k: v.shape for k, v in global_state.items()})
-        if reason is not None:
-            info["skipped"] = f"aggregate rejected: {reason}"
-            log(WARNING, "round %s: %s; the global model is kept", server_round, info["skipped"])
-            return new_state, info, clients
-        new_state.update({k: aggregate[k].astype(global_state[k].dtype) for k in keys})
-        info["aggregated"] = True
-        return new_state, info, clients
+        return ledger.apply(info, global_state, aggregate), info, ledger.clients
 
 
 def quantization_error_bound(settings: SecAggSettings, weights: list[float]) -> float:
@@ -299,11 +272,10 @@ def quantization_error_bound(settings: SecAggSettings, weights: list[float]) -> 
     return 1.5 * len(weights) * settings.step() / sum(weights)
 
 
-def run_secagg_server(grid: Grid, cfg: RunConfig, strategy: Strategy, out_dir=None) -> dict:
+def run_secagg_server(grid: Grid, cfg: RunConfig, rule: FlowerRule, out_dir=None) -> dict:
     """Run (or resume) a federated run whose training rounds use SecAgg+."""
-    settings = cfg.secagg
-    check_plain_averaging(strategy, cfg.strategy.name, "secagg.enabled")
-    return SecAggRoundRunner(grid, cfg, strategy, settings, out_dir).run()
+    check_plain_averaging(rule, cfg.strategy.name, "secagg.enabled")
+    return SecAggRoundRunner(grid, cfg, rule, cfg.secagg, out_dir).run()
 
 
 def secagg_enabled(cfg: RunConfig) -> bool:

@@ -4,52 +4,31 @@ Modules, one concept each:
 
 - ``lora_keys``: split an adapter state into per-module (A, B) pairs and head tensors.
 - ``update``: :class:`ClientUpdate` and data-size weights.
-- ``fedit``: FedAvg of A and B separately (baseline).
+- ``fedit``: FedAvg of A and B separately (the baseline; LoRA-FAIR starts from it).
 - ``init``: seeded peft-style adapter initialisation, seed derivation.
 - ``ffa``: FFA-LoRA (A frozen at a shared seeded init, B averaged).
 - ``fedsa``: FedSA-LoRA (A shared, B local).
-- ``dense``: dense per-module updates and folding them into base weights.
+- ``dense``: dense per-module updates and their cumulative sum.
 - ``flora``: FLoRA stacking (exact, heterogeneous ranks).
 - ``hetlora``: HetLoRA padding, norm-weighted averaging, truncation.
 - ``fedex``: FedEx-LoRA averaging plus the exact residual.
+- ``fed_sb``: Fed-SB (only R between frozen shared bases; exact averaging).
+- ``lora_fair``: LoRA-FAIR (FedIT + a residual correction of B).
 - ``byzantine``: attacks for robustness experiments.
 - ``validation``: reject malformed updates with a reason.
-- ``comm``: bytes per round.
 """
 
 from rantune.aggregation.byzantine import ATTACKS, AttackSpec, attack_update, select_byzantine
-from rantune.aggregation.comm import MB, RoundBytes, payload_nbytes, record_nbytes, round_bytes
-from rantune.aggregation.dense import (
-    CumulativeDelta,
-    apply_dense_delta,
-    apply_dense_deltas,
-    fold_deltas_into_model,
-    fold_dense_downlink,
-    lora_deltas,
-)
+from rantune.aggregation.dense import CumulativeDelta, deltas_to_state
+from rantune.aggregation.fed_sb import expand, fed_sb_aggregate, sb_bases
 from rantune.aggregation.fedex import FedExAggregate, fedex_aggregate
 from rantune.aggregation.fedit import fedit_aggregate
-from rantune.aggregation.fedsa import fedsa_aggregate, merge_shared_local, split_shared_local
-from rantune.aggregation.ffa import (
-    ffa_aggregate,
-    ffa_frozen_a,
-    ffa_init_state,
-    ffa_upload,
-    freeze_lora_a,
-)
-from rantune.aggregation.flora import (
-    FloraAggregate,
-    flora_aggregate,
-    flora_client_reset,
-    flora_downlink,
-)
-from rantune.aggregation.hetlora import (
-    hetlora_aggregate,
-    hetlora_downlink,
-    pad_state,
-    truncate_state,
-)
+from rantune.aggregation.fedsa import fedsa_aggregate
+from rantune.aggregation.ffa import ffa_aggregate, ffa_frozen_a, ffa_upload
+from rantune.aggregation.flora import FloraAggregate, flora_aggregate
+from rantune.aggregation.hetlora import hetlora_aggregate, hetlora_downlink, truncate_state
 from rantune.aggregation.init import derive_seed, fresh_adapters, seeded_lora_a
+from rantune.aggregation.lora_fair import lora_fair_aggregate
 from rantune.aggregation.lora_keys import (
     LoraGroups,
     LoraPair,
@@ -58,11 +37,10 @@ from rantune.aggregation.lora_keys import (
     state_nbytes,
 )
 from rantune.aggregation.update import ClientUpdate, example_weights
-from rantune.aggregation.validation import expected_shapes, validate_update
+from rantune.aggregation.validation import validate_update
 
 __all__ = [
     "ATTACKS",
-    "MB",
     "AttackSpec",
     "ClientUpdate",
     "CumulativeDelta",
@@ -70,40 +48,28 @@ __all__ = [
     "FloraAggregate",
     "LoraGroups",
     "LoraPair",
-    "RoundBytes",
-    "apply_dense_delta",
-    "apply_dense_deltas",
     "attack_update",
+    "deltas_to_state",
     "derive_seed",
     "example_weights",
-    "expected_shapes",
+    "expand",
+    "fed_sb_aggregate",
     "fedex_aggregate",
     "fedit_aggregate",
     "fedsa_aggregate",
     "ffa_aggregate",
     "ffa_frozen_a",
-    "ffa_init_state",
     "ffa_upload",
     "flora_aggregate",
-    "flora_client_reset",
-    "flora_downlink",
-    "fold_deltas_into_model",
-    "fold_dense_downlink",
-    "freeze_lora_a",
     "fresh_adapters",
     "group_state",
     "hetlora_aggregate",
     "hetlora_downlink",
-    "lora_deltas",
-    "merge_shared_local",
+    "lora_fair_aggregate",
     "module_ranks",
-    "pad_state",
-    "payload_nbytes",
-    "record_nbytes",
-    "round_bytes",
+    "sb_bases",
     "seeded_lora_a",
     "select_byzantine",
-    "split_shared_local",
     "state_nbytes",
     "truncate_state",
     "validate_update",

@@ -18,10 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
-from rantune.aggregation.comm import RoundBytes, round_bytes
-from rantune.aggregation.dense import DeltaMap, deltas_to_state
+from rantune.aggregation.dense import DeltaMap
 from rantune.aggregation.fedit import require_equal_ranks
 from rantune.aggregation.lora_keys import State, group_state, lora_scale
 from rantune.aggregation.update import (
@@ -44,10 +41,6 @@ class FedExAggregate:
 
     state: State
     residuals: DeltaMap
-
-    def downlink(self, dtype: torch.dtype = torch.float32) -> State:
-        """Adapters + head + ``{prefix}.dense_delta`` residuals, ready to send."""
-        return {**self.state, **deltas_to_state(self.residuals, dtype)}
 
 
 def fedex_aggregate(updates: Sequence[ClientUpdate], alpha: float | None = None) -> FedExAggregate:
@@ -73,26 +66,3 @@ def fedex_aggregate(updates: Sequence[ClientUpdate], alpha: float | None = None)
         sent_product = avg.delta(1.0)
         residuals[prefix] = lora_scale(alpha, avg.rank) * (mean_product - sent_product)
     return FedExAggregate(state, residuals)
-
-
-def effective_deltas(aggregate: FedExAggregate, alpha: float | None = None) -> DeltaMap:
-    """``residual + s B_avg A_avg`` per module (float64): the update a client ends up with."""
-    averaged = group_state(aggregate.state)
-    return {
-        p: aggregate.residuals[p] + pair.delta(lora_scale(alpha, pair.rank))
-        for p, pair in averaged.pairs.items()
-    }
-
-
-def fedex_round_bytes(
-    updates: Sequence[ClientUpdate], aggregate: FedExAggregate, measure: str = "record"
-) -> RoundBytes:
-    """Clients upload A, B, head; each downloads adapters, head and the dense residuals.
-    ``measure``: ``"record"`` (Flower's count) or ``"data"`` (tensor data only)."""
-    dtype = next(iter(aggregate.state.values())).dtype
-    return round_bytes([u.state for u in updates], aggregate.downlink(dtype), measure)
-
-
-def residual_norms(aggregate: FedExAggregate) -> dict[str, float]:
-    """``{prefix: ||residual||_F}``: how much FedIT would have lost this round."""
-    return {p: float(torch.linalg.matrix_norm(r)) for p, r in aggregate.residuals.items()}

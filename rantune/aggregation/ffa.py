@@ -2,12 +2,10 @@
 
 With A identical and fixed on every client, ``mean_i(B_i) A == mean_i(B_i A)``: the
 average of B is the exact average of the updates, and the upload halves (A never
-travels). Round flow:
-
-1. every client builds its adapters, then ``load`` :func:`ffa_frozen_a` (same seed,
-   same keys -> bit-identical A everywhere) and calls :func:`freeze_lora_a`;
-2. the client sends :func:`ffa_upload` of its state (B + head);
-3. the server calls :func:`ffa_aggregate` (weighted mean of B + head) and sends it back.
+travels). Every client draws A from :func:`ffa_frozen_a` (same seed, same keys ->
+bit-identical A everywhere; the client side is
+:func:`rantune.federated.downlink.fill_seeded_a`), trains B + head and sends them;
+the server averages them with :func:`ffa_aggregate`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rantune.aggregation.init import seeded_lora_a
 from rantune.aggregation.lora_keys import State, is_lora_a
@@ -44,24 +42,6 @@ def ffa_frozen_a(
     if not out:
         raise InputError("no lora_A keys to initialise: is LoRA applied to the model?")
     return out
-
-
-def ffa_init_state(state: Mapping[str, Tensor], seed: int) -> State:
-    """``state`` with every ``lora_A`` replaced by its frozen seeded init (B and head kept)."""
-    frozen = ffa_frozen_a(state, seed)
-    return {k: frozen[k] if k in frozen else v for k, v in state.items()}
-
-
-def freeze_lora_a(model: nn.Module) -> int:
-    """Set ``requires_grad=False`` on every ``lora_A`` parameter of ``model``; returns how many."""
-    count = 0
-    for name, param in model.named_parameters():
-        if ".lora_A." in name:
-            param.requires_grad_(False)
-            count += 1
-    if count == 0:
-        raise InputError("model has no lora_A parameters to freeze: apply LoRA first")
-    return count
 
 
 def ffa_upload(state: Mapping[str, Tensor]) -> State:

@@ -3,7 +3,7 @@
 Cho et al. 2024. Per adapted module, client i has rank ``r_i``:
 
 1. pad ``A_i`` ``[r_i, d_in]`` with zero rows and ``B_i`` ``[d_out, r_i]`` with zero
-   columns to ``r_max`` (:func:`pad_state`);
+   columns to ``r_max`` (:func:`pad_pair`);
 2. average the padded factors with weights ``p_i = ||B_i A_i||_F / sum_j ||B_j A_j||_F``
    (sparsity-weighted aggregation: clients whose update carries more energy count
    more; optionally times ``n_i``) -> global ``[r_max, d_in]`` / ``[d_out, r_max]``;
@@ -60,14 +60,6 @@ def truncate_pair(pair: LoraPair, rank: int) -> LoraPair:
             f"cannot truncate rank {pair.rank} to {rank}: expected 1 <= rank <= {pair.rank}"
         )
     return LoraPair(pair.A[:rank, :].clone(), pair.B[:, :rank].clone())
-
-
-def pad_state(state: Mapping[str, Tensor], rank: int) -> State:
-    """``state`` with every adapter zero-padded to ``rank`` (other tensors unchanged)."""
-    groups = group_state(state)
-    return LoraGroups(
-        {p: pad_pair(pair, rank) for p, pair in groups.pairs.items()}, groups.other
-    ).to_state()
 
 
 def truncate_state(state: Mapping[str, Tensor], rank: int | Mapping[str, int]) -> State:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from rantune.aggregation.lora_keys import State, is_lora_a, is_lora_b
+from rantune.aggregation.lora_keys import State, a_key, b_key
 from rantune.errors import InputError
 from rantune.seeding import derive_seed
 
@@ -49,23 +49,15 @@ def seeded_lora_a(
     return ((2.0 * draw - 1.0) * bound).to(dtype)
 
 
-def fresh_adapters(like: Mapping[str, Tensor], seed: int, salt: object = None) -> State:
-    """New adapters shaped like ``like``: seeded ``lora_A`` (see :func:`seeded_lora_a`), zero ``lora_B``.
+def fresh_adapters(shapes: Mapping[str, tuple[int, int]], rank: int, seed: int) -> State:
+    """Fresh adapters of ``rank`` per module: ``lora_A`` ``[rank, d_in]`` from
+    :func:`seeded_lora_a` (seed ``seed``, the A key), ``lora_B`` ``[d_out, rank]`` zero.
 
-    Non-adapter tensors (head) are copied unchanged. ``salt`` (e.g. the round and
-    client id) varies the draw between re-initialisations while staying reproducible.
+    ``shapes``: ``{module prefix: (d_in, d_out)}``. Same arguments, same tensors on
+    every machine (FLoRA's per-round re-initialisation).
     """
     out: State = {}
-    for key, value in like.items():
-        if is_lora_a(key):
-            out[key] = seeded_lora_a(
-                tuple(value.shape),
-                seed if salt is None else derive_seed(seed, salt),
-                key,
-                value.dtype,
-            )
-        elif is_lora_b(key):
-            out[key] = torch.zeros_like(value)
-        else:
-            out[key] = value.detach().clone()
+    for prefix, (d_in, d_out) in shapes.items():
+        out[a_key(prefix)] = seeded_lora_a((rank, d_in), seed, a_key(prefix))
+        out[b_key(prefix)] = torch.zeros((d_out, rank), dtype=torch.float32)
     return out

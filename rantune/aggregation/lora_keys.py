@@ -171,18 +171,6 @@ def group_state(state: Mapping[str, Tensor | np.ndarray]) -> LoraGroups:
     return LoraGroups({p: LoraPair(a_parts[p], b_parts[p]) for p in order}, other)
 
 
-def split_lora_keys(
-    keys: list[str] | Mapping[str, object],
-) -> tuple[list[str], list[str], list[str]]:
-    """``(lora_A keys, lora_B keys, other keys)`` in their original order."""
-    keys = list(keys)
-    return (
-        [k for k in keys if is_lora_a(k)],
-        [k for k in keys if is_lora_b(k)],
-        [k for k in keys if not is_lora(k)],
-    )
-
-
 def module_ranks(state: Mapping[str, Tensor | np.ndarray]) -> dict[str, int]:
     """``{module prefix: rank}`` read from the ``lora_A`` rows (or ``lora_B`` columns)."""
     ranks: dict[str, int] = {}

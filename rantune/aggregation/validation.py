@@ -18,11 +18,6 @@ ShapeSpec = Mapping[str, tuple[int, ...]]
 """``{key: expected shape}``."""
 
 
-def expected_shapes(state: Mapping[str, Tensor | np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """``{key: shape}`` of a reference state (e.g. the global model's trainable state)."""
-    return {k: tuple(int(s) for s in v.shape) for k, v in state.items()}
-
-
 def _shape_reason(
     key: str,
     shape: tuple[int, ...],
@@ -99,7 +94,7 @@ def validate_update(
     Parameters
     ----------
     state : the received ``{key: tensor | ndarray}``.
-    expected : ``{key: shape}`` it must match (see :func:`expected_shapes`).
+    expected : ``{key: shape}`` it must match (e.g. the global model's trainable state).
     num_examples : when given, must be an integer >= 0 (``bool`` is rejected).
     flexible_rank : accept any LoRA rank (A ``[r, d_in]``, B ``[d_out, r]`` with the
         expected ``d_in``/``d_out``), for FLoRA/HetLoRA; A and B of one module must

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rantune import lora_sb
 from rantune.aggregation.dense import DENSE_SUFFIX
 from rantune.aggregation.init import seeded_lora_a
 from rantune.aggregation.lora_keys import is_lora_a
@@ -74,6 +75,8 @@ def unpack(
     state, deltas = split_dense(received)
     if LORA_A_SEED in config:
         state = fill_seeded_a(state, like, int(config[LORA_A_SEED]))
+    if lora_sb.SB_SEED in config:  # Fed-SB: R [r, r] -> lora_A = A, lora_B = B R
+        state = lora_sb.expand_received(state, like, int(config[lora_sb.SB_SEED]))
     return state, deltas
 
 

@@ -12,10 +12,13 @@ and by their series for fractional orders. RDP composes additively over rounds;
 ``(epsilon, delta)`` comes from the conversion of Canonne, Kamath, Steinke 2020
 (https://arxiv.org/abs/2004.00010, Prop. 12), minimized over the orders.
 
-Flower samples a fixed number of clients without replacement; accounting it as
-Poisson sampling with the same rate is the usual approximation (the privacy unit
-is one base station's whole dataset). With ``q = 1`` (every client every round)
-the bound is the plain Gaussian mechanism's ``alpha / (2 z^2)`` per round.
+This is the sampling the DP rounds of rantune perform: each client takes part
+independently with probability ``q``, drawn from the OS CSPRNG
+(:class:`rantune.server.sampling.PoissonSampler`); the accountant records the model
+(:data:`POISSON`) in its ledger, and the server refuses to compose a round drawn any
+other way. The privacy unit is one base station's whole dataset. With ``q = 1``
+(every client every round) the bound is the plain Gaussian mechanism's
+``alpha / (2 z^2)`` per round.
 
 Pure Python + numpy: no dependency beyond the standard library's ``math``.
 
@@ -33,6 +36,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from rantune.errors import InputError
+
+POISSON = "poisson"
+"""The sampling model of :class:`RdpAccountant`: Poisson subsampling at rate ``q``."""
 
 # The orders Google's dp-accounting uses by default: 1.1 .. 10.9 by 0.1, 11 .. 63, 2^7 .. 2^10.
 DEFAULT_ORDERS: tuple[float, ...] = (
@@ -185,9 +191,11 @@ class RdpAccountant:
 
     The ledger (``releases``: ``(noise_multiplier, sampling_rate, steps)``) is the
     whole state: :meth:`state_dict` / :meth:`from_state` round-trip it through JSON,
-    so a resumed run reports the same budget as an uninterrupted one.
+    so a resumed run reports the same budget as an uninterrupted one. ``sampling``
+    names the subsampling the bound assumes (only :data:`POISSON`).
     """
 
+    sampling = POISSON
     orders: tuple[float, ...] = DEFAULT_ORDERS
     releases: list[tuple[float, float, int]] = field(default_factory=list)
     _rdp: list[float] = field(default_factory=list, repr=False)
@@ -226,10 +234,20 @@ class RdpAccountant:
         return epsilon_from_rdp(self.orders, self._rdp, delta)[0]
 
     def state_dict(self) -> dict:
-        return {"orders": list(self.orders), "releases": [list(r) for r in self.releases]}
+        return {
+            "sampling": self.sampling,
+            "orders": list(self.orders),
+            "releases": [list(r) for r in self.releases],
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> RdpAccountant:
+        sampling = state.get("sampling", POISSON)
+        if sampling != cls.sampling:
+            raise InputError(
+                f"privacy accountant state assumes {sampling!r} sampling; this accountant "
+                f"composes {cls.sampling!r} subsampled releases only"
+            )
         try:
             orders = tuple(float(a) for a in state["orders"])
             releases = [(float(z), float(q), int(s)) for z, q, s in state["releases"]]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
+from rantune import lora_sb
 from rantune.errors import InputError
 from rantune.federated import downlink, ranks, splits
 from rantune.federated.attacks import maybe_attack
@@ -211,12 +212,15 @@ class LocalJob:
         seed = client_round_seed(self.cfg.seed, server_round, node.partition_id)
         settings = train_settings(config, self.cfg.train, seed)
         try:
-            result = train(model, self.task, *self.train_xy, settings)
+            with lora_sb.only_r_trains(model, record_to_state(received), config) as sb:
+                result = train(model, self.task, *self.train_xy, settings)
             val = evaluate(model, self.task, *self.val_xy)
         finally:
             for param in switched:
                 param.requires_grad_(True)
         trained = {k: to_numpy(v) for k, v in trainable_state(model).items()}
+        trained.update(sb.trained)  # Fed-SB: R travels (not B R)
+        received_state.update(sb.received)
 
         if keep_local:
             kept = select_keys(trained, keep_local)

@@ -145,6 +145,9 @@ class StrategySection:
     hetlora_weight_scope: str = setting(
         "module", "hetlora: norm weights per module or one global norm", choices=("module", "global")
     )
+    lora_fair_lambda: float = setting(
+        0.01, "lora-fair: regularisation weight of the residual correction of B", low=0.0
+    )
 
 
 @dataclass(frozen=True)

@@ -11,70 +11,45 @@ clients; the dense downlink (``d_out x d_in`` per adapted module) is the price.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
-from flwr.serverapp import Grid
+from collections.abc import Mapping, Sequence
 
 from rantune.aggregation import fedex_aggregate
-from rantune.federated.messages import record_to_state
 from rantune.federated.run_config import RunConfig, Scalar
-from rantune.server.strategies import StrategySpec, register
-from rantune.server.strategies.lora_base import (
-    DenseDeltaMixin,
-    LoraStrategy,
-    client_updates,
-    to_record,
+from rantune.server.strategies.registry import StrategySpec
+from rantune.server.strategies.template import (
+    Combined,
+    DenseLoraRule,
+    Node,
+    Payload,
+    Reply,
+    State,
+    float32,
+    train_metrics,
 )
 
 
-class FedExLoRA(DenseDeltaMixin, LoraStrategy):
+class FedExLoRA(DenseLoraRule):
     """FedEx-LoRA with a cumulative dense residual downlink."""
 
-    def __init__(self, cfg: RunConfig) -> None:
-        super().__init__(cfg)
-        self._init_dense()
+    def payload(self, server_round: int, phase: str, node: Node, state: State) -> Payload:
+        return Payload(float32({**state, **self.cumulative.downlink()}))
 
-    def _with_residual(self, messages, arrays: ArrayRecord, kind: str) -> list[Message]:
-        payload = {**record_to_state(arrays), **self.dense_state()}
-        return [
-            self.message(m.metadata.dst_node_id, payload, m.content.config_records["config"], kind)
-            for m in messages
-        ]
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages = super().configure_train(server_round, arrays, config, grid)
-        return self._with_residual(messages, arrays, MessageType.TRAIN)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages = super().configure_evaluate(server_round, arrays, config, grid)
-        return self._with_residual(messages, arrays, MessageType.EVALUATE)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid, _ = self._check_and_log_replies(replies, is_train=True)
-        if not valid:
-            return None, None
-        aggregate = fedex_aggregate(client_updates(valid), alpha=self.cfg.lora.alpha)
-        self.add_dense(aggregate.residuals)
-        return to_record(aggregate.state), self.aggregate_metrics(valid)
+    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
+        aggregate = fedex_aggregate(self.updates(replies), alpha=self.lora.alpha)
+        self.cumulative.add(aggregate.residuals)
+        return Combined(float32(aggregate.state), train_metrics(replies))
 
 
 def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> FedExLoRA:
     return FedExLoRA(cfg)
 
 
-register(
+SPECS = (
     StrategySpec(
         "fedex-lora",
         _factory,
         (),
         "FedEx-LoRA: FedAvg of A and B + exact residual folded into the base (dense downlink)",
         lora_aware=True,
-    )
+    ),
 )

@@ -3,6 +3,8 @@
 =============== ================================ =====================================
 name            Flower class                     ``strategy.*`` params (defaults)
 =============== ================================ =====================================
+fedavg          FedAvg                           -
+fedprox         FedProx                          proximal-mu 0.01
 fedadam         FedAdam                          eta 0.01, beta-1 0.9, beta-2 0.99, tau 1e-3
 fedyogi         FedYogi                          eta, beta-1, beta-2, tau
 fedadagrad      FedAdagrad                       eta, tau
@@ -15,25 +17,29 @@ bulyan          Bulyan                           num-malicious-nodes
 qfedavg         QFedAvg                          q 0.1, qffl-learning-rate 0 (= the run's lr)
 =============== ================================ =====================================
 
-(``fedavg`` and ``fedprox`` are registered in ``server/strategies/__init__.py``.)
+Each runs through Flower's own class behind
+:class:`~rantune.server.strategies.flower_adapter.FlowerRule`. Values arrive typed
+and validated by the run-config schema (:class:`rantune.federated.run_config.StrategySection`).
 The server optimisers (FedAdam/FedYogi/FedAdagrad) step on the adapters with
 learning rate ``eta``; Flower's default of 0.1 is far larger than LoRA updates,
-hence 0.01 here. Byzantine-robust rules need enough sampled clients: Krum and
-MultiKrum ``n >= 2f + 3``, Bulyan ``n >= 4f + 3`` (``f`` = num-malicious-nodes); this
-is checked before training.
+hence 0.01 here. FedProx only sends ``proximal-mu``: the client adds the proximal
+term. Byzantine-robust rules need enough sampled clients: Krum and MultiKrum
+``n >= 2f + 3``, Bulyan ``n >= 4f + 3`` (``f`` = num-malicious-nodes); this is
+checked before training.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 
 from flwr.serverapp.strategy import (
     Bulyan,
     FedAdagrad,
     FedAdam,
+    FedAvg,
     FedAvgM,
     FedMedian,
+    FedProx,
     FedTrimmedAvg,
     FedYogi,
     Krum,
@@ -44,29 +50,26 @@ from flwr.serverapp.strategy import (
 
 from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig, Scalar
-from rantune.server.strategies import StrategySpec, common_kwargs, register
+from rantune.server.strategies.flower_adapter import FlowerRule
+from rantune.server.strategies.registry import StrategySpec
+from rantune.server.strategies.template import aggregate_metrics
 
 OPT_PARAMS = ("eta", "tau")
 MOMENT_PARAMS = ("beta-1", "beta-2")
 
 
-def _number(params: Mapping[str, Scalar], key: str, low: float, high: float = math.inf) -> float:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InputError(f"strategy.{key}={value!r} is invalid: expected a number")
-    value = float(value)
-    if not (math.isfinite(value) and low <= value <= high):
-        raise InputError(
-            f"strategy.{key}={value} is invalid: expected {low:g} <= value <= {high:g}"
-        )
-    return value
-
-
-def _count(params: Mapping[str, Scalar], key: str) -> int:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(f"strategy.{key}={value!r} is invalid: expected an integer >= 0")
-    return int(value)
+def common_kwargs(cfg: RunConfig) -> dict:
+    """Sampling and metric-aggregation arguments every Flower FedAvg subclass takes."""
+    s = cfg.sampling
+    return {
+        "fraction_train": s.fraction_train,
+        "fraction_evaluate": s.fraction_evaluate,
+        "min_train_nodes": s.min_train_clients,
+        "min_evaluate_nodes": s.min_evaluate_clients,
+        "min_available_nodes": s.min_available_clients,
+        "train_metrics_aggr_fn": aggregate_metrics,
+        "evaluate_metrics_aggr_fn": aggregate_metrics,
+    }
 
 
 def train_sample_size(cfg: RunConfig) -> int:
@@ -78,16 +81,33 @@ def train_sample_size(cfg: RunConfig) -> int:
     return max(int(n * cfg.sampling.fraction_train), cfg.sampling.min_train_clients)
 
 
+def _wrap(factory: Callable[[RunConfig, Mapping[str, Scalar]], Strategy]):
+    """A factory of the Flower strategy -> a factory of its FlowerRule."""
+
+    def build(cfg: RunConfig, params: Mapping[str, Scalar]) -> FlowerRule:
+        return FlowerRule(factory(cfg, params))
+
+    return build
+
+
+def _fedavg(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
+    return FedAvg(**common_kwargs(cfg))
+
+
+def _fedprox(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
+    return FedProx(proximal_mu=float(params["proximal-mu"]), **common_kwargs(cfg))
+
+
 def _opt(cls, moments: bool):
     def factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
         kwargs = {
-            "eta": _number(params, "eta", 1e-12),
+            "eta": float(params["eta"]),
             "eta_l": cfg.train.lr,  # informational in Flower: clients use the run's lr
-            "tau": _number(params, "tau", 1e-12),
+            "tau": float(params["tau"]),
         }
         if moments:
-            kwargs["beta_1"] = _number(params, "beta-1", 0.0, 0.999999)
-            kwargs["beta_2"] = _number(params, "beta-2", 0.0, 0.999999)
+            kwargs["beta_1"] = float(params["beta-1"])
+            kwargs["beta_2"] = float(params["beta-2"])
         return cls(**kwargs, **common_kwargs(cfg))
 
     return factory
@@ -95,8 +115,8 @@ def _opt(cls, moments: bool):
 
 def _fedavgm(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
     return FedAvgM(
-        server_learning_rate=_number(params, "server-learning-rate", 1e-12),
-        server_momentum=_number(params, "server-momentum", 0.0, 0.999999),
+        server_learning_rate=float(params["server-learning-rate"]),
+        server_momentum=float(params["server-momentum"]),
         **common_kwargs(cfg),
     )
 
@@ -106,14 +126,14 @@ def _fedmedian(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
 
 
 def _fedtrimmedavg(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
-    return FedTrimmedAvg(beta=_number(params, "trim-beta", 0.0, 0.499999), **common_kwargs(cfg))
+    return FedTrimmedAvg(beta=float(params["trim-beta"]), **common_kwargs(cfg))
 
 
 def _robust_check(minimum: Callable[[int], tuple[int, str]]):
     """Check ``n >= minimum(f)`` for the sampled training clients ``n``."""
 
     def check(cfg: RunConfig, params: Mapping[str, Scalar]) -> None:
-        f = _count(params, "num-malicious-nodes")
+        f = int(params["num-malicious-nodes"])
         n = train_sample_size(cfg)
         need, rule = minimum(f)
         if n < need:
@@ -124,7 +144,7 @@ def _robust_check(minimum: Callable[[int], tuple[int, str]]):
                 "or partition into more clients (partition.num-clients)"
             )
         if "num-nodes-to-select" in params and cfg.strategy.name == "multikrum":
-            m = _count(params, "num-nodes-to-select")
+            m = int(params["num-nodes-to-select"])
             if m > n - f:
                 raise InputError(
                     f"strategy.num-nodes-to-select={m} is invalid: at most n - f = {n - f} "
@@ -135,24 +155,23 @@ def _robust_check(minimum: Callable[[int], tuple[int, str]]):
 
 
 def _krum(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
-    return Krum(num_malicious_nodes=_count(params, "num-malicious-nodes"), **common_kwargs(cfg))
+    return Krum(num_malicious_nodes=int(params["num-malicious-nodes"]), **common_kwargs(cfg))
 
 
 def _multikrum(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
-    f = _count(params, "num-malicious-nodes")
-    m = _count(params, "num-nodes-to-select") or max(1, train_sample_size(cfg) - f)
+    f = int(params["num-malicious-nodes"])
+    m = int(params["num-nodes-to-select"]) or max(1, train_sample_size(cfg) - f)
     return MultiKrum(num_malicious_nodes=f, num_nodes_to_select=m, **common_kwargs(cfg))
 
 
 def _bulyan(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
-    return Bulyan(num_malicious_nodes=_count(params, "num-malicious-nodes"), **common_kwargs(cfg))
+    return Bulyan(num_malicious_nodes=int(params["num-malicious-nodes"]), **common_kwargs(cfg))
 
 
 def _qfedavg(cfg: RunConfig, params: Mapping[str, Scalar]) -> Strategy:
-    lr = _number(params, "qffl-learning-rate", 0.0) or cfg.train.lr
     return QFedAvg(
-        client_learning_rate=lr,
-        q=_number(params, "q", 0.0),
+        client_learning_rate=float(params["qffl-learning-rate"]) or cfg.train.lr,
+        q=float(params["q"]),
         train_loss_key="train-loss",
         **common_kwargs(cfg),
     )
@@ -166,79 +185,74 @@ def _bulyan_minimum(f: int) -> tuple[int, str]:
     return 4 * f + 3, "n >= 4f + 3"
 
 
-register(
-    StrategySpec(
+def _spec(name: str, factory, params: tuple[str, ...], description: str, **extra) -> StrategySpec:
+    return StrategySpec(name, _wrap(factory), params, description, **extra)
+
+
+SPECS = (
+    _spec("fedavg", _fedavg, (), "FedAvg of adapters and head (FedIT)"),
+    _spec(
+        "fedprox",
+        _fedprox,
+        ("proximal-mu",),
+        "FedAvg + proximal term mu/2 ||w - w_global||^2 in each client's loss",
+    ),
+    _spec(
         "fedadam",
         _opt(FedAdam, True),
         (*OPT_PARAMS, *MOMENT_PARAMS),
         "FedAvg pseudo-gradient + server Adam (eta, beta-1, beta-2, tau)",
-    )
-)
-register(
-    StrategySpec(
+    ),
+    _spec(
         "fedyogi",
         _opt(FedYogi, True),
         (*OPT_PARAMS, *MOMENT_PARAMS),
         "FedAvg pseudo-gradient + server Yogi (eta, beta-1, beta-2, tau)",
-    )
-)
-register(
-    StrategySpec(
+    ),
+    _spec(
         "fedadagrad",
         _opt(FedAdagrad, False),
         OPT_PARAMS,
         "FedAvg pseudo-gradient + server Adagrad (eta, tau)",
-    )
-)
-register(
-    StrategySpec(
+    ),
+    _spec(
         "fedavgm",
         _fedavgm,
         ("server-learning-rate", "server-momentum"),
         "FedAvg with server momentum",
-    )
-)
-register(StrategySpec("fedmedian", _fedmedian, (), "coordinate-wise median (robust)"))
-register(
-    StrategySpec(
+    ),
+    _spec("fedmedian", _fedmedian, (), "coordinate-wise median (robust)"),
+    _spec(
         "fedtrimmedavg",
         _fedtrimmedavg,
         ("trim-beta",),
         "coordinate-wise trimmed mean, trim-beta cut at each end (robust)",
-    )
-)
-register(
-    StrategySpec(
+    ),
+    _spec(
         "krum",
         _krum,
         ("num-malicious-nodes",),
         "Krum: the one update closest to its n-f-2 neighbours (robust)",
         check=_robust_check(_krum_minimum),
-    )
-)
-register(
-    StrategySpec(
+    ),
+    _spec(
         "multikrum",
         _multikrum,
         ("num-malicious-nodes", "num-nodes-to-select"),
         "Multi-Krum: average of the num-nodes-to-select best Krum scores (robust)",
         check=_robust_check(_krum_minimum),
-    )
-)
-register(
-    StrategySpec(
+    ),
+    _spec(
         "bulyan",
         _bulyan,
         ("num-malicious-nodes",),
         "Bulyan: Multi-Krum selection + coordinate-wise trimmed median (robust)",
         check=_robust_check(_bulyan_minimum),
-    )
-)
-register(
-    StrategySpec(
+    ),
+    _spec(
         "qfedavg",
         _qfedavg,
         ("q", "qffl-learning-rate"),
         "q-FedAvg: fairness-weighted by each client's train loss^q",
-    )
+    ),
 )

@@ -1,8 +1,8 @@
 """``hetlora``: HetLoRA (Cho et al. 2024): heterogeneous ranks by padding and truncation.
 
 The global adapters have rank ``r_max = lora.r``; client ``i`` trains rank
-``r_i <= r_max`` (node config ``lora-r`` or ``lora.client-ranks``, asked once per node
-with a ``query`` message). Each round:
+``r_i <= r_max`` (node config ``lora-r`` or ``lora.client-ranks``; the loop asks each
+node once, ``needs_ranks``). Each round:
 
 1. node ``i`` receives the global adapters truncated to its rank (first ``r_i``
    components, :func:`rantune.aggregation.hetlora_downlink`);
@@ -20,20 +20,26 @@ updates at different ranks. B is therefore carried in the global scale: a client
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
-from flwr.serverapp import Grid
 
 from rantune.aggregation import ClientUpdate, hetlora_aggregate, hetlora_downlink
 from rantune.aggregation.lora_keys import is_lora_b, uniform_rank
 from rantune.errors import InputError
-from rantune.federated.messages import record_to_state
 from rantune.federated.run_config import RunConfig, Scalar
-from rantune.server.strategies import StrategySpec, register
-from rantune.server.strategies.lora_base import LoraStrategy, client_updates, to_record
+from rantune.server.strategies.registry import StrategySpec
+from rantune.server.strategies.template import (
+    Combined,
+    LoraRule,
+    Node,
+    Payload,
+    Reply,
+    State,
+    float32,
+    train_metrics,
+)
 
 
 def rescale_b(state: Mapping[str, torch.Tensor], factor: float) -> dict[str, torch.Tensor]:
@@ -41,8 +47,10 @@ def rescale_b(state: Mapping[str, torch.Tensor], factor: float) -> dict[str, tor
     return {k: (v * factor if is_lora_b(k) else v) for k, v in state.items()}
 
 
-class HetLoRA(LoraStrategy):
-    """HetLoRA on Flower's FedAvg sampling."""
+class HetLoRA(LoraRule):
+    """HetLoRA: each node gets (and sends) adapters of its own rank."""
+
+    needs_ranks = True
 
     def __init__(self, cfg: RunConfig, weight_by_examples: bool, scope: str) -> None:
         super().__init__(cfg)
@@ -60,49 +68,20 @@ class HetLoRA(LoraStrategy):
         tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}
         return rescale_b(hetlora_downlink(tensors, rank), rank / self.r_max)
 
-    def _per_node(self, messages, arrays: ArrayRecord, grid: Grid, kind: str) -> list[Message]:
-        state = record_to_state(arrays)
-        messages = list(messages)
-        info = self.query_nodes(grid, [m.metadata.dst_node_id for m in messages])
-        return [
-            self.message(
-                m.metadata.dst_node_id,
-                self.client_state(state, info[m.metadata.dst_node_id][1]),
-                m.content.config_records["config"],
-                kind,
-            )
-            for m in messages
-            if m.metadata.dst_node_id in info
-        ]
+    def payload(self, server_round: int, phase: str, node: Node, state: State) -> Payload:
+        return Payload(float32(self.client_state(state, node.rank)))
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages = super().configure_train(server_round, arrays, config, grid)
-        return self._per_node(messages, arrays, grid, MessageType.TRAIN)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages = super().configure_evaluate(server_round, arrays, config, grid)
-        return self._per_node(messages, arrays, grid, MessageType.EVALUATE)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid, _ = self._check_and_log_replies(replies, is_train=True)
-        if not valid:
-            return None, None
+    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
         updates = [
             ClientUpdate(
                 rescale_b(u.state, self.r_max / uniform_rank(u.state)), u.num_examples, u.client_id
             )
-            for u in client_updates(valid)
+            for u in self.updates(replies)
         ]
-        state = hetlora_aggregate(
+        aggregate = hetlora_aggregate(
             updates, r_max=self.r_max, weight_by_examples=self.weight_by_examples, scope=self.scope
         )
-        return to_record(state), self.aggregate_metrics(valid)
+        return Combined(float32(aggregate), train_metrics(replies))
 
 
 def _check(cfg: RunConfig, params: Mapping[str, Scalar]) -> None:
@@ -115,19 +94,12 @@ def _check(cfg: RunConfig, params: Mapping[str, Scalar]) -> None:
 
 
 def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> HetLoRA:
-    by_examples, scope = params["hetlora-weight-by-examples"], params["hetlora-weight-scope"]
-    if not isinstance(by_examples, bool):
-        raise InputError(
-            f"strategy.hetlora-weight-by-examples={by_examples!r} is invalid: expected true or false"
-        )
-    if scope not in ("module", "global"):
-        raise InputError(
-            f"strategy.hetlora-weight-scope={scope!r} is invalid: choose module or global"
-        )
-    return HetLoRA(cfg, by_examples, str(scope))
+    return HetLoRA(
+        cfg, bool(params["hetlora-weight-by-examples"]), str(params["hetlora-weight-scope"])
+    )
 
 
-register(
+SPECS = (
     StrategySpec(
         "hetlora",
         _factory,
@@ -136,5 +108,5 @@ register(
         heterogeneous_ranks=True,
         check=_check,
         lora_aware=True,
-    )
+    ),
 )

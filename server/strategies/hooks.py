@@ -1,9 +1,9 @@
-"""Server-side uses of the optional strategy hooks (read by ``server/loop.py``).
+"""Server-side use of a rule's dense deltas (:meth:`Rule.dense_deltas`, read by the round loop).
 
-``dense_deltas()`` (FLoRA, FedEx-LoRA): the global model is the pretrained base plus
+FLoRA, FedEx-LoRA: the global model is the pretrained base plus
 a cumulative dense update of the adapted projections, plus the global adapters and
 head. :func:`evaluate_global` folds it in for server-side evaluation (a separate
-model copy: :func:`rantune.federated.downlink.model_for`), and
+model copy: :class:`rantune.federated.downlink.ModelPool`), and
 :func:`write_dense_deltas` stores it next to the run's global adapter as
 ``OUT/global_dense_deltas.safetensors`` (``{prefix}.dense_delta`` float32 keys), so
 the saved run is the whole model.
@@ -18,24 +18,20 @@ import numpy as np
 
 from rantune.aggregation.dense import DENSE_SUFFIX
 from rantune.fileio import atomic_write_bytes
+from rantune.server.strategies.template import Rule
 
 DENSE_FILE = "global_dense_deltas.safetensors"
 
 
-def strategy_dense_deltas(strategy) -> dict[str, np.ndarray] | None:
-    hook = getattr(strategy, "dense_deltas", None)
-    return hook() if callable(hook) else None
-
-
-def evaluate_global(evaluator, strategy, state: Mapping[str, np.ndarray]) -> dict[str, float]:
+def evaluate_global(evaluator, rule: Rule, state: Mapping[str, np.ndarray]) -> dict[str, float]:
     """``evaluator(state)`` (a :class:`rantune.federated.evaluation.GlobalEvaluator`),
-    with the strategy's dense deltas folded into the base when it has any."""
-    return evaluator(state, strategy_dense_deltas(strategy))
+    with the rule's dense deltas folded into the base when it has any."""
+    return evaluator(state, rule.dense_deltas())
 
 
-def write_dense_deltas(out_dir: str | Path, strategy) -> Path | None:
-    """Write ``OUT/global_dense_deltas.safetensors`` when the strategy has dense deltas."""
-    deltas = strategy_dense_deltas(strategy)
+def write_dense_deltas(out_dir: str | Path, rule: Rule) -> Path | None:
+    """Write ``OUT/global_dense_deltas.safetensors`` when the rule has dense deltas."""
+    deltas = rule.dense_deltas()
     if deltas is None:
         return None
     from safetensors.numpy import save

@@ -10,15 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from rantune.aggregation.dense import (
-    CumulativeDelta,
-    apply_dense_deltas,
-    base_weight_key,
-    deltas_to_state,
-    fold_deltas_into_model,
-    lora_deltas,
-    state_to_deltas,
-)
+from rantune.aggregation.dense import CumulativeDelta, deltas_to_state
 from rantune.aggregation.fedit import fedit_aggregate
 from rantune.aggregation.init import derive_seed, fresh_adapters, seeded_lora_a
 from rantune.aggregation.lora_keys import (
@@ -27,7 +19,6 @@ from rantune.aggregation.lora_keys import (
     max_rank,
     module_prefix,
     module_ranks,
-    split_lora_keys,
     state_nbytes,
     uniform_rank,
 )
@@ -84,10 +75,6 @@ def test_key_helpers_and_ranks():
     state = lora_state(
         {P: ([[1, 2]], [[1], [0]]), "m.v": ([[1, 2], [3, 4]], [[1, 0], [0, 1]])}, head=[1.0]
     )
-    a_keys, b_keys, other = split_lora_keys(state)
-    assert a_keys == [f"{P}.lora_A.weight", "m.v.lora_A.weight"]
-    assert b_keys == [f"{P}.lora_B.weight", "m.v.lora_B.weight"]
-    assert other == [HEAD]
     assert module_prefix(f"{P}.lora_B.weight") == P
     assert module_ranks(state) == {P: 1, "m.v": 2}
     assert max_rank([state]) == 2
@@ -159,50 +146,37 @@ def test_derive_seed_is_stable_across_processes():
     assert int(there.stdout.strip().splitlines()[-1]) == here
 
 
-def test_fresh_adapters_zero_b_seeded_a_and_keep_head():
-    state = lora_state({P: ([[9, 9]], [[9], [9]])}, head=[5.0])
-    fresh = fresh_adapters(state, seed=1, salt=(2, "site-a"))
-    assert torch.equal(fresh[f"{P}.lora_B.weight"], torch.zeros(2, 1))
-    assert torch.equal(fresh[HEAD], t([5.0]))
-    assert torch.equal(
-        fresh[f"{P}.lora_A.weight"], fresh_adapters(state, 1, (2, "site-a"))[f"{P}.lora_A.weight"]
-    )
-    assert not torch.equal(
-        fresh[f"{P}.lora_A.weight"], fresh_adapters(state, 1, (3, "site-a"))[f"{P}.lora_A.weight"]
-    )
+def test_fresh_adapters_are_seeded_a_and_zero_b_of_the_requested_rank():
+    # Prepare: module P maps d_in=2 -> d_out=3
+    shapes = {P: (2, 3)}
+
+    # Execute
+    fresh = fresh_adapters(shapes, rank=4, seed=1)
+
+    # Assert
+    assert torch.equal(fresh[f"{P}.lora_B.weight"], torch.zeros(3, 4))
+    a = fresh[f"{P}.lora_A.weight"]
+    assert a.shape == (4, 2)
+    assert torch.equal(a, seeded_lora_a((4, 2), 1, f"{P}.lora_A.weight"))
+    assert not torch.equal(a, fresh_adapters(shapes, rank=4, seed=2)[f"{P}.lora_A.weight"])
 
 
-def test_dense_deltas_scale_apply_and_roundtrip():
-    state = lora_state({P: ([[1, 0]], [[1], [2]])})
-    deltas = lora_deltas(state, alpha=2.0)  # scale 2 / 1
-    assert torch.allclose(deltas[P], torch.tensor([[2.0, 0.0], [4.0, 0.0]], dtype=torch.float64))
-    base = {base_weight_key(P): torch.ones(2, 2), "other": torch.zeros(1)}
-    out = apply_dense_deltas(base, deltas)
-    assert torch.allclose(out[base_weight_key(P)], t([[3, 1], [5, 1]]))
-    assert torch.equal(base[base_weight_key(P)], torch.ones(2, 2))  # input untouched
-    back, rest = state_to_deltas({**deltas_to_state(deltas), "h": t([1.0])})
-    assert set(back) == {P} and set(rest) == {"h"}
+def test_cumulative_delta_sums_rounds_and_round_trips_a_checkpoint():
+    # Prepare: two rounds' dense updates of module P
+    first = {P: torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)}
+    second = {P: torch.tensor([[0.5, 0.5], [0.0, -1.0]], dtype=torch.float64)}
     acc = CumulativeDelta()
-    acc.add(deltas)
-    acc.add(deltas)
-    assert torch.allclose(acc.total[P], 2 * deltas[P])
+    assert acc.deltas() is None and acc.downlink() == {}
 
+    # Execute
+    acc.add(first)
+    acc.add(second)
+    restored = CumulativeDelta()
+    restored.load_state_dict(acc.state_dict())
 
-def test_fold_into_model_checks_every_shape_before_changing_anything():
-    torch.manual_seed(0)
-    model = apply_lora(Toy(), LoraSettings(r=2, targets=("q_proj",)))
-    weight = model.get_submodule("base_model.model.q_proj").base_layer.weight
-    before = weight.detach().clone()
-    fold_deltas_into_model(model, {"base_model.model.q_proj": torch.ones(3, 4)})
-    assert torch.allclose(weight, before + 1)
-    with pytest.raises(ValueError, match="does not fit"):
-        fold_deltas_into_model(
-            model,
-            {
-                "base_model.model.q_proj": torch.ones(3, 4),
-                "base_model.model.head": torch.ones(9, 9),
-            },
-        )
-    assert torch.allclose(weight, before + 1)
-    with pytest.raises(ValueError, match="no module"):
-        fold_deltas_into_model(model, {"base_model.model.nope": torch.ones(3, 4)})
+    # Assert: the total, sent as {prefix}.dense_delta float32
+    expected = np.array([[1.5, 0.5], [0.0, 1.0]], np.float32)
+    np.testing.assert_array_equal(acc.downlink()[P + ".dense_delta"], expected)
+    np.testing.assert_array_equal(acc.deltas()[P], expected)
+    np.testing.assert_array_equal(restored.deltas()[P], expected)
+    assert set(deltas_to_state(first)) == {P + ".dense_delta"}

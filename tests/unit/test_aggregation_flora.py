@@ -1,4 +1,5 @@
-"""FLoRA: stacking is exact (incl. mixed ranks), client folding and reinit, byte accounting."""
+"""FLoRA: stacking is exact (incl. mixed ranks, against peft's own deltas); the dense
+downlink is cumulative and does not grow with the number of clients."""
 
 from __future__ import annotations
 
@@ -7,13 +8,7 @@ import torch
 from torch import nn
 
 from rantune.aggregation.dense import CumulativeDelta
-from rantune.aggregation.flora import (
-    downlink_deltas,
-    flora_aggregate,
-    flora_client_reset,
-    flora_downlink,
-    flora_round_bytes,
-)
+from rantune.aggregation.flora import flora_aggregate
 from rantune.aggregation.update import ClientUpdate
 from rantune.lora import LoraSettings, apply_lora, load_trainable_state, trainable_state
 
@@ -88,8 +83,7 @@ def test_stacked_product_equals_weighted_sum_within_1e5(ranks):
     alpha = 16.0
     # Execute
     agg = flora_aggregate(updates, alpha=alpha)
-    stacked = flora_downlink(agg, "stacked")
-    # Assert: both in float64 and through the float32 stacked downlink
+    # Assert: the stacked product, in float64
     for prefix in ("m.q_proj", "m.v_proj"):
         expected = sum(
             w
@@ -101,48 +95,37 @@ def test_stacked_product_equals_weighted_sum_within_1e5(ranks):
             for w, u in zip(weights, updates, strict=True)
         )
         assert torch.allclose(agg.dense_deltas()[prefix], expected, atol=1e-5, rtol=0)
-        product = stacked[f"{prefix}.lora_B.weight"] @ stacked[f"{prefix}.lora_A.weight"]
-        assert stacked[f"{prefix}.lora_A.weight"].shape == (sum(ranks), 6)
-        assert torch.allclose(product.double(), expected, atol=1e-5, rtol=0)
-        deltas, head = downlink_deltas(flora_downlink(agg, "dense"))
-        assert torch.allclose(deltas[prefix].double(), expected, atol=1e-5, rtol=0)
-        assert set(head) == {"m.head.weight"}
+        assert agg.modules[prefix].A.shape == (sum(ranks), 6)
+        assert agg.modules[prefix].ranks == ranks
+    assert set(agg.other) == {"m.head.weight"}
 
 
-def test_client_reset_folds_exact_update_into_base_and_reinitialises_adapters():
+def test_aggregate_equals_the_weighted_sum_of_peft_deltas_of_mixed_rank_clients():
     # Prepare: two peft clients with ranks 2 and 4, same alpha, trained (random) adapters
     torch.manual_seed(0)
     base = Toy()
     clients, updates = [], []
     for rank, n in ((2, 10), (4, 30)):
         model = apply_lora(_copy(base), LoraSettings(r=rank, alpha=8.0, targets=("q_proj",)))
-        state = trainable_state(model)
-        state = {k: torch.randn_like(v) for k, v in state.items()}
+        state = {k: torch.randn_like(v) for k, v in trainable_state(model).items()}
         load_trainable_state(model, state)
         clients.append(model)
         updates.append(ClientUpdate(state, n))
-    w0 = base.q_proj.weight.detach().clone()
     expected = sum(
         w * m.get_submodule(Q).get_delta_weight("default").double()
         for w, m in zip((0.25, 0.75), clients, strict=True)
     )
+
     # Execute
     agg = flora_aggregate(updates, alpha=8.0)
-    for mode in ("dense", "stacked"):
-        model = clients[0]
-        new_state = flora_client_reset(
-            model, flora_downlink(agg, mode), trainable_state(model), seed=1, salt=(1, "a")
-        )
-        load_trainable_state(model, new_state)
-        # Assert: the base now carries the exact weighted update, adapters are fresh (B = 0)
-        folded = model.get_submodule(Q).base_layer.weight.double()
-        assert torch.allclose(folded - w0.double(), expected, atol=1e-5)
-        assert torch.equal(new_state[f"{Q}.lora_B.weight"], torch.zeros(3, 2))
-        assert new_state[f"{Q}.lora_A.weight"].shape == (2, 4)
-        assert torch.allclose(
-            new_state["base_model.model.head.weight"], agg.other["base_model.model.head.weight"]
-        )
-        model.get_submodule(Q).base_layer.weight.data.copy_(w0)  # undo for the next mode
+
+    # Assert: peft's own scale alpha / r_i is the one applied
+    assert torch.allclose(agg.dense_deltas()[Q], expected, atol=1e-5)
+    assert torch.allclose(
+        agg.other["base_model.model.head.weight"],
+        0.25 * updates[0].state["base_model.model.head.weight"]
+        + 0.75 * updates[1].state["base_model.model.head.weight"],
+    )
 
 
 def _copy(module: nn.Module) -> nn.Module:
@@ -162,18 +145,14 @@ def test_cumulative_delta_catches_up_a_client_that_skipped_rounds():
     assert torch.allclose(acc.total["m.q_proj"], total)
 
 
-def test_byte_accounting_stacked_grows_with_clients_dense_does_not():
+def test_dense_downlink_does_not_grow_with_the_number_of_clients():
     gen = torch.Generator().manual_seed(2)
-    updates = [random_update(r, 1, gen) for r in (2, 4, 8)]
-    agg = flora_aggregate(updates)
-    up_per_client = [4 * 2 * (r * 6 + 5 * r) + 4 * 10 for r in (2, 4, 8)]
-    stacked = flora_round_bytes(updates, agg, "stacked", measure="data")
-    dense = flora_round_bytes(updates, agg, "dense", measure="data")
-    assert stacked.up == dense.up == sum(up_per_client)
-    assert stacked.down == 3 * (4 * 2 * (14 * 6 + 5 * 14) + 4 * 10)
-    assert dense.down == 3 * (4 * 2 * (5 * 6) + 4 * 10)
-    with pytest.raises(ValueError, match="stacked"):
-        flora_downlink(agg, "sparse")
+    sizes = []
+    for ranks in ((2, 4), (2, 4, 8, 8, 1)):
+        acc = CumulativeDelta()
+        acc.add(flora_aggregate([random_update(r, 1, gen) for r in ranks]).dense_deltas())
+        sizes.append({k: v.shape for k, v in acc.downlink().items()})
+    assert sizes[0] == sizes[1] == {"m.q_proj.dense_delta": (5, 6), "m.v_proj.dense_delta": (5, 6)}
 
 
 def test_rejects_clients_with_different_modules_or_widths():

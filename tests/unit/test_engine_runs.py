@@ -26,7 +26,8 @@ from rantune.federated.local import node_identity
 from rantune.federated.messages import is_adapter_key, record_bytes, state_to_record
 from rantune.federated.run_config import parse_run_config
 from rantune.server.loop import run_server
-from rantune.server.strategies import common_kwargs
+from rantune.server.strategies.flower import common_kwargs
+from rantune.server.strategies.flower_adapter import FlowerRule
 from rantune.simulations.engine import resolve_config, run_simulation
 
 BASE = {
@@ -251,11 +252,9 @@ def test_int8_update_compression_cuts_uplink_and_still_aggregates(tmp_path):
     assert rnd["bytes"]["up-per-client"] < rnd["bytes"]["down-per-client"] / 3
 
 
-class _SplitStrategy(FedAvg):
-    """Keeps B on the clients and freezes A: only the head travels back."""
-
-    keep_local_pattern = r"\.lora_B\."
-    freeze_pattern = r"\.lora_A\."
+def _split_rule(cfg) -> FlowerRule:
+    """FedAvg that keeps B on the clients and freezes A: only the head travels back."""
+    return FlowerRule(FedAvg(**common_kwargs(cfg)), keep_local=r"\.lora_B\.", freeze=r"\.lora_A\.")
 
 
 def test_keep_local_and_freeze_hooks_and_personalized_evaluation(tmp_path):
@@ -265,7 +264,7 @@ def test_keep_local_and_freeze_hooks_and_personalized_evaluation(tmp_path):
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_server(grid, parse_run_config(context.run_config), _SplitStrategy(**common_kwargs(cfg)))
+        run_server(grid, parse_run_config(context.run_config), _split_rule(cfg))
 
     recorder = Recorder()
 

@@ -160,7 +160,7 @@ def test_strategy_registry_builds_fedavg_and_fedprox_with_config():
     )
 
     # Execute
-    strategy = build_strategy(cfg)
+    strategy = build_strategy(cfg).strategy  # the Flower class behind the FlowerRule
 
     # Assert
     assert {"fedavg", "fedprox"} <= set(strategy_names())

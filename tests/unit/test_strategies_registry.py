@@ -22,10 +22,13 @@ from flwr.serverapp.strategy import (
 
 from rantune.server.strategies import (
     REGISTRY,
+    RULE_MODULES,
+    LoraRule,
     build_strategy,
     get_spec,
     strategy_names,
 )
+from rantune.server.strategies.flower_adapter import FlowerRule
 from rantune.simulations.engine import resolve_config
 
 BASE = {"data.preset": "smoke", "model.pretrained": "none"}  # smoke: 3 clients
@@ -67,9 +70,11 @@ def test_each_flower_strategy_builds_from_config_with_its_hyper_parameters(name)
     cfg = resolve_config({**BASE, "strategy.name": name, "fraction-train": 1.0, **overrides})
 
     # Execute
-    strategy = build_strategy(cfg)
+    rule = build_strategy(cfg)
 
-    # Assert
+    # Assert: Flower's own class runs behind the template's adapter
+    assert isinstance(rule, FlowerRule)
+    strategy = rule.strategy
     assert type(strategy) is cls
     for attribute, value in attributes.items():
         assert (
@@ -83,7 +88,17 @@ def test_each_flower_strategy_builds_from_config_with_its_hyper_parameters(name)
 def test_registry_lists_at_least_the_issue_strategies_and_pyproject_declares_their_keys():
     # Prepare
     table = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    expected = set(FLOWER) | {"fedavg", "fedprox", "ffa-lora", "fedsa-lora", "flora", "hetlora"}
+    expected = set(FLOWER) | {
+        "fedavg",
+        "fedprox",
+        "ffa-lora",
+        "fedsa-lora",
+        "flora",
+        "hetlora",
+        "fedex-lora",
+        "fed-sb",
+        "lora-fair",
+    }
 
     # Execute
     names = set(strategy_names())
@@ -103,26 +118,38 @@ def test_registry_lists_at_least_the_issue_strategies_and_pyproject_declares_the
         ("flora", "FLoRA"),
         ("hetlora", "HetLoRA"),
         ("fedex-lora", "FedExLoRA"),
+        ("fed-sb", "FedSB"),
+        ("lora-fair", "LoraFAIR"),
     ],
 )
-def test_lora_aware_strategies_build_and_declare_their_hooks(name, cls_name):
+def test_lora_aware_strategies_build_on_the_template_and_declare_what_stays_local(name, cls_name):
     cfg = resolve_config({**BASE, "strategy.name": name})
-    strategy = build_strategy(cfg)
-    assert type(strategy).__name__ == cls_name
+    rule = build_strategy(cfg)
+    assert type(rule).__name__ == cls_name and isinstance(rule, LoraRule)
     assert get_spec(name).lora_aware
     if name == "ffa-lora":
-        assert "lora_A" in strategy.freeze_pattern
+        assert "lora_A" in rule.freeze and not rule.keep_local
     if name == "fedsa-lora":
-        assert "lora_B" in strategy.keep_local_pattern
+        assert "lora_B" in rule.keep_local and rule.personalized
     if name in ("flora", "fedex-lora"):
-        assert "dense_delta" in strategy.freeze_pattern
+        assert "dense_delta" in rule.freeze
+    if name == "fed-sb":
+        assert "lora_[AB]" in rule.freeze
+    assert rule.needs_ranks == (name in ("flora", "hetlora"))
 
 
 def test_fedsa_without_shared_head_keeps_the_head_local():
     cfg = resolve_config(
         {**BASE, "strategy.name": "fedsa-lora", "strategy.fedsa-share-head": False}
     )
-    assert "head" in build_strategy(cfg).keep_local_pattern
+    assert "head" in build_strategy(cfg).keep_local
+
+
+def test_registration_comes_from_the_explicit_module_table():
+    # every registered rule comes from a module named in RULE_MODULES, none twice
+    modules = {spec.factory.__module__.rsplit(".", 1)[-1] for spec in REGISTRY.values()}
+    assert modules <= set(RULE_MODULES) | {"flower"}
+    assert len(REGISTRY) == len(set(strategy_names()))
 
 
 @pytest.mark.parametrize(
@@ -143,6 +170,11 @@ def test_fedsa_without_shared_head_keeps_the_head_local():
         ({"attack.fraction": 0.2, "attack.kind": "bitflip"}, r"choose one of sign-flip"),
         ({"attack.fraction": 1.5}, r"attack.fraction"),
         ({"strategy.name": "fedsa-lora", "strategy.fedsa-share-head": "yes"}, r"true or false"),
+        ({"strategy.name": "lora-fair", "strategy.lora-fair-lambda": -1.0}, r"lora-fair-lambda"),
+        (
+            {"strategy.name": "flora", "update-compression.error-feedback": True},
+            r"error-feedback=true cannot be used with strategy 'flora'.*freshly initialised",
+        ),
         (
             {"strategy.name": "hetlora", "strategy.hetlora-weight-scope": "layer"},
             r"choose one of module, global",
