@@ -14,11 +14,9 @@ A *drop* is ``(teacher - variant) x 100`` points for accuracy-like metrics and
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
-from rantune.fileio import atomic_write_bytes
+from rantune.fileio import atomic_write_bytes, atomic_write_figure
 
 INT8_TARGET = {"max_size_ratio": 0.30, "max_drop_points": 1.0, "max_drop_db": 0.5}
 STUDENT_TARGET = {
@@ -266,11 +264,4 @@ def write_pareto(path: Path, report: dict) -> None:
         f"{report['task']}: quality vs cost (black: PyTorch eager fp32 teacher; circled: Pareto front)"
     )
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_figure(path, fig, dpi=120)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
 from rantune.channels import ChannelDataset
 from rantune.config import DataConfig
-from rantune.fileio import atomic_write_bytes
+from rantune.fileio import atomic_write_figure
 from rantune.partition import (
     PartitionConfig,
     Partitioning,
@@ -58,10 +57,7 @@ def plot_label_histograms(
     ax_los.set(xlabel="LoS fraction", xlim=(0, 1), title="LoS per client")
     ax_los.invert_yaxis()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_write_figure(Path(path), fig)
 
 
 def summarize_partition(parts: Partitioning, beam_hist: np.ndarray, los_hist: np.ndarray) -> dict:

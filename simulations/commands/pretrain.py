@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from rantune.errors import InputError
+from rantune.simulations.commands import set_torch_threads
 from rantune.simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
@@ -56,13 +57,9 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Pretrain the encoder by masked channel modeling; resumable; writes a model card."""
-        import torch
-
         from rantune.pretraining import PretrainSettings, pretrain
 
-        if threads < 1:
-            raise InputError(f"--threads={threads} is invalid: expected >= 1")
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
         settings = PretrainSettings(
             preset=preset,
             size=size,

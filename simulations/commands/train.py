@@ -23,6 +23,7 @@ from rich.table import Table
 
 from rantune.errors import InputError
 from rantune.lora import PROJECTION_NAMES, LoraSettings
+from rantune.simulations.commands import set_torch_threads
 from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rantune.tasks.settings import TaskSettings
 
@@ -330,13 +331,9 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, help="torch CPU threads."),
     ) -> None:
         """Centralized training of one task (the upper bound of federated runs)."""
-        import torch
-
         from rantune.fileio import atomic_write_json
 
-        if threads < 1:
-            raise InputError(f"--threads={threads} is invalid: expected >= 1")
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
         lora = LoraSettings(
             r=lora_r,
             alpha=lora_alpha,

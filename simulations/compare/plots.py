@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from rantune.federated.messages import MB
-from rantune.fileio import atomic_write_bytes
+from rantune.fileio import atomic_write_figure
 from rantune.simulations.compare.records import RunRecord, slug
 
 
@@ -32,11 +31,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return atomic_write_figure(path, fig)
 
 
 def mean_curve(runs: Sequence[RunRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

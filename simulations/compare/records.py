@@ -90,14 +90,17 @@ def _number(value: object, where: str, allow_none: bool = False) -> float:
     return float(value)
 
 
-def _round_from_dict(raw: Mapping, where: str) -> RoundRecord:
+def _check_keys(raw: object, required: tuple[str, ...], what: str) -> None:
+    """Raise unless ``raw`` is a mapping holding every ``required`` key."""
     if not isinstance(raw, Mapping):
-        raise InputError(f"{where}: a history entry must be a mapping, got {type(raw).__name__}")
-    missing = [k for k in REQUIRED_ROUND_KEYS if k not in raw]
+        raise InputError(f"{what} must be a mapping, got {type(raw).__name__}")
+    missing = [k for k in required if k not in raw]
     if missing:
-        raise InputError(
-            f"{where}: missing {missing}; each round needs {list(REQUIRED_ROUND_KEYS)}"
-        )
+        raise InputError(f"{what} is missing {missing}; it needs {list(required)}")
+
+
+def _round_from_dict(raw: Mapping, where: str) -> RoundRecord:
+    _check_keys(raw, REQUIRED_ROUND_KEYS, f"{where}: a history entry")
     clients = raw.get("client_metrics") or {}
     if isinstance(clients, list | tuple):
         clients = {str(i): v for i, v in enumerate(clients)}
@@ -128,13 +131,7 @@ def _round_from_dict(raw: Mapping, where: str) -> RoundRecord:
 
 def run_from_dict(raw: Mapping) -> RunRecord:
     """Validate a record dict (see the module docstring) and build a :class:`RunRecord`."""
-    if not isinstance(raw, Mapping):
-        raise InputError(f"a run record must be a mapping, got {type(raw).__name__}")
-    missing = [k for k in REQUIRED_RUN_KEYS if k not in raw]
-    if missing:
-        raise InputError(
-            f"run record is missing {missing}; a record needs {list(REQUIRED_RUN_KEYS)}"
-        )
+    _check_keys(raw, REQUIRED_RUN_KEYS, "a run record")
     seed = raw["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"run record seed={seed!r} is not an integer")

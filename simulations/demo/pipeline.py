@@ -17,26 +17,22 @@ import csv
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rantune.errors import InputError
 from rantune.fileio import atomic_write_json
+from rantune.simulations.compare.grid import GridSpec
 
 Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """What the demo runs; :func:`demo_plan` gives the full and the quick plan."""
+    """What the demo runs: the strategy grid and the compression of its best models;
+    :func:`demo_plan` gives the full and the quick plan."""
 
-    preset: str
-    tasks: tuple[str, ...]
-    strategies: tuple[str, ...]
-    partitions: tuple[str, ...]
-    seeds: tuple[int, ...]
-    rounds: int
-    overrides: dict = field(default_factory=dict)
+    grid: GridSpec
     variants: tuple[str, ...] = ("fp32", "int8-dynamic", "int8-static")
     compress_tasks: tuple[str, ...] = ("los", "beam")
     compress_max_train: int = 1024
@@ -46,37 +42,30 @@ class DemoPlan:
 
 def demo_plan(quick: bool) -> DemoPlan:
     """The full demo (``default`` preset, ~15 min on 2 cores) or ``--quick`` (smoke, ~2 min)."""
-    strategies = ("fedavg", "fedprox", "flora", "fedsa-lora")
+    axes = {
+        "tasks": ("los", "beam"),
+        "strategies": ("fedavg", "fedprox", "flora", "fedsa-lora"),
+        "partitions": ("natural",),
+        "seeds": (0,),
+    }
     if quick:
+        grid = GridSpec("smoke", **axes, rounds=3, overrides={"local-epochs": 3, "batch-size": 32})
         return DemoPlan(
-            preset="smoke",
-            tasks=("los", "beam"),
-            strategies=strategies,
-            partitions=("natural",),
-            seeds=(0,),
-            rounds=3,
-            overrides={"local-epochs": 3, "batch-size": 32},
+            grid,
             variants=("fp32", "int8-dynamic"),
             compress_tasks=("los",),
             compress_max_train=128,
             compress_max_eval=128,
             bench_repeats=20,
         )
-    return DemoPlan(
-        preset="default",
-        tasks=("los", "beam"),
-        strategies=strategies,
-        partitions=("natural",),
-        seeds=(0,),
-        rounds=6,
-        overrides={
-            "local-epochs": 2,
-            "batch-size": 32,
-            "data.max-train-rows": 256,
-            "data.max-eval-rows": 256,
-            "data.max-global-test-rows": 1024,
-        },
-    )
+    overrides = {
+        "local-epochs": 2,
+        "batch-size": 32,
+        "data.max-train-rows": 256,
+        "data.max-eval-rows": 256,
+        "data.max-global-test-rows": 1024,
+    }
+    return DemoPlan(GridSpec("default", **axes, rounds=6, overrides=overrides))
 
 
 def data_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
@@ -88,7 +77,7 @@ def data_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
     from rantune.simulations.demo.plots import plot_sites
     from rantune.simulations.partition_report import partition_report
 
-    cfg = load_preset(plan.preset)
+    cfg = load_preset(plan.grid.preset)
     log(f"[bold]1/5 data[/]: preset {cfg.name}, {len(cfg.sites)} base stations (Sionna TR 38.901)")
     sites = load_sites(cfg)
     data_dir = out / "data"
@@ -108,21 +97,13 @@ def data_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
 
 def compare_stage(plan: DemoPlan, out: Path, log: Log, workers: int) -> dict:
     """Run (or resume) the strategy grid; returns the parsed ``results.csv`` rows."""
-    from rantune.simulations.compare.grid import GridSpec, run_grid
+    from rantune.simulations.compare.grid import run_grid
 
-    spec = GridSpec(
-        preset=plan.preset,
-        tasks=plan.tasks,
-        strategies=plan.strategies,
-        partitions=plan.partitions,
-        seeds=plan.seeds,
-        rounds=plan.rounds,
-        overrides=dict(plan.overrides),
-    )
-    total = len(plan.tasks) * len(plan.strategies) * len(plan.partitions) * len(plan.seeds)
+    spec = plan.grid
+    total = len(spec.tasks) * len(spec.strategies) * len(spec.partitions) * len(spec.seeds)
     log(
-        f"[bold]2/5 federated fine-tuning[/]: {total} runs ({', '.join(plan.tasks)} x "
-        f"{', '.join(plan.strategies)}), {plan.rounds} rounds each"
+        f"[bold]2/5 federated fine-tuning[/]: {total} runs ({', '.join(spec.tasks)} x "
+        f"{', '.join(spec.strategies)}), {spec.rounds} rounds each"
     )
 
     def progress(outcome: dict, done: int, pending: int) -> None:
@@ -218,7 +199,7 @@ def run_demo(out: Path, quick: bool = False, workers: int = 2, log: Log = print)
     edge = edge_stage(plan, out, log)
     log("[bold]5/5 report[/]")
     summary = {
-        "plan": asdict(plan),
+        "plan": {**asdict(plan.grid), **{k: v for k, v in asdict(plan).items() if k != "grid"}},
         "data": data,
         "comparison": comparison["rows"],
         "compression": compression,

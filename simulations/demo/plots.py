@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from rantune.fileio import atomic_write_figure
 
 SCENARIO_COLORS = {"umi": "tab:blue", "uma": "tab:orange", "rma": "tab:green"}
 
@@ -58,12 +58,4 @@ def plot_sites(rows: list[dict], path: Path) -> None:
     ]
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_figure(path, fig)
