@@ -2,7 +2,8 @@
 
 Stages (each reuses what a previous run finished):
 
-1. data: Sionna channels per base station (cached), per-site summary and plots;
+1. data: channels per base station (Sionna TR 38.901 or Sionna RT ray tracing, cached),
+   per-site summary and plots;
 2. compare: federated LoRA fine-tuning of the LoS and beam tasks with a small
    strategy comparison on the in-process engine (finished runs are skipped);
 3. compress: the best global model per task -> fp32 and int8 ONNX artifacts with
@@ -70,7 +71,7 @@ def demo_plan(quick: bool) -> DemoPlan:
 
 def data_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
     """Generate/load the preset's channels; write ``out/data/summary.json`` and plots."""
-    from rantune.channels import load_sites
+    from rantune.channels import load_site_info, load_sites, site_kind
     from rantune.partition import PartitionConfig
     from rantune.presets import load_preset
     from rantune.simulations.commands.data import site_summary
@@ -78,11 +79,15 @@ def data_stage(plan: DemoPlan, out: Path, log: Log) -> dict:
     from rantune.simulations.partition_report import partition_report
 
     cfg = load_preset(plan.grid.preset)
-    log(f"[bold]1/5 data[/]: preset {cfg.name}, {len(cfg.sites)} base stations (Sionna TR 38.901)")
+    kinds = ", ".join(
+        f"{sum(site_kind(s) == k for s in cfg.sites)} {k}"
+        for k in sorted({site_kind(s) for s in cfg.sites})
+    )
+    log(f"[bold]1/5 data[/]: preset {cfg.name}, {len(cfg.sites)} base stations ({kinds})")
     sites = load_sites(cfg)
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    rows = site_summary(cfg, sites)
+    rows = site_summary(cfg, sites, load_site_info(cfg))
     partitions = partition_report(cfg, sites, PartitionConfig(scheme="natural"), data_dir)
     plot_sites(rows, data_dir / "sites.png")
     summary = {

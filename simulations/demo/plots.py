@@ -8,7 +8,7 @@ import numpy as np
 
 from rantune.fileio import atomic_write_figure
 
-SCENARIO_COLORS = {"umi": "tab:blue", "uma": "tab:orange", "rma": "tab:green"}
+SCENARIO_COLORS = {"umi": "tab:blue", "uma": "tab:orange", "rma": "tab:green", "rt": "tab:purple"}
 
 
 def plot_sites(rows: list[dict], path: Path) -> None:

@@ -23,15 +23,18 @@ def _data_section(out: Path, data: dict) -> list[str]:
     lines = [
         f"## 1. Channel data: preset `{data['preset']}` ({len(data['sites'])} base stations)",
         "",
-        "3GPP TR 38.901 channels from Sionna, one data set per base station, cached by "
+        "One data set per base station: 3GPP TR 38.901 stochastic channels (Sionna) or "
+        "channels ray-traced in a Sionna RT city scene; cached by "
         f"config hash `{data['config_hash']}`.",
         "",
-        "| site | scenario | samples | LoS | indoor | mean dist (m) | speed (m/s) | SNR (dB) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| site | kind | scenario / scene | samples | LoS | indoor | mean dist (m) | "
+        "speed (m/s) | SNR (dB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in data["sites"]:
         lines.append(
-            f"| {r['name']} | {r['scenario']} | {r['num_samples']} | {r['los_fraction']:.2f} | "
+            f"| {r['name']} | {r.get('kind', '-')} | {r.get('scene', r['scenario'])} | "
+            f"{r['num_samples']} | {r['los_fraction']:.2f} | "
             f"{r['indoor_fraction']:.2f} | {r['mean_distance_m']:.0f} | "
             "{:.1f}-{:.1f} | {:.0f}-{:.0f} |".format(*r["speed_range_mps"], *r["snr_range_db"])
         )
