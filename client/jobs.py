@@ -62,13 +62,9 @@ class JobRegistry:
             self._runs.move_to_end(key)
             return self._runs[key]
 
-    def config(self, context: Context) -> RunConfig:
-        """The node's run config, parsed once."""
-        return self._run(context.run_config).cfg
-
     def node(self, context: Context) -> NodeIdentity:
         """Which base station the node is (its partition id and rank); loads no data."""
-        return node_identity(self.config(context), context.node_config)
+        return node_identity(self._run(context.run_config).cfg, context.node_config)
 
     def job(self, context: Context) -> LocalJob:
         """The node's job, built on first use (its rows loaded, its model in the pool)."""
@@ -80,11 +76,6 @@ class JobRegistry:
                     run.data = FederatedData.load(run.cfg.data, run.cfg.partition)
                 run.jobs[node] = LocalJob(run.cfg, node, run.data, run.models)
             return run.jobs[node]
-
-    def clear(self) -> None:
-        """Drop every job, model and data set."""
-        with self._lock:
-            self._runs.clear()
 
 
 JOBS = JobRegistry()

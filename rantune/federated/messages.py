@@ -45,11 +45,6 @@ MB = 1_000_000
 """Bytes per MB in every report (decimal megabytes)."""
 
 
-def is_adapter_key(key: str) -> bool:
-    """Whether a state key may travel: a LoRA factor or a head tensor."""
-    return ".lora_" in key or key.startswith(HEAD_PREFIX)
-
-
 def to_numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()

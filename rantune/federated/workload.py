@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -108,10 +108,6 @@ class ModelSpec:
     @property
     def is_random(self) -> bool:
         return self.pretrained.strip().lower() in ("", "none")
-
-    def with_rank(self, rank: int) -> ModelSpec:
-        """The same model with LoRA rank ``rank``."""
-        return replace(self, lora=replace(self.lora, r=int(rank)))
 
 
 def model_spec(cfg: RunConfig, rank: int | None = None) -> ModelSpec:

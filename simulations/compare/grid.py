@@ -411,16 +411,3 @@ def _run_pool(
             logging.getLogger(__name__).warning(
                 "worker process died (%s); restarting the pool for %d run(s)", err, len(pending)
             )
-
-
-def grid_summary(result: GridResult) -> dict:
-    """A JSON-able summary of a :class:`GridResult`."""
-    return {
-        "ran": len(result.ran),
-        "skipped": len(result.skipped),
-        "failed": result.failed,
-        "wall-s": result.wall_s,
-        "files": None
-        if result.files is None
-        else {"csv": str(result.files.csv), "markdown": str(result.files.markdown)},
-    }

@@ -17,7 +17,6 @@ the apps run in this virtual environment.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -208,12 +207,3 @@ def _stop_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def command_line(run_config: Mapping[str, object], num_supernodes: int) -> str:
-    """The equivalent shell command (for docs and logs)."""
-    overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
-    return (
-        f"flwr run . {CONNECTION} --stream --run-config {shlex.quote(overrides)} "
-        f"--federation-config 'num-supernodes={num_supernodes}'"
-    )

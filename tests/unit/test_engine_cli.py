@@ -45,7 +45,7 @@ def test_simulate_bad_input_fails_cleanly_and_writes_nothing(tmp_path):
         (["--run-config", "lora.rank=8"], "unknown run config key(s) ['lora.rank']"),
         (["--strategy", "fedfoo"], "strategy 'fedfoo' is unknown: choose one of"),
         (["--preset", "nowhere"], "preset 'nowhere' not found"),
-        (["--task", "segmentation"], "choose one of los, beam, prediction"),
+        (["--task", "segmentation"], "choose one of los, beam,"),
     ]
     for extra, message in cases:
         out = tmp_path / extra[-1].replace("=", "_")

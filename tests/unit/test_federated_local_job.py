@@ -108,7 +108,7 @@ def test_models_are_kept_per_whole_spec_so_another_head_is_never_reused():
     # Assert
     assert a is pool.model(pooled_head) and a is not b and dense_a is not a
     assert set(pool.init_state(pooled_head)) != set(pool.init_state(mlp_head))
-    assert pool.model(pooled_head.with_rank(2)) is not a
+    assert pool.model(workload.model_spec(resolve_config(BASE), rank=2)) is not a
 
 
 def test_take_gathers_rows_from_the_stations_in_any_order(smoke_sites):
