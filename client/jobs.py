@@ -1,9 +1,10 @@
 """The base-station jobs one ClientApp process keeps between rounds.
 
-Flower hands every message its node's ``Context`` (``run_config``, ``node_config``
-and a ``state`` RecordDict that persists on the node but holds records only, no
-Python objects). A process (a SuperNode's ClientApp, a Ray actor, the in-process
-engine) may serve many nodes and, over its life, several runs; the
+Flower recreates the ClientApp for every message and hands it its node's ``Context``
+(``run_config``, ``node_config`` and a ``state`` RecordDict that persists for the run
+but holds serialised records only, no Python objects: Flower's "Design stateful
+ClientApps" guide). A process (a Ray actor, the in-process engine) may serve many
+nodes and, over its life, several runs; the
 :class:`JobRegistry` keeps, per run config, the parsed :class:`RunConfig`, the
 stations' data, one :class:`~rantune.federated.downlink.ModelPool` and one
 :class:`~rantune.federated.local.LocalJob` per (partition id, rank), built on first
@@ -11,7 +12,9 @@ use. Only the last ``max_runs`` run configs are kept, so a long-lived worker tha
 runs one configuration after another does not accumulate them.
 
 Per-node state that must survive the job (``keep-local`` tensors, the error-feedback
-residual) stays in ``context.state``, so dropping a job loses nothing.
+residual) stays in ``context.state``, so dropping a job loses nothing; where Flower
+starts a fresh ClientApp process per message (a SuperNode's subprocess isolation) the
+job is simply rebuilt for each message.
 """
 
 from __future__ import annotations
