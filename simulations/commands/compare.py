@@ -24,7 +24,9 @@ def register(app: typer.Typer) -> None:
     @cli_errors
     def compare(
         preset: str = typer.Option("smoke", help="Data preset (data.preset)."),
-        task: str = typer.Option("los", help="Task, or a comma-separated list: los,beam."),
+        task: str = typer.Option(
+            "los", help="Task, or a comma-separated list (los,beam,beam-spatial,prediction,...)."
+        ),
         strategies: str = typer.Option(
             "fedavg,ffa-lora,flora", help="Comma-separated strategy names (strategy.name)."
         ),

@@ -75,7 +75,11 @@ def register(app: typer.Typer) -> None:
     @cli_errors
     def simulate(
         preset: str = typer.Option(None, help="Data preset (data.preset); default: smoke."),
-        task: str = typer.Option(None, help="los | beam | prediction (task)."),
+        task: str = typer.Option(
+            None,
+            help="los | beam | beam-spatial | beam-temporal | prediction | positioning (task); "
+            "task-options.* keys via --run-config.",
+        ),
         strategy: str = typer.Option(None, help="Strategy name (strategy.name); default fedavg."),
         rounds: int = typer.Option(None, help="Number of server rounds (num-server-rounds)."),
         out: Path = typer.Option(Path("runs/simulate"), help="Output directory (out-dir)."),
