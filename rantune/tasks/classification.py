@@ -77,7 +77,11 @@ def strongest_tap_ratio(csi: np.ndarray) -> np.ndarray:
 def _threshold_classifier(
     score_train: np.ndarray, label_train: np.ndarray, score_test: np.ndarray, label_test: np.ndarray
 ) -> dict[str, float]:
-    """Score >= threshold means LoS; the threshold maximizes accuracy on the train rows."""
+    """Score >= threshold means LoS (or <=, if the train rows rank that way: on ray-traced
+    streets a single strong reflection can be sparser than a LoS path with its
+    reflections); the threshold maximizes accuracy on the train rows."""
+    direction = -1.0 if roc_auc(score_train, label_train) < 0.5 else 1.0
+    score_train, score_test = direction * score_train, direction * score_test
     candidates = np.unique(score_train)
     accs = [accuracy((score_train >= t).astype(np.int64), label_train) for t in candidates]
     threshold = float(candidates[int(np.argmax(accs))]) if len(candidates) else 0.5
@@ -86,7 +90,8 @@ def _threshold_classifier(
         "accuracy": accuracy(pred, label_test),
         "f1": f1_score(pred, label_test),
         "auc": roc_auc(score_test, label_test),
-        "threshold": threshold,
+        "threshold": direction * threshold,
+        "direction": direction,
     }
 
 

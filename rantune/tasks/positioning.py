@@ -11,7 +11,8 @@ Inputs ``[B, 2, A, S]`` (``csi_noisy``); targets ``[B, 2]`` float32, ``ut_positi
 ``(x, y)`` in metres relative to the BS (NaN where not ray-traced); output ``[B, 2]``
 metres. Metrics: horizontal error mean, 50th and 90th percentile (primary, lower is
 better). Baselines: LoS geometry (angle of the strongest path from the CSI, range from
-its delay) and k-nearest-neighbour fingerprinting on the station's training rows.
+its delay, front or back of the array from the received power) and k-nearest-neighbour
+fingerprinting on the station's training rows.
 """
 
 from __future__ import annotations
@@ -109,7 +110,14 @@ class PositioningTask(Task):
         position, sites = data["ut_position"], data["site_index"]
         estimates = {
             "los_geometry": bl.los_geometry(
-                data["csi_noisy"], data[RT_DELAY_FIELD], position, data["los"], sites, train, test
+                data["csi_noisy"],
+                data[RT_DELAY_FIELD],
+                data["csi_norm"],
+                position,
+                data["los"],
+                sites,
+                train,
+                test,
             ),
             "knn": bl.knn_fingerprinting(data["csi_noisy"], position, sites, train, test),
         }

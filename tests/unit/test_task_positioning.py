@@ -52,6 +52,23 @@ def test_los_geometry_locates_line_of_sight_users_near_exactly():
     assert result["error_p90_m"] <= result["los_geometry_error_p90_m"]
 
 
+def test_los_geometry_tells_users_behind_the_array_by_their_received_power():
+    # Prepare: a street through the BS: a third of the users behind it (x < 0), received
+    # through the element's back lobe (20 dB weaker at the same range)
+    users = street_users(90, seed=4)
+    users[::3, 0] *= -1.0
+    data = los_users(users)
+    distance = np.linalg.norm(users - [0.0, 0.0, 25.0], axis=1)
+    data.arrays["csi_norm"] = (np.where(users[:, 0] < 0, 0.1, 1.0) / distance).astype(np.float32)
+    train, test = np.arange(45), np.arange(45, 90)
+
+    # Execute
+    result = get_task("positioning").baseline(data, train, test)
+
+    # Assert
+    assert result["los_geometry_error_p90_m"] < 1.0
+
+
 def test_knn_returns_the_fingerprint_position_of_a_revisited_spot():
     train = np.eye(4)
     positions = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
