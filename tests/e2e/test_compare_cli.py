@@ -1,4 +1,4 @@
-"""``rantune compare`` on the smoke preset: 3 strategies x 2 partitions x 1 seed on a
+"""``rantune compare`` on the smoke preset: 5 strategies x 2 partitions x 1 seed on a
 pool of 2 processes; CSV, report and plots hold every run; a rerun skips them all;
 bad input fails before anything runs."""
 
@@ -13,7 +13,7 @@ from rantune.simulations.cli import app
 
 pytestmark = pytest.mark.e2e
 
-STRATEGIES = ("fedavg", "ffa-lora", "flora")
+STRATEGIES = ("fedavg", "ffa-lora", "flora", "fed-sb", "lora-fair")
 PARTITIONS = ("natural", "dirichlet-1.0")
 
 
@@ -66,12 +66,13 @@ def test_compare_writes_csv_report_and_plots_with_every_run_and_resumes(tmp_path
         "client_spread_los.png",
     }
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
-    assert len(list((out / "runs" / "los").glob("*.json"))) == 6
+    runs = len(STRATEGIES) * len(PARTITIONS)
+    assert len(list((out / "runs" / "los").glob("*.json"))) == runs
 
     # Execute again: every run is recorded, nothing reruns
     again = _compare(out, "--workers", "1")
     assert again.exit_code == 0, again.output
-    assert "6 run(s) already recorded: skipped" in again.output
+    assert f"{runs} run(s) already recorded: skipped" in again.output
 
 
 @pytest.mark.parametrize(

@@ -23,9 +23,11 @@ def _pretrained() -> str:
         return "none"
 
 
-def test_flwr_run_simulation_writes_outputs_and_matches_the_engine(tmp_path):
+@pytest.mark.parametrize("strategy", ["fedavg", "fed-sb"])
+def test_flwr_run_simulation_writes_outputs_and_matches_the_engine(tmp_path, strategy):
     # Prepare: 2 SuperNodes -> 2 clients (iid split of the smoke preset's 3 sites)
     config = {
+        "strategy.name": strategy,
         "num-server-rounds": 2,
         "partition.scheme": "iid",
         "partition.num-clients": 2,

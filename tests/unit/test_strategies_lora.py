@@ -1,4 +1,5 @@
-"""LoRA-aware strategies through Flower on the in-process engine (smoke preset, 2 rounds).
+"""LoRA-aware strategies through Flower on the in-process engine (smoke preset, 2 rounds),
+Fed-SB and LoRA-FAIR included.
 
 The aggregation math has its own hand-computed tests (``test_aggregation_*.py``);
 these check the wiring: what travels in each direction, what the server keeps, and
@@ -13,9 +14,17 @@ import torch
 from flwr.app import Context, Message
 from safetensors.numpy import load_file
 
-from rantune.aggregation import derive_seed, ffa_frozen_a
+from rantune.aggregation import (
+    ClientUpdate,
+    derive_seed,
+    fedit_aggregate,
+    ffa_frozen_a,
+    lora_fair_aggregate,
+    sb_bases,
+)
 from rantune.aggregation.lora_keys import group_state, lora_scale
 from rantune.client.app import app as client_app
+from rantune.federated.messages import record_bytes, state_to_record
 from rantune.server.strategies.hooks import DENSE_FILE
 from rantune.simulations.engine import run_simulation
 
@@ -190,3 +199,82 @@ def test_byzantine_clients_corrupt_only_their_own_uploads(tmp_path):
                 e["up"][key] - e["down"][key], -(h["up"][key] - h["down"][key]), atol=1e-6
             )
     assert len(changed) == 1
+
+
+def test_fed_sb_sends_only_r_and_head_and_averages_r_exactly(tmp_path):
+    # Execute
+    history, rec, out = _run(tmp_path, "fed-sb")
+
+    # Assert: R [r, r] + head travel, never the bases; the upload is r^2 per module
+    r = history["rounds"][1]["clients"]["0"]
+    adapter = load_file(out / "global_adapter.safetensors")
+    rank, modules = 4, sum(".lora_A." in k for k in adapter)  # lora.r; adapted projections
+    for e in rec.train:
+        for direction in ("down", "up"):
+            assert not _keys([e], direction, ".lora_A.") and not _keys([e], direction, ".lora_B.")
+        cores = {k: v for k, v in e["up"].items() if k.endswith(".lora_R.weight")}
+        assert {v.shape for v in cores.values()} == {(rank, rank)}
+        assert sum(v.nbytes for v in cores.values()) == rank * rank * 4 * len(cores)
+    assert len(cores) == modules
+    up = {k: v for k, v in rec.train[0]["up"].items()}
+    assert r["bytes-up"] == record_bytes(state_to_record(up))  # R + head, nothing else
+    assert r["bytes-up"] < 0.3 * history["adapter-bytes"]
+    # the global adapter is LoRA with lora_A = A and lora_B = B mean(R)
+    replies = [e for e in rec.train if e["round"] == 2]
+    total = sum(e["metrics"]["num-examples"] for e in replies)
+    seed = derive_seed("fed-sb", 0) & 0x7FFFFFFF
+    for key in cores:
+        prefix = key.removesuffix(".lora_R.weight")
+        mean_r = sum(e["metrics"]["num-examples"] / total * e["up"][key] for e in replies)
+        a_key, b_key = f"{prefix}.lora_A.weight", f"{prefix}.lora_B.weight"
+        d_out, d_in = adapter[b_key].shape[0], adapter[a_key].shape[1]
+        a, b = sb_bases(prefix, d_in, d_out, rank, seed)
+        np.testing.assert_array_equal(adapter[a_key], a.numpy())
+        np.testing.assert_allclose(adapter[b_key], b.numpy() @ mean_r, atol=1e-6)
+    assert all(rnd["train"]["aggregated"] for rnd in history["rounds"][1:])
+
+
+def test_fed_sb_upload_does_not_grow_with_the_number_of_clients(tmp_path):
+    two, _, _ = _run(
+        tmp_path / "two",
+        "fed-sb",
+        **{"partition.scheme": "iid", "partition.num-clients": 2, "num-server-rounds": 1},
+    )
+    three, _, _ = _run(tmp_path / "three", "fed-sb", **{"num-server-rounds": 1})
+    assert (
+        two["rounds"][1]["bytes"]["up-per-client"] == three["rounds"][1]["bytes"]["up-per-client"]
+    )
+
+
+def test_fed_sb_resumes_with_its_averaged_r(tmp_path):
+    out = tmp_path / "resumed"
+    run_simulation({**BASE, "strategy.name": "fed-sb", "num-server-rounds": 1, "out-dir": str(out)})
+    resumed = run_simulation({**BASE, "strategy.name": "fed-sb", "out-dir": str(out)})
+    straight = run_simulation(
+        {**BASE, "strategy.name": "fed-sb", "out-dir": str(tmp_path / "straight")}
+    )
+    assert resumed["final"] == pytest.approx(straight["final"])
+
+
+def test_lora_fair_global_b_is_the_corrected_average_of_the_replies(tmp_path):
+    # Execute
+    history, rec, out = _run(tmp_path, "lora-fair", **{"strategy.lora-fair-lambda": 0.05})
+
+    # Assert: the saved global adapter = LoRA-FAIR of the round-2 replies; clients get it all
+    replies = [e for e in rec.train if e["round"] == 2]
+    updates = [
+        ClientUpdate(
+            {k: torch.from_numpy(v) for k, v in e["up"].items()}, e["metrics"]["num-examples"]
+        )
+        for e in replies
+    ]
+    expected = lora_fair_aggregate(updates, 0.05)
+    adapter = load_file(out / "global_adapter.safetensors")
+    for key, value in expected.items():
+        np.testing.assert_allclose(adapter[key], value.numpy(), atol=1e-6)
+    fedit = fedit_aggregate(updates)
+    b_keys = [k for k in expected if ".lora_B." in k]
+    assert any(not torch.allclose(expected[k], fedit[k]) for k in b_keys)  # B was corrected
+    round2 = next(e for e in rec.train if e["round"] == 2)
+    assert _keys([round2], "down", ".lora_A.") and _keys([round2], "down", ".lora_B.")
+    assert not _keys(rec.train, "down", ".dense_delta")
