@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,8 @@ class SourceRun:
                 "alpha": cfg.lora.alpha,
                 "targets": list(cfg.lora.targets),
             },
+            # what the task observes; the artifact applies it itself (rantune.tasks.observation)
+            "task_options": asdict(cfg.task_options),
         }
 
 
