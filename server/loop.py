@@ -3,11 +3,11 @@
 Per round (the SuperLink's grid in ``flwr run``, the in-process one of
 ``simulations.engine``)::
 
-    rule.plan(round, "train", nodes, state, sampler) -> {node: Payload}   who trains, what they get
+    rule.plan(Round(round, "train", nodes, state), sampler) -> {node: Payload}   who, what
     grid.send_and_receive(messages) -> replies
     gate(replies) -> sound updates + failed/rejected(reason)             errors, NaN/Inf, keys, shapes
     rule.combine(round, updates, state) -> new global state              rantune.aggregation
-    rule.plan(round, "evaluate", ...) ; client-side evaluation summaries
+    rule.plan(Round(round, "evaluate", ...), sampler) ; client-side evaluation summaries
     server-side evaluation, bytes, rundir.checkpoint(round)
 
 and adds:
@@ -70,19 +70,10 @@ from rantune.federated.run_config import RunConfig
 from rantune.federated.rundir import RunDir
 from rantune.server.replies import replies_by_node
 from rantune.server.sampling import Sampler, evaluate_sampler, train_sampler
+from rantune.server.strategies import template
 from rantune.server.strategies.flower_adapter import as_rule
 from rantune.server.strategies.hooks import evaluate_global, write_dense_deltas
-from rantune.server.strategies.template import (
-    EVALUATE,
-    TRAIN,
-    Combined,
-    Node,
-    Payload,
-    Reply,
-    Rule,
-    State,
-    plain_metrics,
-)
+from rantune.server.strategies.template import Combined, Node, Reply, Rule, State
 from rantune.tasks import get_task
 
 
@@ -115,7 +106,9 @@ def train_config(cfg: RunConfig, rule: Rule, server_round: int) -> dict:
     return config
 
 
-def _messages(payloads: Mapping[int, Payload], config: Mapping, kind: str) -> list[Message]:
+def _messages(
+    payloads: Mapping[int, template.Payload], config: Mapping, kind: str
+) -> list[Message]:
     """One message per node: its payload's arrays, the round's config + the payload's keys."""
     return [
         Message(
@@ -157,7 +150,9 @@ class TrainRound:
         entry = {"bytes-down": down, "bytes-up": up}
         if metrics is not None:
             entry["train"] = {
-                k: v for k, v in plain_metrics(metrics).items() if k not in BOOKKEEPING_METRICS
+                k: v
+                for k, v in template.plain_metrics(metrics).items()
+                if k not in BOOKKEEPING_METRICS
             }
         self.clients[cid] = entry
         return cid
@@ -276,8 +271,9 @@ class RoundRunner:
     def _train(self, server_round: int, global_state: State) -> tuple[State, dict, dict]:
         cfg, rule = self.cfg, self.rule
         nodes = self.nodes(self.train_sampler)
-        payloads = rule.plan(server_round, TRAIN, nodes, global_state, self.train_sampler)
-        messages = _messages(payloads, train_config(cfg, rule, server_round), TRAIN)
+        rnd = template.Round(server_round, template.TRAIN, nodes, global_state)
+        payloads = rule.plan(rnd, self.train_sampler)
+        messages = _messages(payloads, train_config(cfg, rule, server_round), template.TRAIN)
         sent: dict[int, _Sent] = {}
         for message in messages:
             mconfig = _first(message.content.config_records) or {}
@@ -327,7 +323,7 @@ class RoundRunner:
     @staticmethod
     def _apply(ledger: TrainRound, info: dict, state: State, combined: Combined) -> State:
         if combined.metrics is not None:
-            info["metrics"] = plain_metrics(combined.metrics)
+            info["metrics"] = template.plain_metrics(combined.metrics)
         if combined.state is None:
             return dict(state)
         return ledger.apply(info, state, combined.state)
@@ -353,9 +349,10 @@ class RoundRunner:
     def _evaluate(self, server_round: int, global_state: State) -> tuple[dict, dict]:
         rule = self.rule
         nodes = self.nodes(self.evaluate_sampler)
-        payloads = rule.plan(server_round, EVALUATE, nodes, global_state, self.evaluate_sampler)
+        rnd = template.Round(server_round, template.EVALUATE, nodes, global_state)
+        payloads = rule.plan(rnd, self.evaluate_sampler)
         config = {"server-round": server_round, PERSONALIZED: rule.personalized}
-        messages = _messages(payloads, config, EVALUATE)
+        messages = _messages(payloads, config, template.EVALUATE)
         down = {m.metadata.dst_node_id: message_array_bytes(m.content) for m in messages}
         by_node = self._send(messages)
         per_client, failed, valid, clients = {}, [], [], {}
@@ -385,7 +382,9 @@ class RoundRunner:
                 )
                 continue
             per_client[cid] = {
-                k: v for k, v in plain_metrics(metrics).items() if k not in BOOKKEEPING_METRICS
+                k: v
+                for k, v in template.plain_metrics(metrics).items()
+                if k not in BOOKKEEPING_METRICS
             }
             clients[cid]["evaluate"] = per_client[cid]
             valid.append(reply)

@@ -66,17 +66,9 @@ from rantune.federated.privacy import DPSettings
 from rantune.federated.run_config import RunConfig
 from rantune.seeding import derive_seed
 from rantune.server.sampling import Sampler, sample_size
+from rantune.server.strategies import template
 from rantune.server.strategies.flower_adapter import FlowerRule, capture_state, restore_state
-from rantune.server.strategies.template import (
-    TRAIN,
-    Combined,
-    Node,
-    Payload,
-    Reply,
-    Rule,
-    State,
-    train_metrics,
-)
+from rantune.server.strategies.template import Combined, Reply, Rule, State
 
 INNER_PREFIX = "inner/"
 
@@ -152,7 +144,7 @@ def _unit_weights(replies: Sequence[Reply]) -> list:
     return messages
 
 
-class PrivateRule(Rule):
+class PrivateRule(FlowerRule):
     """A Flower DP wrapper around a plain-averaging FlowerRule, with accounting.
 
     Parameters
@@ -167,41 +159,35 @@ class PrivateRule(Rule):
         self, inner: FlowerRule, settings: DPSettings, num_sampled: int, seed: int = 0
     ) -> None:
         check_plain_averaging(inner)
+        self.dp = _wrapper(inner.strategy, settings, max(1, num_sampled))
+        super().__init__(self.dp)
         self.inner = inner
         self.settings = settings
         self.seed = int(seed)
-        self.dp = _wrapper(inner.strategy, settings, max(1, num_sampled))
-        self.wrapped = FlowerRule(self.dp)
         self.accountant = RdpAccountant()
         self._planned: dict[int, tuple[int, float]] = {}  # round -> (sampled, rate)
 
     def __repr__(self) -> str:
         return f"PrivateRule({self.dp!r}, mode={self.settings.mode})"
 
-    # ------------------------------------------------------------------ train
-    def plan(
-        self,
-        server_round: int,
-        phase: str,
-        nodes: Sequence[Node],
-        state: State,
-        sampler: Sampler,
-    ) -> dict[int, Payload]:
-        chosen = sampler.draw(server_round, nodes)
-        if phase == TRAIN:
+    def draw(self, rnd: template.Round, sampler: Sampler) -> list[template.Node]:
+        """The loop's draw; a training round's must be the sampling the accountant
+        models, and its size and rate are kept for the round's accounting."""
+        chosen = sampler.draw(rnd.number, rnd.nodes)
+        if rnd.phase == template.TRAIN:
             if sampler.kind != self.accountant.sampling:
                 raise RuntimeError(
                     f"DP training rounds must be sampled as the accountant assumes "
                     f"({self.accountant.sampling}), not {sampler.kind}"
                 )
-            self._planned[server_round] = (len(chosen), float(sampler.rate))
+            self._planned[rnd.number] = (len(chosen), float(sampler.rate))
             if chosen:
                 self.dp.num_sampled_clients = len(chosen)
-        return self.wrapped.payloads(server_round, phase, nodes, chosen, state)
+        return chosen
 
     def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
         sampled, rate = self._planned.pop(server_round)
-        metrics = train_metrics(replies)  # weighted by examples, as without DP
+        metrics = template.train_metrics(replies)  # weighted by examples, as without DP
         clipping_norm = float(self.dp.clipping_norm)
         with _fresh_noise(self.settings, self.seed, server_round):
             arrays, dp_metrics = self.dp.aggregate_train(server_round, _unit_weights(replies))

@@ -14,29 +14,28 @@ is this rule's checkpointed state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from rantune.aggregation import derive_seed, expand, fed_sb_aggregate
+from rantune.aggregation import ClientUpdate, derive_seed, expand, fed_sb_aggregate
 from rantune.aggregation.fed_sb import is_lora_r, shapes_of, zero_r
 from rantune.aggregation.lora_keys import is_lora
-from rantune.federated.run_config import RunConfig, Scalar
+from rantune.federated.run_config import RunConfig
 from rantune.lora_sb import FROZEN_BASES, SB_SEED
 from rantune.server.strategies.registry import StrategySpec
-from rantune.server.strategies.template import (
-    Combined,
-    LoraRule,
-    Node,
-    Payload,
-    Reply,
-    State,
-    float32,
-    train_metrics,
-)
+from rantune.server.strategies.template import LoraRule, Node, Payload, Round, State, float32
 
 R_PREFIX = "R/"
+DESCRIPTION = (
+    "Fed-SB: frozen shared B and A, only the r x r matrix R (+ head) trained, sent and "
+    "averaged (exact; upload r^2 per module)"
+)
+
+
+def _shapes(state: State) -> dict[str, tuple[int, int, int]]:
+    return shapes_of({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
 
 
 class FedSB(LoraRule):
@@ -50,21 +49,16 @@ class FedSB(LoraRule):
         self.basis_seed = derive_seed("fed-sb", cfg.seed) & 0x7FFFFFFF
         self.r: State = {}  # {prefix}.lora_R.weight -> the global R [r, r]
 
-    @staticmethod
-    def _shapes(state: State) -> dict[str, tuple[int, int, int]]:
-        return shapes_of({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
-
-    def payload(self, server_round: int, phase: str, node: Node, state: State) -> Payload:
+    def payload(self, rnd: Round, node: Node) -> Payload:
         if not self.r:
-            self.r = float32(zero_r(self._shapes(state)))
-        head = {k: v for k, v in state.items() if not is_lora(k)}
-        return Payload(float32({**head, **self.r}), {SB_SEED: self.basis_seed})
+            self.r = float32(zero_r(_shapes(rnd.state)))
+        head = {k: v for k, v in rnd.state.items() if not is_lora(k)}
+        return Payload({**head, **self.r}, {SB_SEED: self.basis_seed})
 
-    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
-        averaged = fed_sb_aggregate(self.updates(replies))  # R + head, exact
+    def aggregate(self, updates: list[ClientUpdate], state: State) -> Mapping[str, object]:
+        averaged = fed_sb_aggregate(updates)  # R + head, exact
         self.r = float32({k: v for k, v in averaged.items() if is_lora_r(k)})
-        full = expand(averaged, self._shapes(state), self.basis_seed)  # A, B R, head
-        return Combined(float32(full), train_metrics(replies))
+        return expand(averaged, _shapes(state), self.basis_seed)  # A, B R, head
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         return {R_PREFIX + k: v for k, v in self.r.items()}, {"basis-seed": self.basis_seed}
@@ -74,17 +68,4 @@ class FedSB(LoraRule):
         self.r = {k.removeprefix(R_PREFIX): np.asarray(v) for k, v in arrays.items()}
 
 
-def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> FedSB:
-    return FedSB(cfg)
-
-
-SPECS = (
-    StrategySpec(
-        "fed-sb",
-        _factory,
-        (),
-        "Fed-SB: frozen shared B and A, only the r x r matrix R (+ head) trained, sent and "
-        "averaged (exact; upload r^2 per module)",
-        lora_aware=True,
-    ),
-)
+SPECS = (StrategySpec("fed-sb", FedSB.from_config, (), DESCRIPTION, lora_aware=True),)

@@ -11,45 +11,25 @@ clients; the dense downlink (``d_out x d_in`` per adapted module) is the price.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from rantune.aggregation import fedex_aggregate
-from rantune.federated.run_config import RunConfig, Scalar
+from rantune.aggregation import ClientUpdate, fedex_aggregate
 from rantune.server.strategies.registry import StrategySpec
-from rantune.server.strategies.template import (
-    Combined,
-    DenseLoraRule,
-    Node,
-    Payload,
-    Reply,
-    State,
-    float32,
-    train_metrics,
-)
+from rantune.server.strategies.template import DenseLoraRule, Node, Payload, Round, State
+
+DESCRIPTION = "FedEx-LoRA: FedAvg of A and B + exact residual folded into the base (dense downlink)"
 
 
 class FedExLoRA(DenseLoraRule):
     """FedEx-LoRA with a cumulative dense residual downlink."""
 
-    def payload(self, server_round: int, phase: str, node: Node, state: State) -> Payload:
-        return Payload(float32({**state, **self.cumulative.downlink()}))
+    def payload(self, rnd: Round, node: Node) -> Payload:
+        return Payload({**rnd.state, **self.cumulative.downlink()})
 
-    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
-        aggregate = fedex_aggregate(self.updates(replies), alpha=self.lora.alpha)
+    def aggregate(self, updates: list[ClientUpdate], state: State) -> Mapping[str, object]:
+        aggregate = fedex_aggregate(updates, alpha=self.lora.alpha)
         self.cumulative.add(aggregate.residuals)
-        return Combined(float32(aggregate.state), train_metrics(replies))
+        return aggregate.state
 
 
-def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> FedExLoRA:
-    return FedExLoRA(cfg)
-
-
-SPECS = (
-    StrategySpec(
-        "fedex-lora",
-        _factory,
-        (),
-        "FedEx-LoRA: FedAvg of A and B + exact residual folded into the base (dense downlink)",
-        lora_aware=True,
-    ),
-)
+SPECS = (StrategySpec("fedex-lora", FedExLoRA.from_config, (), DESCRIPTION, lora_aware=True),)

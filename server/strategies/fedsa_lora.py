@@ -10,25 +10,17 @@ init). Upload and download are A (+ head): about half of FedIT's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from rantune.aggregation import fedsa_aggregate
+from rantune.aggregation import ClientUpdate, fedsa_aggregate
 from rantune.federated.messages import HEAD_PREFIX, select_keys
 from rantune.federated.run_config import RunConfig, Scalar
 from rantune.server.strategies.registry import StrategySpec
-from rantune.server.strategies.template import (
-    Combined,
-    LoraRule,
-    Node,
-    Payload,
-    Reply,
-    State,
-    float32,
-    train_metrics,
-)
+from rantune.server.strategies.template import LoraRule, Node, Payload, Round, State
 
 LOCAL_B = r"\.lora_B\.weight$"
 LOCAL_B_AND_HEAD = r"\.lora_B\.weight$|^" + HEAD_PREFIX.replace(".", r"\.")
+DESCRIPTION = "FedSA-LoRA: lora_A (+ head) averaged, lora_B kept on each client (personalized)"
 
 
 class FedSALoRA(LoraRule):
@@ -39,25 +31,20 @@ class FedSALoRA(LoraRule):
         self.share_head = bool(share_head)
         self.keep_local = LOCAL_B if self.share_head else LOCAL_B_AND_HEAD
 
-    def payload(self, server_round: int, phase: str, node: Node, state: State) -> Payload:
-        local = select_keys(state, self.keep_local)
-        return Payload(float32({k: v for k, v in state.items() if k not in local}))
+    @classmethod
+    def from_config(cls, cfg: RunConfig, params: Mapping[str, Scalar]) -> FedSALoRA:
+        return cls(cfg, bool(params["fedsa-share-head"]))
 
-    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
-        shared = fedsa_aggregate(self.updates(replies), share_head=self.share_head)
-        return Combined(float32(shared), train_metrics(replies))
+    def payload(self, rnd: Round, node: Node) -> Payload:
+        local = select_keys(rnd.state, self.keep_local)
+        return Payload({k: v for k, v in rnd.state.items() if k not in local})
 
-
-def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> FedSALoRA:
-    return FedSALoRA(cfg, bool(params["fedsa-share-head"]))
+    def aggregate(self, updates: list[ClientUpdate], state: State) -> Mapping[str, object]:
+        return fedsa_aggregate(updates, share_head=self.share_head)
 
 
 SPECS = (
     StrategySpec(
-        "fedsa-lora",
-        _factory,
-        ("fedsa-share-head",),
-        "FedSA-LoRA: lora_A (+ head) averaged, lora_B kept on each client (personalized)",
-        lora_aware=True,
+        "fedsa-lora", FedSALoRA.from_config, ("fedsa-share-head",), DESCRIPTION, lora_aware=True
     ),
 )

@@ -11,27 +11,19 @@ so server-side evaluation and the saved adapter match what clients use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
-from rantune.aggregation import derive_seed, ffa_aggregate, ffa_frozen_a
+from rantune.aggregation import ClientUpdate, derive_seed, ffa_aggregate, ffa_frozen_a
 from rantune.aggregation.lora_keys import is_lora_a
 from rantune.federated.downlink import LORA_A_SEED
-from rantune.federated.run_config import RunConfig, Scalar
+from rantune.federated.run_config import RunConfig
 from rantune.server.strategies.registry import StrategySpec
-from rantune.server.strategies.template import (
-    Combined,
-    LoraRule,
-    Node,
-    Payload,
-    Reply,
-    State,
-    float32,
-    train_metrics,
-)
+from rantune.server.strategies.template import LoraRule, Node, Payload, Round, State, float32
 
 FREEZE_A = r"\.lora_A\.weight$"
+DESCRIPTION = "FFA-LoRA: lora_A frozen at a shared seeded init, only B + head trained and sent"
 
 
 class FFALoRA(LoraRule):
@@ -45,16 +37,15 @@ class FFALoRA(LoraRule):
         self.a_seed = derive_seed("ffa-lora", cfg.seed) & 0x7FFFFFFF
         self.frozen_a: State = {}
 
-    def payload(self, server_round: int, phase: str, node: Node, state: State) -> Payload:
+    def payload(self, rnd: Round, node: Node) -> Payload:
         if not self.frozen_a:
-            shapes = {k: tuple(v.shape) for k, v in state.items() if is_lora_a(k)}
+            shapes = {k: tuple(v.shape) for k, v in rnd.state.items() if is_lora_a(k)}
             self.frozen_a = float32(ffa_frozen_a(shapes, self.a_seed))
-        sent = {k: v for k, v in state.items() if not is_lora_a(k)}
-        return Payload(float32(sent), {LORA_A_SEED: self.a_seed})
+        sent = {k: v for k, v in rnd.state.items() if not is_lora_a(k)}
+        return Payload(sent, {LORA_A_SEED: self.a_seed})
 
-    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
-        averaged = ffa_aggregate(self.updates(replies))  # B + head; raises if A was sent
-        return Combined(float32({**averaged, **self.frozen_a}), train_metrics(replies))
+    def aggregate(self, updates: list[ClientUpdate], state: State) -> Mapping[str, object]:
+        return {**ffa_aggregate(updates), **self.frozen_a}  # B + head; raises if A was sent
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         return {}, {"a_seed": self.a_seed}
@@ -63,16 +54,4 @@ class FFALoRA(LoraRule):
         self.a_seed = int(meta.get("a_seed", self.a_seed))
 
 
-def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> FFALoRA:
-    return FFALoRA(cfg)
-
-
-SPECS = (
-    StrategySpec(
-        "ffa-lora",
-        _factory,
-        (),
-        "FFA-LoRA: lora_A frozen at a shared seeded init, only B + head trained and sent",
-        lora_aware=True,
-    ),
-)
+SPECS = (StrategySpec("ffa-lora", FFALoRA.from_config, (), DESCRIPTION, lora_aware=True),)

@@ -22,21 +22,20 @@ refused (``reinitializes_adapters``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from rantune.aggregation import derive_seed, flora_aggregate, fresh_adapters, group_state
-from rantune.federated.run_config import RunConfig, Scalar
+from rantune.aggregation import (
+    ClientUpdate,
+    derive_seed,
+    flora_aggregate,
+    fresh_adapters,
+    group_state,
+)
 from rantune.server.strategies.registry import StrategySpec
-from rantune.server.strategies.template import (
-    TRAIN,
-    Combined,
-    DenseLoraRule,
-    Node,
-    Payload,
-    Reply,
-    State,
-    float32,
-    train_metrics,
+from rantune.server.strategies.template import TRAIN, DenseLoraRule, Node, Payload, Round, State
+
+DESCRIPTION = (
+    "FLoRA: adapters stacked along the rank (exact sum of B_i A_i), mixed ranks, dense downlink"
 )
 
 
@@ -45,32 +44,27 @@ class FLoRA(DenseLoraRule):
 
     needs_ranks = True
 
-    def payload(self, server_round: int, phase: str, node: Node, state: State) -> Payload:
-        groups = group_state(state)
+    def payload(self, rnd: Round, node: Node) -> Payload:
+        groups = group_state(rnd.state)
         payload = {**groups.other, **self.cumulative.downlink()}
-        if phase == TRAIN:  # evaluation: W0 + cumulative + head; zero-B adapters need not travel
-            seed = derive_seed("flora-fresh", self.seed, server_round, node.partition_id)
+        if rnd.phase == TRAIN:  # evaluation: W0 + cumulative + head; zero-B adapters stay home
+            seed = derive_seed("flora-fresh", self.seed, rnd.number, node.partition_id)
             shapes = {p: (pair.d_in, pair.d_out) for p, pair in groups.pairs.items()}
             payload.update(fresh_adapters(shapes, node.rank, seed & 0x7FFFFFFF))
-        return Payload(float32(payload))
+        return Payload(payload)
 
-    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
-        aggregate = flora_aggregate(self.updates(replies), alpha=self.lora.alpha)
+    def aggregate(self, updates: list[ClientUpdate], state: State) -> Mapping[str, object]:
+        aggregate = flora_aggregate(updates, alpha=self.lora.alpha)
         self.cumulative.add(aggregate.dense_deltas())
-        return Combined(float32(aggregate.other), train_metrics(replies))
-
-
-def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> FLoRA:
-    return FLoRA(cfg)
+        return aggregate.other
 
 
 SPECS = (
     StrategySpec(
         "flora",
-        _factory,
+        FLoRA.from_config,
         (),
-        "FLoRA: adapters stacked along the rank (exact sum of B_i A_i), mixed ranks, "
-        "dense downlink",
+        DESCRIPTION,
         heterogeneous_ranks=True,
         lora_aware=True,
         reinitializes_adapters=True,

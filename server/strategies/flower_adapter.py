@@ -4,7 +4,7 @@
 family, robust rules, QFedAvg, the DP wrappers) as a
 :class:`~rantune.server.strategies.template.Rule`:
 
-- ``plan``: the loop's sampler picks the nodes; the strategy's own
+- ``payloads``: the loop's sampler picks the nodes; the strategy's own
   ``configure_train`` / ``configure_evaluate`` builds the round's content (its
   arrays and config: ``server-round``, FedProx's ``proximal-mu``, the DP wrappers'
   clipping norm; FedOpt and QFedAvg remember the arrays for their update). It is
@@ -31,17 +31,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from rantune.federated.messages import record_to_state, state_to_record
-from rantune.server.sampling import Sampler
-from rantune.server.strategies.template import (
-    TRAIN,
-    Combined,
-    Node,
-    Payload,
-    Reply,
-    Rule,
-    State,
-    plain_metrics,
-)
+from rantune.server.strategies import template
+from rantune.server.strategies.template import Combined, Payload, Reply, Rule, State
 
 SCALARS = (bool, int, float, str, type(None))
 
@@ -79,7 +70,7 @@ def round_payload(
 ) -> Payload | None:
     """The content ``strategy`` builds for this round's ``phase`` (arrays + its config
     keys), or ``None`` when it configures no node (e.g. ``fraction_train = 0``)."""
-    configure = strategy.configure_train if phase == TRAIN else strategy.configure_evaluate
+    configure = strategy.configure_train if phase == template.TRAIN else strategy.configure_evaluate
     messages = list(
         configure(server_round, state_to_record(state), ConfigRecord({}), NodeList(node_ids))
     )
@@ -162,36 +153,18 @@ class FlowerRule(Rule):
     def __repr__(self) -> str:
         return f"FlowerRule({type(self.strategy).__name__})"
 
-    def plan(
-        self,
-        server_round: int,
-        phase: str,
-        nodes: Sequence[Node],
-        state: State,
-        sampler: Sampler,
-    ) -> dict[int, Payload]:
-        return self.payloads(server_round, phase, nodes, sampler.draw(server_round, nodes), state)
-
-    def payloads(
-        self,
-        server_round: int,
-        phase: str,
-        nodes: Sequence[Node],
-        chosen: Sequence[Node],
-        state: State,
-    ) -> dict[int, Payload]:
-        """The strategy's content of this round for each of the ``chosen`` nodes."""
+    def payloads(self, rnd: template.Round, chosen: Sequence[template.Node]) -> dict[int, Payload]:
+        """The strategy's one content of the round, for each of the ``chosen`` nodes."""
         if not chosen:
             return {}
-        payload = round_payload(
-            self.strategy, server_round, phase, [n.node_id for n in nodes], state
-        )
+        node_ids = [n.node_id for n in rnd.nodes]
+        payload = round_payload(self.strategy, rnd.number, rnd.phase, node_ids, rnd.state)
         return {} if payload is None else {n.node_id: payload for n in chosen}
 
     def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
         arrays, metrics = self.strategy.aggregate_train(server_round, [r.message for r in replies])
         return Combined(
-            record_to_state(arrays) if arrays is not None else None, plain_metrics(metrics)
+            record_to_state(arrays) if arrays is not None else None, template.plain_metrics(metrics)
         )
 
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:

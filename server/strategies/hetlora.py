@@ -20,7 +20,7 @@ updates at different ranks. B is therefore carried in the global scale: a client
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -30,16 +30,9 @@ from rantune.aggregation.lora_keys import is_lora_b, uniform_rank
 from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig, Scalar
 from rantune.server.strategies.registry import StrategySpec
-from rantune.server.strategies.template import (
-    Combined,
-    LoraRule,
-    Node,
-    Payload,
-    Reply,
-    State,
-    float32,
-    train_metrics,
-)
+from rantune.server.strategies.template import LoraRule, Node, Payload, Round, State
+
+DESCRIPTION = "HetLoRA: per-client ranks <= lora.r, zero-pad, norm-weighted average, truncate"
 
 
 def rescale_b(state: Mapping[str, torch.Tensor], factor: float) -> dict[str, torch.Tensor]:
@@ -58,6 +51,11 @@ class HetLoRA(LoraRule):
         self.weight_by_examples = weight_by_examples
         self.scope = scope
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig, params: Mapping[str, Scalar]) -> HetLoRA:
+        by_examples = bool(params["hetlora-weight-by-examples"])
+        return cls(cfg, by_examples, str(params["hetlora-weight-scope"]))
+
     def client_state(self, state: Mapping[str, np.ndarray], rank: int) -> dict[str, torch.Tensor]:
         """The global state for a client of ``rank``: truncated, B in the client's scale."""
         if rank > self.r_max:
@@ -68,20 +66,19 @@ class HetLoRA(LoraRule):
         tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}
         return rescale_b(hetlora_downlink(tensors, rank), rank / self.r_max)
 
-    def payload(self, server_round: int, phase: str, node: Node, state: State) -> Payload:
-        return Payload(float32(self.client_state(state, node.rank)))
+    def payload(self, rnd: Round, node: Node) -> Payload:
+        return Payload(self.client_state(rnd.state, node.rank))
 
-    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
-        updates = [
+    def aggregate(self, updates: list[ClientUpdate], state: State) -> Mapping[str, object]:
+        rescaled = [
             ClientUpdate(
                 rescale_b(u.state, self.r_max / uniform_rank(u.state)), u.num_examples, u.client_id
             )
-            for u in self.updates(replies)
+            for u in updates
         ]
-        aggregate = hetlora_aggregate(
-            updates, r_max=self.r_max, weight_by_examples=self.weight_by_examples, scope=self.scope
+        return hetlora_aggregate(
+            rescaled, r_max=self.r_max, weight_by_examples=self.weight_by_examples, scope=self.scope
         )
-        return Combined(float32(aggregate), train_metrics(replies))
 
 
 def _check(cfg: RunConfig, params: Mapping[str, Scalar]) -> None:
@@ -93,18 +90,12 @@ def _check(cfg: RunConfig, params: Mapping[str, Scalar]) -> None:
         )
 
 
-def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> HetLoRA:
-    return HetLoRA(
-        cfg, bool(params["hetlora-weight-by-examples"]), str(params["hetlora-weight-scope"])
-    )
-
-
 SPECS = (
     StrategySpec(
         "hetlora",
-        _factory,
+        HetLoRA.from_config,
         ("hetlora-weight-by-examples", "hetlora-weight-scope"),
-        "HetLoRA: per-client ranks <= lora.r, zero-pad, norm-weighted average, truncate",
+        DESCRIPTION,
         heterogeneous_ranks=True,
         check=_check,
         lora_aware=True,

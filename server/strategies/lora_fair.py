@@ -12,18 +12,16 @@ rank for all clients.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from rantune.aggregation import lora_fair_aggregate
+from rantune.aggregation import ClientUpdate, lora_fair_aggregate
 from rantune.federated.run_config import RunConfig, Scalar
 from rantune.server.strategies.registry import StrategySpec
-from rantune.server.strategies.template import (
-    Combined,
-    LoraRule,
-    Reply,
-    State,
-    float32,
-    train_metrics,
+from rantune.server.strategies.template import LoraRule, State
+
+DESCRIPTION = (
+    "LoRA-FAIR: FedAvg of A and B + server-side residual correction of B "
+    "(B' A_avg ~ mean B_i A_i), clients start from (A_avg, B')"
 )
 
 
@@ -34,22 +32,16 @@ class LoraFAIR(LoraRule):
         super().__init__(cfg)
         self.lam = float(lam)
 
-    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
-        corrected = lora_fair_aggregate(self.updates(replies), self.lam)
-        return Combined(float32(corrected), train_metrics(replies))
+    @classmethod
+    def from_config(cls, cfg: RunConfig, params: Mapping[str, Scalar]) -> LoraFAIR:
+        return cls(cfg, float(params["lora-fair-lambda"]))
 
-
-def _factory(cfg: RunConfig, params: Mapping[str, Scalar]) -> LoraFAIR:
-    return LoraFAIR(cfg, float(params["lora-fair-lambda"]))
+    def aggregate(self, updates: list[ClientUpdate], state: State) -> Mapping[str, object]:
+        return lora_fair_aggregate(updates, self.lam)
 
 
 SPECS = (
     StrategySpec(
-        "lora-fair",
-        _factory,
-        ("lora-fair-lambda",),
-        "LoRA-FAIR: FedAvg of A and B + server-side residual correction of B "
-        "(B' A_avg ~ mean B_i A_i), clients start from (A_avg, B')",
-        lora_aware=True,
+        "lora-fair", LoraFAIR.from_config, ("lora-fair-lambda",), DESCRIPTION, lora_aware=True
     ),
 )

@@ -5,10 +5,9 @@ A rule answers four questions for the round loop (:mod:`rantune.server.loop`), w
 typed methods instead of optional attributes:
 
 =========================  ==============================================================
-what each node receives    :meth:`Rule.plan` ``(round, phase, nodes, state, sampler) ->
-                           {node id: Payload}`` (the sampler is the loop's: seeded, or the
-                           OS CSPRNG under DP); by default every sampled node gets
-                           :meth:`Rule.payload`
+what each node receives    :meth:`Rule.plan` ``(Round, sampler) -> {node id: Payload}``:
+                           the nodes the loop's sampler draws (:meth:`Rule.draw`; seeded,
+                           or the OS CSPRNG under DP), each with :meth:`Rule.payload`
 how replies combine        :meth:`Rule.combine` ``(round, replies, state) -> Combined``
                            (pure math in :mod:`rantune.aggregation`)
 what stays on the clients  :attr:`Rule.keep_local` (regex: kept between rounds, never
@@ -20,9 +19,10 @@ what is checkpointed       :meth:`Rule.state_dict` / :meth:`Rule.load_state_dict
 plus :meth:`Rule.dense_deltas` (cumulative dense updates of the frozen base weights,
 folded in for server-side evaluation and saved with the run) and
 :meth:`Rule.round_skipped` (a training round that produced no aggregate).
-:class:`LoraRule` adds what the LoRA-aware rules share: data-weighted
-:class:`rantune.aggregation.ClientUpdate` s from the replies and the run's LoRA
-settings; :class:`DenseLoraRule` the cumulative dense update (FLoRA, FedEx-LoRA).
+:class:`LoraRule` adds what the LoRA-aware rules share: the run's LoRA settings, the
+replies as data-weighted :class:`rantune.aggregation.ClientUpdate` s and
+:meth:`LoraRule.aggregate` (the rule's math); :class:`DenseLoraRule` the cumulative
+dense update (FLoRA, FedEx-LoRA).
 
 States are ``{trainable_state key: ndarray}`` (numpy on the wire side; the math
 converts to torch). A rule never builds Flower messages: the loop does, with the
@@ -50,15 +50,6 @@ State = dict[str, np.ndarray]
 TRAIN, EVALUATE = MessageType.TRAIN, MessageType.EVALUATE
 
 
-def aggregate_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
-    """Flower's weighted metric average without the bookkeeping keys (partition-id, lora-r)."""
-    result = aggregate_metricrecords(records, weighting_key)
-    for key in BOOKKEEPING_METRICS:
-        if key in result:
-            del result[key]
-    return result
-
-
 @dataclass(frozen=True)
 class Node:
     """A connected node as the loop knows it.
@@ -74,6 +65,24 @@ class Node:
     node_id: int
     partition_id: int | None = None
     rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Round:
+    """What a rule plans from.
+
+    Attributes
+    ----------
+    number : the server round (1-based).
+    phase : ``"train"`` or ``"evaluate"``.
+    nodes : the candidate nodes (connected; sorted by node id).
+    state : the global state ``{key: ndarray}``.
+    """
+
+    number: int
+    phase: str
+    nodes: Sequence[Node]
+    state: State
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,36 @@ class Combined:
     metrics: dict[str, Scalar] | None = None
 
 
+def aggregate_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
+    """Flower's weighted metric average without the bookkeeping keys (partition-id, lora-r)."""
+    result = aggregate_metricrecords(records, weighting_key)
+    for key in BOOKKEEPING_METRICS:
+        if key in result:
+            del result[key]
+    return result
+
+
+def plain_metrics(metrics: Mapping | None) -> dict | None:
+    """A MetricRecord as a JSON-able dict (lists for array metrics); ``None`` stays ``None``."""
+    if metrics is None:
+        return None
+    return {k: (v if isinstance(v, int | float) else list(v)) for k, v in dict(metrics).items()}
+
+
+def train_metrics(replies: Sequence[Reply]) -> dict[str, Scalar]:
+    """The replies' train metrics averaged by ``num-examples`` (bookkeeping keys dropped)."""
+    return plain_metrics(aggregate_metrics([r.message.content for r in replies], NUM_EXAMPLES))
+
+
+def float32(state: Mapping[str, np.ndarray | torch.Tensor]) -> State:
+    """``{key: float32 ndarray}`` (torch tensors detached and converted)."""
+    out = {}
+    for key, value in state.items():
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        out[key] = np.asarray(array, dtype=np.float32)
+    return out
+
+
 class Rule(ABC):
     """An aggregation rule (see the module docstring).
 
@@ -145,22 +184,22 @@ class Rule(ABC):
         """Clients evaluate their own kept tensors too (``personalized-<metric>``)."""
         return bool(self.keep_local)
 
-    def plan(
-        self,
-        server_round: int,
-        phase: str,
-        nodes: Sequence[Node],
-        state: State,
-        sampler: Sampler,
-    ) -> dict[int, Payload]:
-        """``{node id: payload}`` for this round's ``phase`` (``train``/``evaluate``):
-        the nodes ``sampler`` draws from ``nodes``, each with :meth:`payload`."""
-        chosen = sampler.draw(server_round, nodes)
-        return {n.node_id: self.payload(server_round, phase, n, state) for n in chosen}
+    def plan(self, rnd: Round, sampler: Sampler) -> dict[int, Payload]:
+        """``{node id: payload}`` for the round's phase: :meth:`payloads` of the nodes
+        :meth:`draw` picks."""
+        return self.payloads(rnd, self.draw(rnd, sampler))
 
-    def payload(self, server_round: int, phase: str, node: Node, state: State) -> Payload:
+    def draw(self, rnd: Round, sampler: Sampler) -> list[Node]:
+        """The nodes taking part: the loop's ``sampler`` draws them from ``rnd.nodes``."""
+        return sampler.draw(rnd.number, rnd.nodes)
+
+    def payloads(self, rnd: Round, chosen: Sequence[Node]) -> dict[int, Payload]:
+        """``{node id: payload}`` of the ``chosen`` nodes (default: :meth:`payload` each)."""
+        return {n.node_id: self.payload(rnd, n) for n in chosen}
+
+    def payload(self, rnd: Round, node: Node) -> Payload:
         """What ``node`` receives (default: the whole global state, as FedIT)."""
-        return Payload(dict(state))
+        return Payload(dict(rnd.state))
 
     @abstractmethod
     def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
@@ -191,39 +230,26 @@ class Rule(ABC):
         del arrays, meta
 
 
-def plain_metrics(metrics: Mapping | None) -> dict | None:
-    """A MetricRecord as a JSON-able dict (lists for array metrics); ``None`` stays ``None``."""
-    if metrics is None:
-        return None
-    return {k: (v if isinstance(v, int | float) else list(v)) for k, v in dict(metrics).items()}
-
-
-def train_metrics(replies: Sequence[Reply]) -> dict[str, Scalar]:
-    """The replies' train metrics averaged by ``num-examples`` (bookkeeping keys dropped)."""
-    return plain_metrics(aggregate_metrics([r.message.content for r in replies], NUM_EXAMPLES))
-
-
-def float32(state: Mapping[str, np.ndarray | torch.Tensor]) -> State:
-    """``{key: float32 ndarray}`` (torch tensors detached and converted)."""
-    out = {}
-    for key, value in state.items():
-        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
-        out[key] = np.asarray(array, dtype=np.float32)
-    return out
-
-
 class LoraRule(Rule):
-    """Base of the LoRA-aware rules: the run's LoRA settings and seed, and the replies
-    as :class:`ClientUpdate` s (torch tensors, data-size weights)."""
+    """Base of the LoRA-aware rules: the run's LoRA settings and seed; :meth:`combine`
+    is :meth:`aggregate` of the replies as :class:`ClientUpdate` s (torch tensors,
+    data-size weights), sent on as float32 with the examples-weighted train metrics."""
 
     def __init__(self, cfg: RunConfig) -> None:
         self.lora = cfg.lora
         self.seed = cfg.seed
 
-    @staticmethod
-    def updates(replies: Sequence[Reply]) -> list[ClientUpdate]:
-        """Each reply's state (copied into torch tensors) and ``num-examples``."""
-        return [
+    @classmethod
+    def from_config(cls, cfg: RunConfig, params: Mapping[str, Scalar]) -> LoraRule:
+        """The factory of its :class:`StrategySpec` (rules with params override it)."""
+        return cls(cfg)
+
+    @abstractmethod
+    def aggregate(self, updates: list[ClientUpdate], state: State) -> Mapping[str, object]:
+        """The new global tensors (``{key: tensor}``) from the round's client updates."""
+
+    def combine(self, server_round: int, replies: Sequence[Reply], state: State) -> Combined:
+        updates = [
             ClientUpdate(
                 {k: torch.from_numpy(np.array(v, copy=True)) for k, v in r.state.items()},
                 r.num_examples,
@@ -231,6 +257,7 @@ class LoraRule(Rule):
             )
             for r in replies
         ]
+        return Combined(float32(self.aggregate(updates, state)), train_metrics(replies))
 
 
 class DenseLoraRule(LoraRule):

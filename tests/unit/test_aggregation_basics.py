@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from toy_lora import Toy
 
 from rantune.aggregation.dense import CumulativeDelta, deltas_to_state
 from rantune.aggregation.fedit import fedit_aggregate
@@ -41,16 +41,6 @@ def lora_state(pairs: dict, head=None) -> dict:
     if head is not None:
         state[HEAD] = t(head)
     return state
-
-
-class Toy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q_proj = nn.Linear(4, 3)
-        self.head = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.head(self.q_proj(x))
 
 
 def test_group_state_on_a_real_peft_state():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from toy_lora import Toy
 
 from rantune.aggregation.fed_sb import expand, fed_sb_aggregate, r_key, sb_bases, shapes_of
 from rantune.aggregation.fedit import fedit_aggregate
@@ -95,16 +96,6 @@ def test_fed_sb_refuses_updates_that_carry_the_bases():
     update = ClientUpdate({f"{P}.lora_B.weight": torch.zeros(3, 2)}, 1, "a")
     with pytest.raises(ValueError, match="send only R"):
         fed_sb_aggregate([update])
-
-
-class Toy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q_proj = nn.Linear(4, 3)
-        self.head = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.head(self.q_proj(x))
 
 
 def test_a_client_trains_only_r_and_keeps_the_bases():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from rantune.aggregation.fedsa import fedsa_aggregate
 from rantune.aggregation.ffa import ffa_aggregate, ffa_check_frozen, ffa_frozen_a, ffa_upload
@@ -25,16 +24,6 @@ def template(rank: int = 2, d_in: int = 4, d_out: int = 3) -> dict:
         f"{P}.lora_B.weight": torch.zeros(d_out, rank),
         HEAD: torch.zeros(2, d_out),
     }
-
-
-class Toy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q_proj = nn.Linear(4, 3)
-        self.head = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.head(self.q_proj(x))
 
 
 # --- FFA-LoRA ---------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from toy_lora import Toy
 
 from rantune.aggregation.dense import CumulativeDelta
 from rantune.aggregation.flora import flora_aggregate
@@ -39,16 +40,6 @@ def random_update(
         state[f"{prefix}.lora_B.weight"] = torch.randn(d_out, rank, generator=gen)
     state["m.head.weight"] = torch.randn(2, d_out, generator=gen)
     return ClientUpdate(state, n)
-
-
-class Toy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q_proj = nn.Linear(4, 3)
-        self.head = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.head(self.q_proj(x))
 
 
 def test_hand_computed_mixed_rank_stack():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from toy_lora import Toy
 
 from rantune.aggregation.fedex import fedex_aggregate
 from rantune.aggregation.hetlora import (
@@ -32,16 +32,6 @@ def state(a, b, head=None, prefix=P) -> dict:
     if head is not None:
         out[HEAD] = t(head)
     return out
-
-
-class Toy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q_proj = nn.Linear(4, 3)
-        self.head = nn.Linear(3, 2)
-
-    def forward(self, x):
-        return self.head(self.q_proj(x))
 
 
 # --- HetLoRA ----------------------------------------------------------------

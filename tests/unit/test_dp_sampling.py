@@ -15,7 +15,7 @@ from rantune.federated.dp_accounting import POISSON, RdpAccountant
 from rantune.server.privacy import PrivateRule
 from rantune.server.sampling import PoissonSampler, SeededSampler, train_sampler
 from rantune.server.strategies import Node, build_strategy
-from rantune.server.strategies.template import TRAIN
+from rantune.server.strategies.template import TRAIN, Round
 from rantune.simulations.engine import resolve_config, run_simulation
 
 BASE = {"data.preset": "smoke", "task": "los", "model.pretrained": "none"}
@@ -65,7 +65,7 @@ def test_the_private_rule_refuses_rounds_not_sampled_as_the_accountant_assumes()
     rule = PrivateRule(build_strategy(cfg), cfg.dp, num_sampled=3)
     seeded = SeededSampler(0, "sample-train", 1.0, 1, 1)
     with pytest.raises(RuntimeError, match="poisson"):
-        rule.plan(1, TRAIN, [Node(1), Node(2)], {"w": np.zeros(1, np.float32)}, seeded)
+        rule.plan(Round(1, TRAIN, [Node(1), Node(2)], {"w": np.zeros(1, np.float32)}), seeded)
     with pytest.raises(ValueError, match="fixed-size"):
         RdpAccountant.from_state({"sampling": "fixed-size", "orders": [2.0], "releases": []})
 

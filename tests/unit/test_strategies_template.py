@@ -27,7 +27,7 @@ from rantune.server.strategies.flower_adapter import (
     restore_state,
     round_payload,
 )
-from rantune.server.strategies.template import EVALUATE, TRAIN, Reply
+from rantune.server.strategies.template import EVALUATE, TRAIN, Reply, Round
 from rantune.simulations.engine import resolve_config
 from rantune.simulations.engine.identity import server_identity
 
@@ -91,7 +91,7 @@ def test_flower_rule_plans_the_shared_content_for_the_nodes_the_sampler_draws():
     )
 
     # Execute
-    payloads = rule.plan(2, TRAIN, nodes, STATE, sampler)
+    payloads = rule.plan(Round(2, TRAIN, nodes, STATE), sampler)
 
     # Assert
     expected = [n.node_id for n in sampler.draw(2, nodes)]
@@ -176,7 +176,7 @@ def test_a_rule_from_scratch_gets_the_template_defaults():
     sampler = SeededSampler(0, "sample-train", 1.0, 1, 1)
 
     # Execute
-    payloads = rule.plan(1, TRAIN, nodes, STATE, sampler)
+    payloads = rule.plan(Round(1, TRAIN, nodes, STATE), sampler)
     combined = rule.combine(1, [_reply(1, 1.0, 1), _reply(2, 9.0, 1), _reply(3, 2.0, 5)], STATE)
 
     # Assert: the whole state to every node, nothing local, no state, no dense deltas
@@ -191,5 +191,5 @@ def test_a_rule_from_scratch_gets_the_template_defaults():
 def test_an_evaluation_phase_with_zero_fraction_plans_nobody():
     rule = FlowerRule(FedAvg(fraction_evaluate=0.0))
     sampler = SeededSampler(0, "sample-evaluate", 0.0, 2, 1)
-    assert rule.plan(1, EVALUATE, [Node(1), Node(2)], STATE, sampler) == {}
+    assert rule.plan(Round(1, EVALUATE, [Node(1), Node(2)], STATE), sampler) == {}
     assert sampler.needed(2) == 0
