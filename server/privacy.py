@@ -245,10 +245,6 @@ class PrivateRule(FlowerRule):
             "dp-releases": self.accountant.num_releases,
         }
 
-    def privacy_spent(self) -> tuple[float, float]:
-        """``(epsilon, delta)`` spent so far."""
-        return self.accountant.epsilon(self.settings.delta), self.settings.delta
-
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
         arrays, meta = capture_state(self.inner.strategy)

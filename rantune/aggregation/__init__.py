@@ -34,7 +34,6 @@ from rantune.aggregation.lora_keys import (
     LoraPair,
     group_state,
     module_ranks,
-    state_nbytes,
 )
 from rantune.aggregation.update import ClientUpdate, example_weights
 from rantune.aggregation.validation import validate_update
@@ -70,7 +69,6 @@ __all__ = [
     "sb_bases",
     "seeded_lora_a",
     "select_byzantine",
-    "state_nbytes",
     "truncate_state",
     "validate_update",
 ]

@@ -196,19 +196,6 @@ def max_rank(states: list[Mapping[str, Tensor | np.ndarray]]) -> int:
     return max((r for s in states for r in module_ranks(s).values()), default=0)
 
 
-def state_nbytes(state: Mapping[str, Tensor | np.ndarray]) -> int:
-    """Tensor data of ``state`` in bytes (``numel * element_size``); Flower's
-    ``ArrayRecord.count_bytes`` adds key names and ``.npy`` headers, see
-    :func:`rantune.federated.messages.record_bytes`."""
-    total = 0
-    for value in state.values():
-        if isinstance(value, Tensor):
-            total += value.numel() * value.element_size()
-        else:
-            total += int(np.asarray(value).nbytes)
-    return total
-
-
 def require_same_modules(groups: list[LoraGroups], names: list[object]) -> list[str]:
     """The module prefixes shared by every client, in the first client's order.
 
