@@ -17,6 +17,7 @@ from rantune.compression.data import pooled_split
 from rantune.compression.merge import train_centralized_run
 from rantune.compression.testing import mini_checkpoint
 from rantune.federated.run_config import resolve_run_config
+from rantune.tasks import get_task
 from rantune.training import TrainSettings
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -59,8 +60,9 @@ def test_benchmark_references_cover_every_client(overrides, tmp_path, monkeypatc
 
     # Assert
     assert sorted(result["local"]) == ["0", "1"]
-    own = [v["own-test"]["accuracy"] for v in result["local"].values()]
+    primary = get_task(flat["task"]).primary_metric
+    own = [v["own-test"][primary] for v in result["local"].values()]
     assert result["local-mean-own-test"] == pytest.approx(statistics.mean(own))
-    assert 0.0 <= result["centralized"]["accuracy"] <= 1.0
+    assert 0.0 <= result["centralized"][primary] <= 1.0
     assert (tmp_path / "central" / "config.json").exists()
     assert (tmp_path / "local-1" / "global_adapter.safetensors").exists()
