@@ -69,6 +69,12 @@ class JobRegistry:
         """Which base station the node is (its partition id and rank); loads no data."""
         return node_identity(self._run(context.run_config).cfg, context.node_config)
 
+    def __reduce__(self):
+        """Pickled (Ray ships the ClientApp to its actors) as a reference to the
+        receiving process's own :data:`JOBS`, or as a fresh empty registry: jobs belong
+        to the process that built them."""
+        return "JOBS" if self is JOBS else (JobRegistry, (self.max_runs,))
+
     def job(self, context: Context) -> LocalJob:
         """The node's job, built on first use (its rows loaded, its model in the pool)."""
         run = self._run(context.run_config)

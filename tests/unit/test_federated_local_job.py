@@ -157,3 +157,24 @@ def test_one_seed_function_with_pinned_outputs():
 
 
 PINNED = [1822010069, 1485577830]
+
+
+def test_the_client_app_pickles_as_ray_ships_it_and_jobs_stay_per_process():
+    # Prepare: Ray sends the ClientApp to its actors with cloudpickle
+    from ray import cloudpickle
+
+    from rantune.client.app import app, build_client_app
+    from rantune.client.jobs import JOBS
+
+    own = JobRegistry(max_runs=3)
+    own.job(_context(resolve_config(BASE).flat_dict(), 0))
+
+    # Execute
+    shipped = cloudpickle.loads(cloudpickle.dumps(app))
+    copied = cloudpickle.loads(cloudpickle.dumps(own))
+    cloudpickle.dumps(build_client_app(jobs=own))
+
+    # Assert
+    assert type(shipped) is type(app)
+    assert cloudpickle.loads(cloudpickle.dumps(JOBS)) is JOBS
+    assert copied is not own and copied.max_runs == 3 and not copied._runs
