@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from rantune.channels import load_sites
+from rantune.channels import load_site_info, load_sites, site_kind
 from rantune.errors import InputError
 from rantune.fileio import atomic_write_json
 from rantune.partition import PartitionConfig
@@ -49,7 +49,15 @@ def _fmt_range(pair: list[float | None], spec: str) -> str:
     return "-" if None in pair else "-".join(format(v, spec) for v in pair)
 
 
-def site_summary(cfg, sites) -> list[dict]:
+def _scene_label(site_cfg) -> str:
+    """A ray-traced site's scene (a file path shown by its stem), else the scenario."""
+    scene = getattr(site_cfg, "scene", None)
+    if scene is None:
+        return site_cfg.scenario
+    return Path(scene).stem if scene.lower().endswith(".xml") else scene
+
+
+def site_summary(cfg, sites, infos: list[dict] | None = None) -> list[dict]:
     """Per-site statistics written to ``summary.json`` (one dict per site); a statistic
     of a field the station does not know (an imported station) is ``None``."""
     rows = []
@@ -58,6 +66,10 @@ def site_summary(cfg, sites) -> list[dict]:
             {
                 "name": site_cfg.name,
                 "scenario": site_cfg.scenario,
+                "kind": site_kind(site_cfg),
+                "scene": _scene_label(site_cfg),
+                # ray-traced drops: candidate positions tried, accepted, rejected per stage
+                "drops": (infos[len(rows)].get("generation") if infos else None),
                 "num_samples": len(data),
                 "los_fraction": _stat(data["los"], np.mean),
                 "indoor_fraction": _stat(data["indoor"], np.mean),
@@ -130,12 +142,14 @@ def register(app: typer.Typer) -> None:
         sites = load_sites(cfg, cache_root=cache, rebuild=rebuild)
         # Partition before creating --out: a failure here leaves nothing behind.
         parts, beam_hist, los_hist = partition_sites(cfg, sites, part_cfg)
-        rows = site_summary(cfg, sites)
+        rows = site_summary(cfg, sites, load_site_info(cfg, cache_root=cache))
         table = Table(title=f"preset {cfg.name} ({cfg.config_hash()})", box=box.SIMPLE_HEAD)
         for column in (
             "site",
-            "scenario",
+            "kind",
+            "scene",
             "samples",
+            "tried",
             "LoS",
             "indoor",
             "dist m",
@@ -153,8 +167,10 @@ def register(app: typer.Typer) -> None:
         for row in rows:
             table.add_row(
                 row["name"],
-                row["scenario"],
+                row["kind"],
+                row["scene"],
                 str(row["num_samples"]),
+                str(row["drops"]["candidates"]) if row["drops"] else "-",
                 _fmt(row["los_fraction"], ".2f"),
                 _fmt(row["indoor_fraction"], ".2f"),
                 _fmt(row["mean_distance_m"], ".0f"),
