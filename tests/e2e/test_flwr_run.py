@@ -23,7 +23,7 @@ def _pretrained() -> str:
         return "none"
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "fed-sb"])
+@pytest.mark.parametrize("strategy", ["fedavg", "fed-sb", "lora-fair"])
 def test_flwr_run_simulation_writes_outputs_and_matches_the_engine(tmp_path, strategy):
     # Prepare: 2 SuperNodes -> 2 clients (iid split of the smoke preset's 3 sites)
     config = {
