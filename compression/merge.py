@@ -104,13 +104,13 @@ def read_run_config(run_dir: Path | str) -> tuple[RunConfig, dict]:
     if not run_dir.is_dir():
         raise InputError(f"--run {run_dir} is not a directory: pass a fine-tuning run directory")
     path = run_dir / CONFIG_NAME
-    if not path.exists():
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
         raise InputError(
             f"run directory {run_dir} has no {CONFIG_NAME}: pass the directory written by "
             "`rantune federate` (or a centralized run in the same format)"
-        )
-    try:
-        raw = json.loads(path.read_text())
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InputError(f"{path} is not readable JSON ({err})") from err
     if not isinstance(raw, dict):
