@@ -191,6 +191,22 @@ def test_bad_or_incompatible_options_fail_before_training(overrides, message):
         build_strategy(resolve_config({**BASE, **overrides}))
 
 
+@pytest.mark.parametrize("name", ["ffa-lora", "fedsa-lora", "fed-sb", "lora-fair", "fedavg"])
+def test_error_feedback_is_allowed_where_adapters_persist_between_rounds(name):
+    # Fed-SB keeps R and LoRA-FAIR restarts from the corrected average: residuals stay valid
+    cfg = resolve_config(
+        {
+            **BASE,
+            "strategy.name": name,
+            "update-compression.method": "topk",
+            "update-compression.error-feedback": True,
+        }
+    )
+    assert not get_spec(name).reinitializes_adapters
+    build_strategy(cfg)
+    assert [s.name for s in REGISTRY.values() if s.reinitializes_adapters] == ["flora"]
+
+
 def test_heterogeneous_ranks_pass_for_rank_aware_strategies():
     for name in ("flora", "hetlora"):
         cfg = resolve_config(
