@@ -1,9 +1,18 @@
-"""The data compression uses: client rows for calibration and recovery, the global test set
-for measuring.
+"""The data compression uses, and who holds it.
+
+- **Measuring**: the server's global test set (``FederatedData.rows(None, "test")``);
+  never trained on.
+- **Students** (distillation, pruning importance and recovery) learn without pooled
+  rows (:mod:`rantune.compression.federated_distill`): ``federated`` from each base
+  station's own training rows, ``server`` from channels the server generates itself
+  (:func:`server_channels`: a TR 38.901 drop with the run's radio block, or a named
+  preset under a seed of its own), teacher outputs only; ``off``: no student is trained.
+- **Static-int8 calibration**: a seeded sample of client training rows in ``federated``
+  mode (unlabelled activation ranges; :func:`pooled_split`), the server's generated
+  rows in ``server`` mode.
 
 Rows come from the run's own preset and partitioning
-(:class:`rantune.federated.splits.FederatedData`), so calibration uses client data
-the run trained on and accuracy is measured on the held-out global test set.
+(:class:`rantune.federated.splits.FederatedData`).
 """
 
 from __future__ import annotations
@@ -14,10 +23,25 @@ from dataclasses import dataclass
 import numpy as np
 from torch import Tensor
 
+from rantune.channels import ChannelDataset, load_sites
+from rantune.compression import federated_distill as fd
+from rantune.config import DataConfig, RadioConfig, SiteConfig
 from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig
-from rantune.federated.splits import FederatedData
+from rantune.federated.splits import FederatedData, preset
+from rantune.presets import load_preset
+from rantune.seeding import derive_seed
 from rantune.tasks import get_task
+
+DISTILL_MODES = ("federated", "server", "off")
+"""``rantune compress --distill`` choices (``server`` records ``server-generated``)."""
+
+SERVER_DROP_SITES = (
+    ("umi", (0.0, 15.0), 0.5, (10.0, 200.0)),
+    ("uma", (0.0, 30.0), 0.2, (35.0, 500.0)),
+    ("rma", (0.0, 40.0), 0.0, (35.0, 2000.0)),
+)
+"""The server's own drop: (scenario, speed range m/s, indoor probability, distance range m)."""
 
 
 def _subsample(rows: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
@@ -37,10 +61,10 @@ def pooled_split(
 ) -> tuple[Tensor, Tensor]:
     """Inputs and targets of every client's ``split`` rows pooled (``train``/``val``/``test``).
 
-    ``max_rows`` caps the count with a seeded random subset (stratification is left to
-    the partitioning: every client contributes in proportion to its size). ``clients``
-    (partition ids) pools only those clients' rows; default all. ``data``: the run's
-    stations when already loaded.
+    For the centralized and local-only references and the calibration sample; students
+    never train on it. ``max_rows`` caps the count with a seeded random subset (every
+    client contributes in proportion to its size). ``clients`` (partition ids) pools
+    only those clients' rows; default all. ``data``: the run's stations when loaded.
     """
     data = data or FederatedData.load(cfg.data, cfg.partition)
     chosen = data.parts.clients if clients is None else [data.parts.clients[c] for c in clients]
@@ -49,24 +73,92 @@ def pooled_split(
     return data.tensors_of(get_task(cfg.task, cfg.task_options), rows)
 
 
+def server_drop(radio: RadioConfig, rows: int, seed: int) -> DataConfig:
+    """The server's own TR 38.901 drop: UMi, UMa and RMa users over broad speed, distance
+    and SNR ranges, ``rows`` samples in all, with the run's radio block."""
+    if rows < 3:
+        raise InputError(f"server distillation rows={rows} is too few: expected >= 3")
+    per_site = -(-rows // 3)
+    sites = [
+        SiteConfig(
+            name=f"server-{scenario}",
+            scenario=scenario,
+            num_samples=per_site,
+            speed_range_mps=speeds,
+            indoor_probability=indoor,
+            distance_range_m=distances,
+            snr_range_db=(-5.0, 25.0),
+            seed=derive_seed(seed, "server-drop", scenario),
+        )
+        for scenario, speeds, indoor, distances in SERVER_DROP_SITES
+    ]
+    return DataConfig("server-distill", radio, tuple(sites))
+
+
+def server_channels(
+    cfg: RunConfig, rows: int, preset_name: str | None = None, seed: int = 0
+) -> tuple[Tensor, dict]:
+    """Task inputs ``[rows, ...]`` of channels the server generates itself (no labels).
+
+    Parameters
+    ----------
+    cfg : the run (its radio block, task and data seed).
+    rows : how many inputs (a seeded subset when the drop is larger).
+    preset_name : a built-in preset name or .toml path to generate instead of
+        :func:`server_drop`; it is generated under a seed offset other than the run's
+        ``data.seed``, so its users are new even for the run's own preset.
+    seed : distillation seed (picks the drop's seed and the subset).
+
+    Returns
+    -------
+    (Tensor, dict)
+        The inputs and what they are (``preset``, ``seed``, ``rows``, ``sites``).
+    """
+    radio = preset(cfg.data).radio
+    offset = cfg.data.seed + 1 + derive_seed(seed, "server-distill") % 1000
+    if preset_name:
+        drop = load_preset(preset_name)
+        if drop.radio != radio:
+            raise InputError(
+                f"--distill-preset {preset_name!r} has another radio block than the run's "
+                f"{cfg.data.preset!r} preset: the model reads its input shape; choose a preset "
+                "with the same [radio] table"
+            )
+        drop = drop.with_seed(offset)
+    else:
+        drop = server_drop(radio, rows, offset)
+    stations = load_sites(drop, cache_root=cfg.data.cache or None, progress=False)
+    pooled = ChannelDataset.concat(stations) if len(stations) > 1 else stations[0]
+    index = _subsample(np.arange(len(pooled)), rows, derive_seed(seed, "server-rows"))
+    x, _ = get_task(cfg.task, cfg.task_options).tensors(pooled, index)
+    info = {
+        "preset": preset_name or drop.name,
+        "seed_offset": offset,
+        "rows": int(len(x)),
+        "sites": [site.name for site in drop.sites],
+    }
+    return x, info
+
+
 @dataclass
 class CompressionData:
-    """Tensors for one compression job.
+    """Tensors (and the students' source) for one compression job.
 
     Attributes
     ----------
-    train_x, train_y : client training rows (pruning recovery, distillation; labels are
-        used where a variant asks for them).
-    calib_x : client rows for static-quantization calibration (float32 numpy); may be
-        ``None``, then ``int8-static`` refuses to run.
     eval_x, eval_y : global test rows: every variant is measured on them.
+    calib_x : static-quantization calibration rows (float32 numpy); may be ``None``,
+        then ``int8-static`` refuses to run.
+    calib_source : where ``calib_x`` comes from (for the manifest).
+    source : where students learn (:class:`~rantune.compression.federated_distill.
+        DistillSource`); ``None``: distillation is off.
     """
 
-    train_x: Tensor
-    train_y: Tensor | None
-    calib_x: np.ndarray | None
     eval_x: Tensor
     eval_y: Tensor
+    calib_x: np.ndarray | None = None
+    calib_source: str = "client training rows"
+    source: object | None = None
 
     def __post_init__(self) -> None:
         if len(self.eval_x) == 0:
@@ -81,11 +173,35 @@ def run_data(
     max_calib: int = 256,
     max_eval: int | None = 2048,
     seed: int = 0,
+    distill: str = "federated",
+    server_rows: int = 2048,
+    server_preset: str | None = None,
+    calibrate: bool = True,
 ) -> CompressionData:
-    """Client training rows, calibration rows and the global test set of a run."""
+    """The global test set, calibration rows and the students' source of a run.
+
+    ``max_train`` caps each station's rows (federated); ``distill`` is one of
+    :data:`DISTILL_MODES`; ``server_rows`` / ``server_preset``: the server's drop
+    (:func:`server_channels`); ``calibrate``: load calibration rows.
+    """
+    if distill not in DISTILL_MODES:
+        raise InputError(
+            f"--distill {distill!r} is unknown: choose one of {', '.join(DISTILL_MODES)}"
+        )
+    task = get_task(cfg.task, cfg.task_options)
     data = FederatedData.load(cfg.data, cfg.partition)
-    train_x, train_y = pooled_split(cfg, "train", max_rows=max_train, seed=seed, data=data)
-    calib_x, _ = pooled_split(cfg, "train", max_rows=max_calib, seed=seed + 1, data=data)
-    test_rows = _subsample(data.parts.global_test, max_eval, seed + 2)
-    eval_x, eval_y = data.tensors_of(get_task(cfg.task, cfg.task_options), test_rows)
-    return CompressionData(train_x, train_y, calib_x.numpy(), eval_x, eval_y)
+    test_rows = _subsample(data.rows(None, "test"), max_eval, seed + 2)
+    eval_x, eval_y = data.tensors_of(task, test_rows)
+    if distill == "server":
+        x, info = server_channels(cfg, server_rows, server_preset, seed)
+        calib = _subsample(np.arange(len(x)), max_calib, seed + 1) if calibrate else None
+        return CompressionData(
+            eval_x, eval_y, None if calib is None else x[calib].numpy(),
+            "server-generated channels", fd.server_source(x, info),
+        )  # fmt: skip
+    source = fd.federated_source(cfg, data, task, max_train) if distill == "federated" else None
+    calib_x = None
+    if calibrate:
+        calib_x = pooled_split(cfg, "train", max_rows=max_calib, seed=seed + 1, data=data)[0]
+        calib_x = calib_x.numpy()
+    return CompressionData(eval_x, eval_y, calib_x, "client training rows", source)

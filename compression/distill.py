@@ -12,6 +12,10 @@ so unlabelled local channels teach through the teacher and labels help where pre
 A student of the teacher's width starts from the teacher: evenly spaced blocks
 (first and last kept), embeddings, final norm and head; fewer heads or FFN channels
 are chosen by weight norm. Other widths start from a seeded random init.
+
+:func:`distill` is one participant's pass over the rows it holds; where the rows are
+(each base station's own, or channels the server generates) and how the students are
+combined is :mod:`rantune.compression.federated_distill`.
 """
 
 from __future__ import annotations
@@ -141,6 +145,18 @@ def kd_loss(student_out: Tensor, teacher_out: Tensor, task: Task, temperature: f
     ) * (t * t)
 
 
+def hidden_projection(student: nn.Module, teacher: nn.Module) -> nn.Linear:
+    """The ``Linear(d_s -> d_t)`` of the hidden-state loss: identity when the widths match,
+    else a seeded random init (trained along with the student)."""
+    d_t, d_s = teacher.encoder.config.d_model, student.encoder.config.d_model
+    proj = nn.Linear(d_s, d_t)
+    if d_s == d_t:
+        with torch.no_grad():
+            proj.weight.copy_(torch.eye(d_t))
+            proj.bias.zero_()
+    return proj
+
+
 def distill(
     teacher: nn.Module,
     student: nn.Module,
@@ -149,6 +165,7 @@ def distill(
     y: Tensor | None = None,
     labelled: Tensor | None = None,
     settings: DistillSettings = DistillSettings(),
+    proj: nn.Linear | None = None,
 ) -> dict:
     """Train ``student`` in place to mimic ``teacher`` on ``x``.
 
@@ -161,6 +178,9 @@ def distill(
     y : targets ``[N, ...]`` or ``None`` (no labels at all).
     labelled : bool ``[N]``: which rows of ``y`` are real labels (default: all).
     settings : see :class:`DistillSettings`.
+    proj : the hidden-state projection ``Linear(d_s -> d_t)``, trained in place (kept
+        between calls by a caller that distils in rounds); default a fresh
+        :func:`hidden_projection`.
 
     Returns
     -------
@@ -177,12 +197,7 @@ def distill(
     for param in student.parameters():
         param.requires_grad_(True)
     t_tap, s_tap = _EncoderTap(teacher), _EncoderTap(student)
-    d_t, d_s = teacher.encoder.config.d_model, student.encoder.config.d_model
-    proj = nn.Linear(d_s, d_t)
-    if d_s == d_t:
-        with torch.no_grad():
-            proj.weight.copy_(torch.eye(d_t))
-            proj.bias.zero_()
+    proj = proj if proj is not None else hidden_projection(student, teacher)
     params = list(student.parameters()) + list(proj.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(x) / settings.batch_size)

@@ -9,6 +9,12 @@ Variants (each in ``ART/<variant>/`` with ``model.onnx`` and ``manifest.json``):
 ``pruned-int8``     heads and FFN channels removed by importance, recovered by a short
                     distillation, then dynamic int8.
 ``distilled-int8``  smaller student distilled from the teacher, then dynamic int8.
+
+Students (the two above) learn without pooled data (``settings.distill_mode``,
+:mod:`rantune.compression.federated_distill`): ``federated`` (default) on each base
+station's own rows, averaged by the server; ``server`` on channels the server
+generates, teacher outputs only; ``off`` builds neither. Importance for pruning is
+summed over the same participants. Each such manifest's ``distillation`` says which.
 ``sparse-int8``     (optional) magnitude-pruned weights + dynamic int8: size-only, the
                     gain shows in the compressed (zip) size, not in latency.
 
@@ -31,11 +37,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from rantune.compression.data import CompressionData, run_data
-from rantune.compression.distill import DistillSettings, build_student, distill, student_config
+from rantune.compression.data import DISTILL_MODES, CompressionData, run_data
+from rantune.compression.distill import DistillSettings, build_student, student_config
 from rantune.compression.export import check_parity, describe_onnx, export_onnx, run_onnx
+from rantune.compression.federated_distill import (
+    FEDERATED,
+    run_distillation,
+    source_importance,
+    state_bytes,
+)
 from rantune.compression.measure import TORCH_REFERENCE, latency_table
-from rantune.compression.merge import SourceRun, load_run
+from rantune.compression.merge import SourceRun, load_adapter, load_run
 from rantune.compression.prune import PruneSettings, magnitude_prune, structured_prune
 from rantune.compression.quantize_edge import (
     check_calibration,
@@ -60,17 +72,31 @@ from rantune_edge.manifest import (
 
 VARIANTS = ("fp32", "int8-dynamic", "int8-static", "pruned-int8", "distilled-int8", "sparse-int8")
 DEFAULT_VARIANTS = VARIANTS[:5]
+STUDENT_VARIANTS = ("pruned-int8", "distilled-int8")
+"""Variants that train a student (not built with ``distill_mode="off"``)."""
 
 
 @dataclass(frozen=True)
 class CompressSettings:
-    """Knobs of :func:`compress` (defaults are what ``rantune compress`` uses)."""
+    """Knobs of :func:`compress` (defaults are what ``rantune compress`` uses).
+
+    ``distill_mode``: one of :data:`~rantune.compression.data.DISTILL_MODES`;
+    ``distill`` / ``recover``: one participant's local pass per round (``epochs`` =
+    local epochs), over ``distill_rounds`` / ``recover_rounds`` rounds; ``server_rows``
+    and ``server_preset``: the server's own drop (``server`` mode); ``max_train``: cap
+    on each station's rows.
+    """
 
     prune: PruneSettings = PruneSettings()
-    recover: DistillSettings = DistillSettings(epochs=2, label_weight=0.5)
+    recover: DistillSettings = DistillSettings(epochs=1, label_weight=0.5)
+    recover_rounds: int = 2
     student_layers: int = 2
     student_ffn_dim: int | None = None
-    distill: DistillSettings = DistillSettings(epochs=4)
+    distill: DistillSettings = DistillSettings(epochs=1)
+    distill_rounds: int = 4
+    distill_mode: str = "federated"
+    server_rows: int = 2048
+    server_preset: str | None = None
     calibration_method: str = "minmax"
     sparsity: float = 0.5
     threads: int = 1
@@ -79,6 +105,17 @@ class CompressSettings:
     max_train: int | None = 4096
     max_calib: int = 256
     max_eval: int | None = 2048
+
+    def __post_init__(self) -> None:
+        if self.distill_mode not in DISTILL_MODES:
+            raise InputError(
+                f"distill mode {self.distill_mode!r} is unknown: choose one of "
+                f"{', '.join(DISTILL_MODES)}"
+            )
+        for name in ("distill_rounds", "recover_rounds"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"{name.replace('_', '-')}={value!r} is invalid: expected >= 1")
 
 
 def parse_variants(variants: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -142,6 +179,7 @@ class _Job:
             self.b64 = self.b64.repeat(reps, *[1] * (self.b64.dim() - 1))[:64].contiguous()
         self._teacher_onnx: Path | None = None
         self._teacher_pre: Path | None = None
+        self._teacher_bytes: int | None = None
         self.built: dict[str, tuple[Path, Manifest]] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -159,9 +197,28 @@ class _Job:
             self._teacher_onnx = self.work / "teacher.onnx"
         return self._teacher_onnx, self._teacher_pre
 
-    def finish(self, variant: str, src: Path, params: int, details: dict) -> dict:
+    def source(self):
+        """Where students learn (refused when distillation is off)."""
+        if self.data.source is None:
+            raise InputError(
+                "pruned-int8 and distilled-int8 train a student, but distillation is off: "
+                "pass --distill federated or --distill server, or leave those variants out"
+            )
+        return self.data.source
+
+    def teacher_bytes(self) -> int:
+        """What a station downloads once to rebuild the teacher: the run's adapter + head."""
+        if self._teacher_bytes is None:
+            federated = self.data.source is not None and self.data.source.mode == FEDERATED
+            self._teacher_bytes = state_bytes(load_adapter(self.run.run_dir)) if federated else 0
+        return self._teacher_bytes
+
+    def finish(
+        self, variant: str, src: Path, params: int, details: dict, distillation: dict | None = None
+    ) -> dict:
         """Move ``src`` into ``variant/model.onnx`` and measure its quality and size
-        (latency and the manifest come in :meth:`measure_and_write`)."""
+        (latency and the manifest come in :meth:`measure_and_write`); ``distillation``:
+        the manifest's record of how a student learned."""
         directory = self.root / variant
         directory.mkdir()
         model_path = directory / MODEL_NAME
@@ -198,6 +255,7 @@ class _Job:
             source=self.run.source_info(),
             metrics=metrics,
             details=details,
+            distillation=json_safe(_manifest_record(distillation)),
         )
         self.built[variant] = (model_path, manifest)
         self.log(
@@ -244,33 +302,41 @@ class _Job:
             "quantization": "static QDQ: int8 per-channel weights, uint8 activations (U8S8)",
             "calibration_rows": int(len(self.data.calib_x)),
             "calibration_method": method,
-            "calibration_source": "client training rows",
+            "calibration_source": self.data.calib_source,
         }
         return self.finish("int8-static", out, count_parameters(self.teacher), details)
 
     def pruned_int8(self) -> dict:
-        s, d = self.settings, self.data
-        self.log("pruning heads and FFN channels")
-        pruned, summary = structured_prune(self.teacher, d.train_x, d.train_y, self.task, s.prune)
-        summary["recovery"] = distill(
-            self.teacher, pruned, self.task, d.train_x, d.train_y, settings=s.recover
+        s, source = self.settings, self.source()
+        self.log(f"pruning heads and FFN channels (importance: {source.mode})")
+        scores, scored = source_importance(
+            self.teacher, self.task, source, s.prune, self.teacher_bytes()
         )
+        pruned, summary = structured_prune(self.teacher, None, task=self.task,
+                                           settings=s.prune, scores=scores)  # fmt: skip
+        summary["importance_from"] = scored
+        recovery = run_distillation(
+            self.teacher, pruned, self.task, source, s.recover, s.recover_rounds,
+            self.teacher_bytes(), self.log,
+        )  # fmt: skip
+        summary["recovery"] = {**asdict(s.recover), **recovery}
         pre, error = self.export(pruned, "pruned")
         out = quantize_dynamic_int8(pre, self.work / "pruned-int8.onnx")
         summary["parity_max_abs"] = error
-        return self.finish("pruned-int8", out, count_parameters(pruned), summary)
+        return self.finish("pruned-int8", out, count_parameters(pruned), summary, recovery)
 
     def distilled_int8(self) -> dict:
-        s, d = self.settings, self.data
+        s, source = self.settings, self.source()
         cfg = student_config(
             self.teacher.encoder.config, s.student_layers, ffn_dim=s.student_ffn_dim
         )
-        self.log(f"distilling a {cfg.num_layers}-layer student")
+        self.log(f"distilling a {cfg.num_layers}-layer student ({source.mode})")
         radio = _radio(self.run)
         student, init = build_student(self.teacher, self.task, radio, cfg, seed=s.distill.seed)
-        history = distill(
-            self.teacher, student, self.task, d.train_x, d.train_y, settings=s.distill
-        )
+        history = run_distillation(
+            self.teacher, student, self.task, source, s.distill, s.distill_rounds,
+            self.teacher_bytes(), self.log,
+        )  # fmt: skip
         pre, error = self.export(student, "student")
         out = quantize_dynamic_int8(pre, self.work / "distilled-int8.onnx")
         details = {
@@ -279,7 +345,7 @@ class _Job:
             "distill": {**asdict(s.distill), **history},
             "parity_max_abs": error,
         }
-        return self.finish("distilled-int8", out, count_parameters(student), details)
+        return self.finish("distilled-int8", out, count_parameters(student), details, history)
 
     def sparse_int8(self) -> dict:
         sparse, summary = magnitude_prune(self.teacher, self.settings.sparsity)
@@ -287,6 +353,30 @@ class _Job:
         out = quantize_dynamic_int8(pre, self.work / "sparse-int8.onnx")
         summary["note"] = "size-only: zeros keep shapes; see compressed_size_bytes"
         return self.finish("sparse-int8", out, count_parameters(sparse), summary)
+
+
+def _manifest_record(history: dict | None) -> dict:
+    """The manifest's ``distillation``: the record without its per-round log."""
+    if not history:
+        return {}
+    return {k: v for k, v in history.items() if k != "per_round"}
+
+
+def resolve_variants(variants: str | Iterable[str] | None, distill_mode: str) -> tuple[str, ...]:
+    """:func:`parse_variants`; with distillation ``off`` the default leaves the student
+    variants out, and asking for one is an error."""
+    names = parse_variants(variants)
+    if distill_mode != "off":
+        return names
+    if variants is None:
+        return tuple(n for n in names if n not in STUDENT_VARIANTS)
+    asked = [n for n in names if n in STUDENT_VARIANTS]
+    if asked:
+        raise InputError(
+            f"{', '.join(asked)} train(s) a student, but distillation is off: pass "
+            "--distill federated or --distill server, or leave them out of --variants"
+        )
+    return names
 
 
 # Tasks whose output is not class logits (every other task is a classification).
@@ -361,14 +451,23 @@ def compress(
         data, ... (nothing is written into ``out_dir`` then).
     """
     log = log or (lambda message: None)
-    names = parse_variants(variants)
+    names = resolve_variants(variants, settings.distill_mode)
     out_dir = Path(out_dir).expanduser().resolve()
     _check_out_dir(out_dir, overwrite)
     key = signing.load_private_key(sign_key) if sign_key is not None else None
     run = load_run(run_dir)
     if data is None:
         log(f"loading {run.config.data.preset} data of the run")
-        data = run_data(run.config, settings.max_train, settings.max_calib, settings.max_eval)
+        data = run_data(
+            run.config,
+            settings.max_train,
+            settings.max_calib,
+            settings.max_eval,
+            distill=settings.distill_mode,
+            server_rows=settings.server_rows,
+            server_preset=settings.server_preset,
+            calibrate="int8-static" in names,
+        )
     if "int8-static" in names:
         shape = ["batch", *data.eval_x.shape[1:]]
         check_calibration(data.calib_x, shape)
@@ -405,6 +504,12 @@ def compress(
                 "threads": settings.threads,
                 "prune": asdict(settings.prune),
                 "student_layers": settings.student_layers,
+                "distillation": {
+                    "mode": data.source.mode if data.source is not None else "off",
+                    "rounds": settings.distill_rounds,
+                    "recover_rounds": settings.recover_rounds,
+                    "local_epochs": settings.distill.epochs,
+                },
                 "calibration_method": settings.calibration_method,
             },
         }

@@ -176,10 +176,11 @@ def _top(scores: Tensor, ratio: float) -> Tensor:
 
 def structured_prune(
     model: nn.Module,
-    x: Tensor,
+    x: Tensor | None,
     y: Tensor | None = None,
     task: Task | None = None,
     settings: PruneSettings = PruneSettings(),
+    scores: tuple[list[Tensor], list[Tensor], str] | None = None,
 ) -> tuple[nn.Module, dict]:
     """A pruned copy of ``model`` (heads and FFN channels removed) and a summary.
 
@@ -189,6 +190,9 @@ def structured_prune(
     x, y : rows to score importance on (``y`` optional; see ``settings.importance``).
     task : the task (its loss drives taylor importance).
     settings : ratios and importance method.
+    scores : ``(heads, channels, method)`` measured elsewhere (e.g. summed over base
+        stations, :func:`rantune.compression.federated_distill.source_importance`);
+        then ``x`` and ``y`` are not used.
 
     Returns
     -------
@@ -196,10 +200,12 @@ def structured_prune(
         The pruned model (eval mode) and ``{"params_before", "params_after",
         "importance", "layers": [{"heads", "ffn"}, ...]}``.
     """
-    x = x[: settings.max_rows]
-    y = y[: settings.max_rows] if y is not None else None
-    importance = settings.importance if y is not None else "activation"
-    heads, channels, used = importance_scores(model, x, y, task, importance, settings.batch_size)
+    if scores is None:
+        x = x[: settings.max_rows]
+        y = y[: settings.max_rows] if y is not None else None
+        importance = settings.importance if y is not None else "activation"
+        scores = importance_scores(model, x, y, task, importance, settings.batch_size)
+    heads, channels, used = scores
     pruned = copy.deepcopy(model).eval()
     layers = []
     for block, head_score, ffn_score in zip(_blocks(pruned), heads, channels, strict=True):

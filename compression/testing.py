@@ -64,7 +64,7 @@ def smoke_onnx(root: Path | str, task: str = "los") -> dict:
     Returns ``{"run": SourceRun, "onnx": fp32 path, "pre": pre-processed path,
     "x": eval inputs, "y": eval targets, "calib": calibration rows}``.
     """
-    from rantune.compression.data import run_data
+    from rantune.compression.data import pooled_split, run_data
     from rantune.compression.export import export_onnx
     from rantune.compression.merge import load_run
     from rantune.compression.quantize_edge import preprocess
@@ -74,7 +74,10 @@ def smoke_onnx(root: Path | str, task: str = "los") -> dict:
     if key in _EXPORTS:
         return _EXPORTS[key]
     run = load_run(smoke_run(root, task, epochs=2 if task != "prediction" else 1))
-    data = run_data(run.config, max_train=256, max_calib=64, max_eval=128)
+    data = run_data(run.config, max_calib=64, max_eval=128, distill="off")
+    # rows for the unit tests of prune/distill functions (the pipeline's students learn
+    # from rantune.compression.federated_distill sources, never from pooled rows)
+    train_x, train_y = pooled_split(run.config, "train", max_rows=256)
     path = root / f"{task}-fp32.onnx"
     export_onnx(run.model, data.eval_x[:2], path)
     pre = preprocess(path, root / f"{task}-fp32.pre.onnx")
@@ -85,8 +88,8 @@ def smoke_onnx(root: Path | str, task: str = "los") -> dict:
         "x": data.eval_x,
         "y": data.eval_y,
         "calib": data.calib_x,
-        "train_x": data.train_x,
-        "train_y": data.train_y,
+        "train_x": train_x,
+        "train_y": train_y,
     }
     return _EXPORTS[key]
 

@@ -21,6 +21,9 @@ model : ``{"file", "sha256", "size_bytes", "opset", "parameters", "max_batch"}``
 source : ``{"run_dir", "config_hash", "pretrained", "data_preset", "lora"}``.
 metrics : measured metrics of this artifact (accuracy/NMSE, latency), may be empty.
 details : free-form variant details (pruned shapes, student config, quantization).
+distillation : how a trained student (distilled or pruned-and-recovered) learned without
+    pooled data: ``{"mode": "federated" | "server-generated", "rounds", "stations",
+    "labels": "own rows only" | "none", "bytes", ...}``; ``{}`` for the quantized teacher.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
 BATCH_AXIS = "batch"
 OUTPUT_KINDS = ("logits", "csi", "position")
+DISTILLATION_MODES = ("federated", "server-generated")
 NORMALIZATION_METHODS = ("unit-frobenius", "none")
 NORMALIZATION_SCOPES = ("snapshot", "first-slot")
 
@@ -111,6 +115,7 @@ class Manifest:
     label_names: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
+    distillation: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -147,6 +152,12 @@ class Manifest:
                 f"runtime applies {', '.join(NORMALIZATION_SCOPES)}"
             )
         output_kind(self.output)
+        mode = self.distillation.get("mode") if isinstance(self.distillation, dict) else None
+        if self.distillation != {} and mode not in DISTILLATION_MODES:
+            raise EdgeError(
+                f"manifest distillation mode {mode!r} is invalid: expected one of "
+                f"{', '.join(DISTILLATION_MODES)} (or an empty object)"
+            )
 
     @property
     def model_file(self) -> str:
