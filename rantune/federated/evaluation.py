@@ -17,7 +17,11 @@ from rantune.lora import load_trainable_state
 from rantune.tasks import get_task
 from rantune.training import evaluate
 
-LOWER_IS_BETTER = ("loss", "nmse_db", "nmse")
+# Metric names where a lower value is better (losses, NMSE, beam gain loss, position error).
+LOWER_IS_BETTER = (
+    "loss", "nmse_db", "nmse", "gain_loss_db", "gain_loss_db_p90",
+    "error_mean_m", "error_p50_m", "error_p90_m",
+)
 
 
 def lower_is_better(metric: str) -> bool:
