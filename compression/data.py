@@ -65,10 +65,12 @@ def pooled_split(
     never train on it. ``max_rows`` caps the count with a seeded random subset (every
     client contributes in proportion to its size). ``clients`` (partition ids) pools
     only those clients' rows; default all. ``data``: the run's stations when loaded.
+    Each client's rows are the ones it uses in the run (:meth:`FederatedData.rows`: the
+    run's ``data.max-*-rows`` caps applied).
     """
     data = data or FederatedData.load(cfg.data, cfg.partition)
-    chosen = data.parts.clients if clients is None else [data.parts.clients[c] for c in clients]
-    rows = np.concatenate([getattr(client, split) for client in chosen])
+    chosen = range(data.num_clients) if clients is None else clients
+    rows = np.concatenate([data.rows(c, split) for c in chosen])
     rows = _subsample(np.sort(rows), max_rows, seed)
     return data.tensors_of(get_task(cfg.task, cfg.task_options), rows)
 
