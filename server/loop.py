@@ -25,34 +25,30 @@ and adds:
 - a checkpoint and ``history.json`` after every round, and resume from the last
   committed round (see :mod:`rantune.federated.rundir`).
 
-:class:`TrainRound` is the bookkeeping of one training round; the SecAgg+ runner
-(:mod:`rantune.server.secagg`) reuses it with its own transport.
+The round's bookkeeping is :mod:`rantune.server.ledger` (shared with the SecAgg+
+runner, :mod:`rantune.server.secagg`); the nodes' partition ids and ranks are
+:mod:`rantune.server.nodes`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
 from rantune.errors import InputError
 from rantune.federated import splits, workload
-from rantune.federated.compression import decode_update, settings_from_config, settings_to_config
+from rantune.federated.compression import decode_update, settings_from_config
 from rantune.federated.evaluation import GlobalEvaluator, summarize_clients
 from rantune.federated.messages import (
     ARRAYS,
     BOOKKEEPING_METRICS,
-    CONFIG,
-    FREEZE,
-    KEEP_LOCAL,
-    LORA_RANK,
     METRICS,
     NUM_EXAMPLES,
     PARTITION_ID,
@@ -68,6 +64,8 @@ from rantune.federated.messages import (
 )
 from rantune.federated.run_config import RunConfig
 from rantune.federated.rundir import RunDir
+from rantune.server.ledger import TrainRound, build_messages, round_bytes, train_config
+from rantune.server.nodes import NodeDirectory, single
 from rantune.server.replies import replies_by_node
 from rantune.server.sampling import Sampler, evaluate_sampler, train_sampler
 from rantune.server.strategies import template
@@ -82,110 +80,6 @@ class _Sent:
     reference: dict[str, np.ndarray]
     compression: object
     down: int
-
-
-def _first(records) -> object | None:
-    values = list(records.values())
-    return values[0] if len(values) == 1 else None
-
-
-def train_config(cfg: RunConfig, rule: Rule, server_round: int) -> dict:
-    """The config every training message carries (the payload's keys go on top)."""
-    config = {
-        "server-round": server_round,
-        "local-epochs": cfg.train.local_epochs,
-        "batch-size": cfg.train.batch_size,
-        "lr": cfg.train.lr,
-        "weight-decay": cfg.train.weight_decay,
-        "max-grad-norm": cfg.train.max_grad_norm,
-        **settings_to_config(cfg.compression),
-    }
-    for key, pattern in ((KEEP_LOCAL, rule.keep_local), (FREEZE, rule.freeze)):
-        if pattern:
-            config[key] = str(pattern)
-    return config
-
-
-def _messages(
-    payloads: Mapping[int, template.Payload], config: Mapping, kind: str
-) -> list[Message]:
-    """One message per node: its payload's arrays, the round's config + the payload's keys."""
-    return [
-        Message(
-            content=RecordDict(
-                {
-                    ARRAYS: state_to_record(p.arrays),
-                    CONFIG: ConfigRecord({**config, **p.config}),
-                }
-            ),
-            message_type=kind,
-            dst_node_id=node_id,
-        )
-        for node_id, p in payloads.items()
-    ]
-
-
-class TrainRound:
-    """Bookkeeping of one training round: per-client entries (bytes, train metrics) and
-    the sampled / answered / failed / rejected lists of ``history.json``."""
-
-    def __init__(self, runner: RoundRunner, server_round: int) -> None:
-        self.runner = runner
-        self.server_round = server_round
-        self.clients: dict[str, dict] = {}
-        self.failed: list[dict] = []
-        self.rejected: list[dict] = []
-
-    def failure(self, node_id: int, reason: str, down: int, up: int = 0) -> None:
-        cid = self.runner.client_id(node_id)
-        self.failed.append({"client": cid, "reason": reason})
-        self.clients[cid] = {"bytes-down": down, "bytes-up": up}
-        log(WARNING, "round %s: client %s failed: %s", self.server_round, cid, reason)
-
-    def answer(self, node_id: int, metrics: Mapping | None, down: int, up: int) -> str:
-        """Record a reply (learning the node's partition id); returns its client id."""
-        if metrics is not None and PARTITION_ID in metrics:
-            self.runner.node_pid[node_id] = int(metrics[PARTITION_ID])
-        cid = self.runner.client_id(node_id)
-        entry = {"bytes-down": down, "bytes-up": up}
-        if metrics is not None:
-            entry["train"] = {
-                k: v
-                for k, v in template.plain_metrics(metrics).items()
-                if k not in BOOKKEEPING_METRICS
-            }
-        self.clients[cid] = entry
-        return cid
-
-    def reject(self, cid: str, reason: str) -> None:
-        self.rejected.append({"client": cid, "reason": reason})
-        log(WARNING, "round %s: update of client %s rejected: %s", self.server_round, cid, reason)
-
-    def info(self, sampled: Iterable[int], answered: Iterable[int]) -> dict:
-        client_id = self.runner.client_id
-        return {
-            "sampled": sorted(client_id(n) for n in sampled),
-            "answered": [client_id(n) for n in answered],
-            "failed": self.failed,
-            "rejected": self.rejected,
-            "aggregated": False,
-        }
-
-    def skip(self, info: dict, reason: str) -> None:
-        info["skipped"] = reason
-        log(WARNING, "round %s: %s; the global model is kept", self.server_round, reason)
-
-    def apply(self, info: dict, state: State, aggregate: Mapping[str, np.ndarray]) -> State:
-        """``state`` updated by a checked aggregate (kept, with the reason, if it fails)."""
-        new_state = dict(state)
-        layout = {k: v.shape for k, v in state.items() if k in aggregate}
-        reason = check_update(aggregate, layout)
-        if reason is not None:
-            self.skip(info, f"aggregate rejected: {reason}")
-            return new_state
-        new_state.update({k: np.asarray(v).astype(state[k].dtype) for k, v in aggregate.items()})
-        info["aggregated"] = True
-        return new_state
 
 
 class RoundRunner:
@@ -203,63 +97,14 @@ class RoundRunner:
         self.num_clients = splits.num_clients(cfg.data, cfg.partition)
         self.train_sampler = train_sampler(cfg, self.num_clients)
         self.evaluate_sampler = evaluate_sampler(cfg)
-        self.node_pid: dict[int, int] = {}
-        # node id -> LoRA rank, from query replies (not checkpointed: node ids may
-        # change after a restart, so they are asked again).
-        self.node_rank: dict[int, int] = {}
+        self.directory = NodeDirectory(grid, cfg.round_timeout)
 
     def client_id(self, node_id: int) -> str:
-        return str(self.node_pid[node_id]) if node_id in self.node_pid else f"node-{node_id}"
-
-    # ------------------------------------------------------------------ nodes
-    def connected(self, sampler: Sampler) -> list[int]:
-        """The connected node ids, sorted, once as many as ``sampler`` needs are there."""
-        waited = False
-        while True:
-            ids = sorted(self.grid.get_node_ids())
-            need = sampler.needed(len(ids))
-            if len(ids) >= need:
-                return ids
-            if not waited:
-                log(INFO, "waiting for nodes to connect: %d connected, %d needed", len(ids), need)
-                waited = True
-            time.sleep(1.0)
-
-    def _query(self, node_ids: list[int]) -> None:
-        """Ask nodes without a known rank for their partition id and rank (``query``)."""
-        unknown = [n for n in node_ids if n not in self.node_rank]
-        if not unknown:
-            return
-        messages = [
-            Message(
-                content=RecordDict({CONFIG: ConfigRecord({})}),
-                message_type=MessageType.QUERY,
-                dst_node_id=n,
-            )
-            for n in unknown
-        ]
-        replies = self.grid.send_and_receive(messages, timeout=self.cfg.round_timeout)
-        for node, reply in replies_by_node(messages, replies).items():
-            if reply.has_error():
-                log(WARNING, "node %s did not say its LoRA rank: %s", node, reply.error.reason)
-                continue
-            metrics = _first(reply.content.metric_records)
-            if metrics is None or LORA_RANK not in metrics:
-                log(WARNING, "node %s answered the rank query without %s", node, LORA_RANK)
-                continue
-            self.node_pid[node] = int(metrics[PARTITION_ID])
-            self.node_rank[node] = int(metrics[LORA_RANK])
-        missing = [n for n in node_ids if n not in self.node_rank]
-        if missing:
-            log(WARNING, "left out of this round (no rank known): nodes %s", missing)
+        return self.directory.client_id(node_id)
 
     def nodes(self, sampler: Sampler) -> list[Node]:
         """The candidates of a round, sorted by node id (with ranks when the rule needs them)."""
-        ids = self.connected(sampler)
-        if self.rule.needs_ranks:
-            self._query(ids)
-            ids = [n for n in ids if n in self.node_rank]
-        return [Node(n, self.node_pid.get(n), self.node_rank.get(n)) for n in ids]
+        return self.directory.nodes(sampler, self.rule.needs_ranks)
 
     def _send(self, messages: list[Message]) -> dict[int, Message]:
         if not messages:
@@ -273,10 +118,10 @@ class RoundRunner:
         nodes = self.nodes(self.train_sampler)
         rnd = template.Round(server_round, template.TRAIN, nodes, global_state)
         payloads = rule.plan(rnd, self.train_sampler)
-        messages = _messages(payloads, train_config(cfg, rule, server_round), template.TRAIN)
+        messages = build_messages(payloads, train_config(cfg, rule, server_round), template.TRAIN)
         sent: dict[int, _Sent] = {}
         for message in messages:
-            mconfig = _first(message.content.config_records) or {}
+            mconfig = single(message.content.config_records) or {}
             arrays = record_to_state(message.content[ARRAYS])
             keys = expected_reply_keys(arrays, mconfig)
             sent[message.metadata.dst_node_id] = _Sent(
@@ -285,7 +130,7 @@ class RoundRunner:
                 message_array_bytes(message.content),
             )
         by_node = self._send(messages)
-        ledger = TrainRound(self, server_round)
+        ledger = TrainRound(self.directory, server_round)
         accepted: list[Reply] = []
         for node_id, info in sent.items():
             reply = by_node.get(node_id)
@@ -293,7 +138,7 @@ class RoundRunner:
                 reason = "no reply within round-timeout" if reply is None else reply.error.reason
                 ledger.failure(node_id, reason, info.down)
                 continue
-            metrics = _first(reply.content.metric_records)
+            metrics = single(reply.content.metric_records)
             up = message_array_bytes(reply.content)
             cid = ledger.answer(node_id, metrics, info.down, up)
             reason, decoded = self._check_reply(reply, metrics, info)
@@ -303,7 +148,7 @@ class RoundRunner:
             reply.content = RecordDict({ARRAYS: state_to_record(decoded), METRICS: metrics})
             client = int(metrics.get(PARTITION_ID, node_id))
             accepted.append(Reply(node_id, client, decoded, dict(metrics), reply))
-        accepted.sort(key=lambda r: self.node_pid.get(r.node_id, r.node_id))
+        accepted.sort(key=lambda r: self.directory.partition.get(r.node_id, r.node_id))
         info = ledger.info(sent, [r.node_id for r in accepted])
         minimum = max(1, cfg.sampling.min_train_clients)
         if len(accepted) < minimum:
@@ -335,7 +180,7 @@ class RoundRunner:
         examples = metrics.get(NUM_EXAMPLES)
         if isinstance(examples, list) or examples is None or not examples > 0:
             return f"reply metrics need {NUM_EXAMPLES} > 0 (got {examples!r})", None
-        arrays = _first(reply.content.array_records)
+        arrays = single(reply.content.array_records)
         if arrays is None:
             return "reply has no single ArrayRecord", None
         try:
@@ -352,17 +197,16 @@ class RoundRunner:
         rnd = template.Round(server_round, template.EVALUATE, nodes, global_state)
         payloads = rule.plan(rnd, self.evaluate_sampler)
         config = {"server-round": server_round, PERSONALIZED: rule.personalized}
-        messages = _messages(payloads, config, template.EVALUATE)
+        messages = build_messages(payloads, config, template.EVALUATE)
         down = {m.metadata.dst_node_id: message_array_bytes(m.content) for m in messages}
         by_node = self._send(messages)
         per_client, failed, valid, clients = {}, [], [], {}
         for node_id in down:
             reply = by_node.get(node_id)
             metrics = (
-                None if reply is None or reply.has_error() else _first(reply.content.metric_records)
+                None if reply is None or reply.has_error() else single(reply.content.metric_records)
             )
-            if metrics is not None and PARTITION_ID in metrics:
-                self.node_pid[node_id] = int(metrics[PARTITION_ID])
+            self.directory.learn(node_id, metrics)
             cid = self.client_id(node_id)
             clients[cid] = {"bytes-down-evaluate": down[node_id]}
             if metrics is None or NUM_EXAMPLES not in metrics:
@@ -509,7 +353,7 @@ class RoundRunner:
                 "evaluate": evaluation,
                 "server": server_metrics,
                 "clients": dict(sorted(clients.items())),
-                "bytes": _round_bytes(clients, full_bytes),
+                "bytes": round_bytes(clients, full_bytes),
             }
             log(
                 INFO,
@@ -530,21 +374,6 @@ class RoundRunner:
         self.rundir.save_round(self.cfg, server_round, state, record, arrays, meta)
         history["rounds"].append(record)
         self.rundir.write_history(history)
-
-
-def _round_bytes(clients: Mapping[str, dict], full_bytes: int) -> dict:
-    """The round's byte totals and per-client means (``history.json`` ``rounds[i].bytes``)."""
-    ups = [c["bytes-up"] for c in clients.values() if c.get("bytes-up")]
-    downs = [c["bytes-down"] for c in clients.values() if "bytes-down" in c]
-    return {
-        "up": int(sum(ups)),
-        "down": int(sum(downs)),
-        "down-evaluate": int(sum(c.get("bytes-down-evaluate", 0) for c in clients.values())),
-        "up-per-client": float(np.mean(ups)) if ups else 0.0,
-        "down-per-client": float(np.mean(downs)) if downs else 0.0,
-        "full-model-per-client": full_bytes,
-        "up-ratio": (float(np.mean(ups)) / full_bytes) if ups else 0.0,
-    }
 
 
 def run_server(grid: Grid, cfg: RunConfig, rule: Rule | Strategy, out_dir=None) -> dict:

@@ -8,7 +8,7 @@ The server learns only the weighted *sum* of the quantized parameters.
 
 :class:`SecAggRoundRunner` is the normal round loop (:class:`server.loop.RoundRunner`:
 sampling, evaluation, history.json, checkpoints, resume, and the training round's
-bookkeeping :class:`server.loop.TrainRound`) with the training transport and
+bookkeeping :class:`server.ledger.TrainRound`) with the training transport and
 aggregation replaced by one SecAgg+ round per server round: the loop's sampler picks
 the clients (the legacy client manager hands exactly those to the workflow). Per round ``history.json`` records, under
 ``train``: sampled/answered/failed base stations (a node that drops out is
@@ -50,7 +50,8 @@ from rantune.federated.messages import METRICS, NUM_EXAMPLES
 from rantune.federated.privacy import KEYS_HASH, SecAggSettings, keys_hash
 from rantune.federated.run_config import RunConfig
 from rantune.federated.splits import FederatedData
-from rantune.server.loop import RoundRunner, TrainRound, train_config
+from rantune.server.ledger import TrainRound, train_config
+from rantune.server.loop import RoundRunner
 from rantune.server.privacy import check_plain_averaging
 from rantune.server.secagg_metering import MeteringGrid
 from rantune.server.strategies.flower_adapter import FlowerRule, round_payload
@@ -218,7 +219,7 @@ class SecAggRoundRunner(RoundRunner):
         self.workflow(self.grid, context)
 
         results = {proxy.node_id: fitres for proxy, fitres in self.legacy.results}
-        ledger = TrainRound(self, server_round)
+        ledger = TrainRound(self.directory, server_round)
         records = []
         for node_id in self.legacy.sampled:
             down, up = int(self.meter.down[node_id]), int(self.meter.up[node_id])
