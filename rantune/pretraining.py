@@ -1,20 +1,20 @@
-"""Masked channel modeling (MCM): self-supervised pretraining of the channel encoder.
+"""Pretraining of the channel encoder: masked channel modeling on the tasks' observations.
 
-A share ``mask_ratio`` of each sample's 2-D patches is hidden (real and imaginary
-parts together: they share a patch) and a linear reconstruction head predicts them
-from the encoder's patch tokens. The loss is the per-sample NMSE over the masked
-patches only. Optional LWM-style 80/10/10 replacement: of the chosen patches, 80%
-become the mask token, 10% a random patch of the batch and 10% stay unchanged (all
-100% are scored). Optional noise augmentation feeds noisy inputs and scores the
-reconstruction against the clean channel.
+Each sample of a batch is hidden in one way, drawn with configurable weights
+(:mod:`rantune.pretrain_objective`): random patches behind the mask token (LWM-style
+MCM, optional 80/10/10 replacement), the tasks' partial observations -- a subset of
+antennas, of pilot subcarriers, Set B beam RSRPs, built by the tasks' own
+``BeamObservation`` and fed as the tasks feed them (zeros where unobserved) -- and
+denoising of the full noisy LS estimate. A linear reconstruction head predicts the
+clean channel; the loss is the per-sample NMSE over the hidden entries only.
 
 >>> settings = PretrainSettings(preset="pretrain", size="tiny", steps=3000)
 >>> card = pretrain(settings, run_dir="runs/pretrain", out_dir="runs/pretrain", name="tiny")
 
 Resumable: ``run_dir/state.pt`` holds model, optimizer, step and history; a rerun
-with the same settings continues from it. Every random draw (batch order, masks,
-noise) is a function of ``(seed, step)``, so a resumed run gives the same numbers
-as an uninterrupted one.
+with the same settings continues from it. Every random draw (batch order, kinds,
+masks, noise) is a function of ``(seed, step)``, so a resumed run gives the same
+numbers as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,15 +37,14 @@ from rantune.model.encoder import ChannelEncoder, csi_to_real
 from rantune.model.masking import (
     MaskedChannelModel,
     ReconstructionHead,
-    add_awgn,
     evaluate_masked_nmse,
     load_masked_model,
-    lwm_replacement,
     masked_nmse,
-    random_mask,
     save_reconstruction_head,
     step_generator,
 )
+from rantune.pretrain_objective import KINDS, Objective, ObjectiveBatch, evaluate_objective
+from rantune.tasks.settings import TaskSettings
 
 __all__ = [
     "MaskedChannelModel",
@@ -61,6 +60,7 @@ __all__ = [
 ]
 
 NOISE_MODES = ("none", "awgn", "dataset")
+RSRP_ERROR_DB = TaskSettings().rsrp_error_db  # the tasks' default measurement error
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,22 @@ class PretrainSettings:
     lr : peak AdamW learning rate (after ``warmup_steps`` of linear warm-up, cosine
         decay to ``lr * min_lr_ratio``).
     weight_decay : AdamW weight decay.
-    mask_ratio : share of patches hidden per sample (0 < r < 1).
+    mask_ratio : share of patches hidden per sample of the ``patches`` kind (0 < r < 1).
     replacement : LWM 80/10/10 replacement of the chosen patches.
     noise : ``none``; ``awgn``: with ``noise_probability`` add white Gaussian noise at
         an SNR drawn uniformly from ``noise_snr_db``; ``dataset``: with
         ``noise_probability`` use the preset's ``csi_noisy``. Targets stay clean.
+    weight_patches, weight_antennas, weight_pilots, weight_rsrp, weight_denoise : the
+        share of samples hidden each way (normalised to sum 1; see
+        :mod:`rantune.pretrain_objective`).
+    mask_antennas : observed antenna counts of the ``antennas`` kind (the first n, as
+        ``task-options.antennas``), one drawn per sample.
+    pilot_spacings : observed every-k-th subcarrier of the ``pilots`` kind
+        (``task-options.pilot-spacing``).
+    set_b_spacings : Set B = every k-th beam, ``rsrp`` kind (``task-options.set-b-spacing``).
+    rsrp_error_db : RSRP measurement error std (dB) of the ``rsrp`` kind.
+    init : ``none`` (random init from ``seed``) or a checkpoint (shipped name or
+        ``.safetensors`` path with its reconstruction head) to continue from.
     held_out_sites : number of sites (from the end of the preset) kept for evaluation.
     checkpoint_every : steps between resumable checkpoints.
     seed : seeds the model init and every random draw.
@@ -91,7 +102,7 @@ class PretrainSettings:
     size: str = "tiny"
     steps: int = 3000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 150
     weight_decay: float = 0.05
@@ -100,12 +111,34 @@ class PretrainSettings:
     noise: str = "awgn"
     noise_probability: float = 0.5
     noise_snr_db: tuple[float, float] = (-5.0, 25.0)
+    weight_patches: float = 0.3
+    weight_antennas: float = 0.2
+    weight_pilots: float = 0.2
+    weight_rsrp: float = 0.2
+    weight_denoise: float = 0.1
+    mask_antennas: tuple[int, ...] = (2, 4, 8)
+    pilot_spacings: tuple[int, ...] = (2, 4, 8)
+    set_b_spacings: tuple[int, ...] = (2, 4)
+    rsrp_error_db: float = RSRP_ERROR_DB
+    init: str = "none"
     held_out_sites: int = 3
     checkpoint_every: int = 250
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "noise_snr_db", tuple(float(v) for v in self.noise_snr_db))
+        for name in ("mask_antennas", "pilot_spacings", "set_b_spacings"):
+            values = tuple(getattr(self, name))
+            if not values or any(not isinstance(v, int) or v < 1 for v in values):
+                raise InputError(f"{name}={values!r} is invalid: expected integers >= 1")
+            object.__setattr__(self, name, values)
+        weights = self.weights
+        if any(not (w >= 0 and math.isfinite(w)) for w in weights.values()) or not sum(
+            weights.values()
+        ):
+            raise InputError(f"objective weights {weights} are invalid: expected >= 0, not all 0")
+        if weights["denoise"] > 0 and self.noise == "none":
+            raise InputError("weight_denoise > 0 needs noise (awgn or dataset), not noise=none")
         model_config(self.size)  # raises on an unknown size
         for name in ("steps", "batch_size", "checkpoint_every"):
             value = getattr(self, name)
@@ -127,9 +160,31 @@ class PretrainSettings:
         if not isinstance(self.held_out_sites, int) or self.held_out_sites < 1:
             raise InputError("held_out_sites must be an integer >= 1 (the masked NMSE needs them)")
 
+    @property
+    def weights(self) -> dict[str, float]:
+        """``{kind: weight}`` of the objective's kinds."""
+        return {kind: float(getattr(self, f"weight_{kind}")) for kind in KINDS}
+
+    def objective(self, shape: tuple[int, int], num_beams: int) -> Objective:
+        """The objective of these settings for data of ``shape`` (A, S) and ``num_beams``."""
+        return Objective(
+            self.weights,
+            shape,
+            num_beams,
+            antennas=self.mask_antennas,
+            pilot_spacings=self.pilot_spacings,
+            set_b_spacings=self.set_b_spacings,
+            rsrp_error_db=self.rsrp_error_db,
+            mask_ratio=self.mask_ratio,
+            replacement=self.replacement,
+            noise_probability=self.noise_probability if self.noise != "none" else 0.0,
+            noise_snr_db=self.noise_snr_db,
+        )
+
     def to_dict(self) -> dict:
         payload = asdict(self)
-        payload["noise_snr_db"] = list(self.noise_snr_db)
+        for name in ("noise_snr_db", "mask_antennas", "pilot_spacings", "set_b_spacings"):
+            payload[name] = list(getattr(self, name))
         return payload
 
 
@@ -148,28 +203,17 @@ def training_batch(
     noisy_train: Tensor | None,
     step: int,
     settings: PretrainSettings,
-    num_patches: int,
+    objective: Objective,
     encoder: ChannelEncoder,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Inputs, token mask, scored mask and clean targets (unscaled) of one step."""
+) -> ObjectiveBatch:
+    """The objective's batch of one step: rows of the step's epoch order, draws of ``step``."""
     per_epoch = max(len(x_train) // settings.batch_size, 1)
     epoch, position = divmod(step, per_epoch)
     order = torch.randperm(len(x_train), generator=step_generator(settings.seed, epoch, 1))
     rows = order[position * settings.batch_size : (position + 1) * settings.batch_size]
+    noisy = noisy_train[rows] if settings.noise == "dataset" and noisy_train is not None else None
     generator = step_generator(settings.seed, step, 2)
-    clean = x_train[rows]  # [B, 2, A, S]
-    inputs = clean
-    if settings.noise == "awgn":
-        inputs = add_awgn(clean, settings.noise_probability, settings.noise_snr_db, generator)
-    elif settings.noise == "dataset" and noisy_train is not None:
-        use = torch.rand(len(rows), generator=generator) < settings.noise_probability
-        inputs = torch.where(use[:, None, None, None], noisy_train[rows], clean)
-    chosen = random_mask(len(rows), num_patches, settings.mask_ratio, generator)
-    token_mask = chosen
-    if settings.replacement:
-        patches, token_mask = lwm_replacement(encoder.patchify(inputs), chosen, generator)
-        inputs = encoder.unpatchify(patches, inputs.shape[2], inputs.shape[3])
-    return inputs, token_mask, chosen, clean
+    return objective.batch(x_train[rows], generator, encoder, noisy=noisy)
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> None:
@@ -186,7 +230,11 @@ def _atomic_torch_save(payload: dict, path: Path) -> None:
 
 @dataclass
 class PretrainData:
-    """Pretraining tensors: train and held-out splits by site (float ``[N, 2, A, S]``)."""
+    """Pretraining tensors: train and held-out splits by site (float ``[N, 2, A, S]``).
+
+    ``num_beams``: the preset's codebook size (Set A of the rsrp kind);
+    ``site_scenarios``: ``{site: scenario}`` (``rt`` for ray-traced stations).
+    """
 
     train: Tensor
     train_noisy: Tensor | None
@@ -195,6 +243,8 @@ class PretrainData:
     held_out_sites: list[str]
     config_hash: str
     preset_name: str
+    num_beams: int
+    site_scenarios: dict[str, str] = field(default_factory=dict)
 
 
 def load_pretrain_data(settings: PretrainSettings, progress: bool = True) -> PretrainData:
@@ -219,6 +269,8 @@ def load_pretrain_data(settings: PretrainSettings, progress: bool = True) -> Pre
         held_out_sites=[s.name for s in cfg.sites[first_held:]],
         config_hash=cfg.config_hash(),
         preset_name=cfg.name,
+        num_beams=cfg.radio.num_beams,
+        site_scenarios={s.name: s.scenario for s in cfg.sites},
     )
 
 
@@ -240,12 +292,54 @@ def reproduce_command(settings: PretrainSettings, out_dir: Path | str, name: str
         f"--noise {s.noise}",
         f"--noise-probability {s.noise_probability:g}",
         f"--noise-snr-db {s.noise_snr_db[0]:g},{s.noise_snr_db[1]:g}",
+        *(f"--weight-{kind} {weight:g}" for kind, weight in s.weights.items()),
+        f"--mask-antennas {','.join(map(str, s.mask_antennas))}",
+        f"--pilot-spacings {','.join(map(str, s.pilot_spacings))}",
+        f"--set-b-spacings {','.join(map(str, s.set_b_spacings))}",
+        f"--rsrp-error-db {s.rsrp_error_db:g}",
+        f"--init {s.init}",
         f"--held-out-sites {s.held_out_sites}",
         f"--seed {s.seed}",
         f"--out {out_dir}",
         f"--name {name}",
     ]
     return " ".join(parts)
+
+
+def initial_model(settings: PretrainSettings) -> MaskedChannelModel:
+    """A fresh model seeded by the caller's torch RNG, or the ``init`` checkpoint's weights."""
+    model = MaskedChannelModel(ChannelEncoder(model_config(settings.size)))
+    if settings.init.strip().lower() == "none":
+        return model
+    start = load_masked_model(settings.init)
+    if start.encoder.config != model.encoder.config:
+        raise InputError(
+            f"init checkpoint {settings.init!r} is not a {settings.size!r} model: pass "
+            "--size to match it or --init none"
+        )
+    model.load_state_dict(start.state_dict())
+    return model
+
+
+def objective_description(settings: PretrainSettings) -> str:
+    """One sentence naming the objective's kinds and weights (for the model card)."""
+    s = settings
+    parts = {
+        "patches": f"random patches behind the mask token (ratio {s.mask_ratio:g})",
+        "antennas": f"first {'/'.join(map(str, s.mask_antennas))} antennas observed",
+        "pilots": f"every {'/'.join(map(str, s.pilot_spacings))}th subcarrier observed",
+        "rsrp": f"Set B RSRPs (every {'/'.join(map(str, s.set_b_spacings))}th beam, "
+        f"{s.rsrp_error_db:g} dB error)",
+        "denoise": "denoising the full noisy LS estimate",
+    }
+    total = sum(s.weights.values())
+    mix = "; ".join(f"{w / total:.0%} {parts[k]}" for k, w in s.weights.items() if w > 0)
+    return (
+        f"masked channel modeling, NMSE on the hidden entries of the clean channel: {mix}. "
+        "Observations as the tasks' ObservationGate feeds them (zeros where unobserved, "
+        "rescaled by the observed entries); noisy LS inputs at SNR "
+        f"{s.noise_snr_db[0]:g}..{s.noise_snr_db[1]:g} dB"
+    )
 
 
 def pretrain(
@@ -289,8 +383,11 @@ def pretrain(
     data = data or load_pretrain_data(settings, progress=progress)
     state_path = run_dir / "state.pt"
     torch.manual_seed(settings.seed)
-    model = MaskedChannelModel(ChannelEncoder(model_config(settings.size)))
-    rows, cols = model.encoder.grid(data.train.shape[2], data.train.shape[3])
+    model = initial_model(settings)
+    shape = (int(data.train.shape[2]), int(data.train.shape[3]))
+    model.encoder.grid(*shape)  # fails early if the data cannot be patched
+    objective = settings.objective(shape, data.num_beams)
+    labels = objective.labels
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     optimizer = torch.optim.AdamW(
@@ -325,6 +422,7 @@ def pretrain(
 
     model.train()
     window: list[float] = []
+    sums = {label: [0.0, 0] for label in labels}
     columns = (TextColumn("MCM"), BarColumn(), TextColumn("{task.completed}/{task.total}"))
     columns += (TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     with Progress(*columns, disable=not progress) as bar:
@@ -332,12 +430,15 @@ def pretrain(
         last = settings.steps if stop_after is None else min(settings.steps, step + stop_after)
         while step < last:
             started = time.perf_counter()
-            inputs, token_mask, chosen, clean = training_batch(
-                data.train, data.train_noisy, step, settings, rows * cols, model.encoder
+            batch = training_batch(
+                data.train, data.train_noisy, step, settings, objective, model.encoder
             )
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, settings)
-            loss = masked_nmse(model(inputs, token_mask), model.target(clean), chosen).mean()
+            scored = model.encoder.patchify(batch.scored.float())  # [B, P, D]
+            output = model(batch.inputs, batch.token_mask)  # [B, P, D]
+            per_sample = masked_nmse(output, model.target(batch.target), scored)  # [B]
+            loss = per_sample.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -345,10 +446,17 @@ def pretrain(
             train_seconds += time.perf_counter() - started
             step += 1
             window.append(float(loss.detach()))
+            for index, label in enumerate(labels):
+                sel = batch.variant == index
+                sums[label][0] += float(per_sample.detach()[sel].sum())
+                sums[label][1] += int(sel.sum())
             if step % 50 == 0 or step == settings.steps:
                 mean = sum(window) / len(window)
-                history.append({"step": step, "train_nmse_db": 10 * math.log10(mean)})
-                window = []
+                by_kind = {k: 10 * math.log10(v / n) for k, (v, n) in sums.items() if n and v > 0}
+                history.append(
+                    {"step": step, "train_nmse_db": 10 * math.log10(mean), "by_variant": by_kind}
+                )
+                window, sums = [], {label: [0.0, 0] for label in labels}
                 bar.update(task, info=f"train NMSE {10 * math.log10(mean):6.2f} dB")
             bar.update(task, completed=step)
             if step % settings.checkpoint_every == 0 or step == last:
@@ -358,25 +466,30 @@ def pretrain(
         return None
     held_db = evaluate_masked_nmse(model, data.held_out, settings.mask_ratio, seed=12345)
     train_db = evaluate_masked_nmse(model, data.train[:2048], settings.mask_ratio, seed=12345)
+    by_variant = evaluate_objective(model, objective, data.held_out, seed=12345)
     card = {
         "name": name,
         "model_size": settings.size,
         "num_parameters": sum(p.numel() for p in model.encoder.parameters()),
-        "objective": "masked channel modeling (real/imag masked together), NMSE on masked patches",
+        "objective": objective_description(settings),
         "pretraining": settings.to_dict(),
         "data": {
             "preset": data.preset_name,
             "config_hash": data.config_hash,
-            "csi_shape": [int(data.train.shape[2]), int(data.train.shape[3])],
+            "csi_shape": list(shape),
+            "num_beams": data.num_beams,
             "train_sites": data.train_sites,
             "held_out_sites": data.held_out_sites,
+            "site_scenarios": data.site_scenarios,
             "train_samples": int(len(data.train)),
             "held_out_samples": int(len(data.held_out)),
+            "samples_seen": step * settings.batch_size,
         },
         "results": {
             "steps": step,
             "masked_nmse_db_held_out_sites": round(held_db, 3),
             "masked_nmse_db_train_subset": round(train_db, 3),
+            "held_out_nmse_db_by_variant": {k: round(v, 3) for k, v in by_variant.items()},
             "throughput_samples_per_s": round(step * settings.batch_size / train_seconds, 1),
             "train_seconds": round(train_seconds, 1),
             "torch_threads": torch.get_num_threads(),

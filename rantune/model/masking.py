@@ -107,8 +107,13 @@ def add_awgn(
 
 
 def masked_nmse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Per-sample NMSE over masked patches: ``[B, P, D]`` x2, ``[B, P]`` -> ``[B]``."""
-    weight = mask.to(pred.dtype)[..., None]  # [B, P, 1]
+    """Per-sample NMSE over masked patches or entries: ``[B, P, D]`` x2 -> ``[B]``.
+
+    ``mask``: bool ``[B, P]`` (whole patches) or ``[B, P, D]`` (single entries of the
+    patches, e.g. the non-pilot subcarriers inside each patch).
+    """
+    weight = mask.to(pred.dtype)
+    weight = weight[..., None] if weight.dim() == 2 else weight  # [B, P, 1 or D]
     err = ((pred - target) ** 2 * weight).flatten(1).sum(1)
     ref = (target**2 * weight).flatten(1).sum(1).clamp_min(1e-12)
     return err / ref

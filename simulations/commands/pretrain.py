@@ -23,6 +23,14 @@ def parse_pair(text: str, what: str) -> tuple[float, float]:
     return low, high
 
 
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    """``"2,4,8"`` -> ``(2, 4, 8)``; ``InputError`` with a hint otherwise."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as err:
+        raise InputError(f"{what}={text!r} is invalid: expected integers, e.g. 2,4,8") from err
+
+
 def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     @cli_errors
@@ -42,7 +50,31 @@ def register(app: typer.Typer) -> None:
         noise: str = typer.Option("awgn", help="Noise augmentation: none, awgn or dataset."),
         noise_probability: float = typer.Option(0.5, help="Share of samples made noisy."),
         noise_snr_db: str = typer.Option("-5,25", help="SNR range of the added noise, dB."),
+        weight_patches: float = typer.Option(
+            0.3, help="Share of samples with random patches behind the mask token."
+        ),
+        weight_antennas: float = typer.Option(
+            0.2, help="Share observing only the first n antennas (zeros elsewhere)."
+        ),
+        weight_pilots: float = typer.Option(
+            0.2, help="Share observing only every k-th subcarrier (zeros elsewhere)."
+        ),
+        weight_rsrp: float = typer.Option(0.2, help="Share observing Set B beam RSRPs."),
+        weight_denoise: float = typer.Option(
+            0.1, help="Share denoising the full noisy LS estimate."
+        ),
+        mask_antennas: str = typer.Option("2,4,8", help="Observed antenna counts (first n)."),
+        pilot_spacings: str = typer.Option("2,4,8", help="Observed every-k-th subcarrier."),
+        set_b_spacings: str = typer.Option("2,4", help="Set B = every k-th beam."),
+        rsrp_error_db: float = typer.Option(1.0, help="RSRP measurement error std, dB."),
+        init: str = typer.Option(
+            "none", help="Start from a checkpoint (shipped name or .safetensors) or none."
+        ),
         held_out_sites: int = typer.Option(3, help="Sites (from the end) kept for evaluation."),
+        checkpoint_every: int = typer.Option(250, help="Steps between resumable states."),
+        stop_after: int | None = typer.Option(
+            None, help="Stop (state saved, no card) after this many steps; rerun to resume."
+        ),
         seed: int = typer.Option(0, help="Seeds the model init and every random draw."),
         out: Path = typer.Option(
             Path("runs/pretrain"), help="Where <name>.safetensors + .json go."
@@ -56,7 +88,7 @@ def register(app: typer.Typer) -> None:
             1, help="torch CPU threads (1 is fastest for tiny on a busy 2-core machine)."
         ),
     ) -> None:
-        """Pretrain the encoder by masked channel modeling; resumable; writes a model card."""
+        """Pretrain the encoder (masked channel modeling on the tasks' observations); resumable."""
         from rantune.pretraining import PretrainSettings, pretrain
 
         set_torch_threads(threads)
@@ -74,12 +106,27 @@ def register(app: typer.Typer) -> None:
             noise=noise,
             noise_probability=noise_probability,
             noise_snr_db=parse_pair(noise_snr_db, "--noise-snr-db"),
+            weight_patches=weight_patches,
+            weight_antennas=weight_antennas,
+            weight_pilots=weight_pilots,
+            weight_rsrp=weight_rsrp,
+            weight_denoise=weight_denoise,
+            mask_antennas=parse_ints(mask_antennas, "--mask-antennas"),
+            pilot_spacings=parse_ints(pilot_spacings, "--pilot-spacings"),
+            set_b_spacings=parse_ints(set_b_spacings, "--set-b-spacings"),
+            rsrp_error_db=rsrp_error_db,
+            init=init,
             held_out_sites=held_out_sites,
+            checkpoint_every=checkpoint_every,
             seed=seed,
         )
         out = ensure_output_dir(out)
         run_dir = ensure_output_dir(run_dir or Path("runs/pretrain") / f"{name}-run")
-        card = pretrain(settings, run_dir, out, name=name, fresh=fresh, log=console.print)
+        card = pretrain(
+            settings, run_dir, out, name=name, fresh=fresh, log=console.print, stop_after=stop_after
+        )
+        if card is None:
+            return
         results = card["results"]
         console.print(
             f"[bold]{name}[/]: masked NMSE {results['masked_nmse_db_held_out_sites']:.2f} dB on "

@@ -34,6 +34,7 @@ def synthetic_data(n_train: int = 48, n_held: int = 16) -> PretrainData:
         held_out_sites=["c"],
         config_hash="synthetic",
         preset_name="synthetic",
+        num_beams=16,
     )
 
 
