@@ -1,0 +1,334 @@
+"""The README's results table and headline numbers, generated from the result JSON.
+
+Every number the README states about results comes from ``benchmarks/results/*.json``
+through this script, written between markers in ``README.md``::
+
+    <!-- results:begin --> ... <!-- results:end -->            the Results table + headlines
+    <!-- results:NAME:begin -->...<!-- results:NAME:end -->     one phrase elsewhere (NAME in BLOCKS)
+
+A headline whose JSON lacks the numbers is left out (nothing is claimed without its
+measurement). ``tests/unit/test_readme_results.py`` re-renders the README from the JSON
+and fails when the two disagree.
+
+Usage::
+
+    python benchmarks/readme.py            # rewrite README.md's blocks from the JSON
+    python benchmarks/readme.py --check    # exit 1 if README.md differs from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import common
+
+README = common.ROOT / "README.md"
+FILES = (
+    ("data_generation", "Sionna TR 38.901 and Sionna RT generation speed, cache reload speed-up"),
+    ("tasks", "pretrained + LoRA vs scratch vs probe vs classical baselines, 1/10/100% labels"),
+    ("federated", "federated vs centralized vs local-only, uplink bytes, `flwr run` timing, scale"),
+    ("strategies", "strategy comparison and Byzantine robustness"),
+    ("compression", "int8 / pruned / distilled artifacts: size, latency, accuracy"),
+    ("privacy", "accuracy vs epsilon, SecAgg+ overhead"),
+)
+"""The result files of the table, in order, with what each measures."""
+HEADLINE_METRIC = {"los": "auc"}
+"""Metric a task's headline uses instead of its JSON primary metric, when present (LoS
+is imbalanced: AUC, not accuracy)."""
+Results = Mapping[str, dict]
+
+
+# ---------------------------------------------------------------------------- reading
+def load_results(folder: Path = common.RESULTS) -> dict[str, dict]:
+    """``{name: payload}`` of every ``folder/*.json``."""
+    return {p.stem: common.load_json(p) for p in sorted(Path(folder).glob("*.json"))}
+
+
+def provenance_records(payload: Mapping) -> list[dict]:
+    """The provenance records of a result file (a dict, a list, a dict of dicts, or the
+    older top-level ``command``/``date`` keys)."""
+    prov = payload.get("provenance")
+    if isinstance(prov, list):
+        return [p for p in prov if isinstance(p, dict)]
+    if isinstance(prov, dict):
+        if "command" in prov:
+            return [prov]
+        return [p for p in prov.values() if isinstance(p, dict) and "command" in p]
+    if "command" in payload:
+        return [{"command": payload["command"], "commit": payload.get("commit", "not recorded")}]
+    return []
+
+
+def _commits(payload: Mapping) -> str:
+    records = provenance_records(payload)
+    if not records:
+        return "not recorded"
+    names = []
+    for p in records:
+        name = str(p.get("commit", "not recorded")) + (" + uncommitted edits" if p.get("dirty") else "")
+        if name not in names:
+            names.append(name)
+    return "; ".join(names)
+
+
+# ----------------------------------------------------------------------------- format
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _span(values: list[float], fmt: Callable[[float], str], unit: str = "") -> str:
+    """``a<unit>`` or ``a–b<unit>`` for the smallest and largest of ``values``."""
+    lo, hi = fmt(min(values)), fmt(max(values))
+    return (lo if lo == hi else f"{lo}–{hi}") + unit
+
+
+def _signed(x: float, digits: int = 2) -> str:
+    return f"{x:+.{digits}f}"
+
+
+# -------------------------------------------------------------------------- headlines
+def _encoder_headline(results: Results) -> list[str]:
+    recon = (results.get("tasks") or {}).get("masked_reconstruction")
+    if not recon:
+        return []
+    return [
+        f"the shipped `tiny` encoder reconstructs masked patches of the "
+        f"`{results['tasks'].get('preset', 'default')}` preset's unseen base stations at "
+        f"{recon['masked_nmse_db_default_test']:.2f} dB NMSE (LMMSE interpolation with the "
+        f"pretraining covariance, same rows and masks: "
+        f"{recon['lmmse_masked_nmse_db_default_test']:.2f} dB)"
+    ]
+
+
+def _task_headlines(results: Results) -> list[str]:
+    tasks = results.get("tasks")
+    if not tasks or "task_info" not in tasks:
+        return []
+    import tasks_report
+
+    budgets = [str(b) for b in tasks["budgets"]]
+    budget = "0.1" if "0.1" in budgets else budgets[-1]
+    out = []
+    for task, info in tasks["task_info"].items():
+        runs = [r for r in tasks["runs"] if r["task"] == task]
+        table = tasks_report.summarize(task, info["primary_metric"], runs, tasks["baseline_runs"][task])
+        metric = HEADLINE_METRIC.get(task, info["primary_metric"])
+        if metric not in table["lora"][budget]:
+            metric = info["primary_metric"]
+        higher = info["higher_is_better"] if metric == info["primary_metric"] else True
+        value = {m: table[m][budget][metric][0] for m in ("lora", "scratch", "baseline")}
+        learned = [table[m][b][metric][0] for m in ("lora", "scratch", "probe") for b in budgets]
+        best_learned = max(learned) if higher else min(learned)
+        classical_wins = value["baseline"] > best_learned if higher else value["baseline"] < best_learned
+        line = (
+            f"`{task}` {metric} with {float(budget):.0%} of the labels: pretrained + LoRA "
+            f"{value['lora']:.3f}, from scratch {value['scratch']:.3f}, classical baseline "
+            f"{value['baseline']:.3f}"
+        )
+        if classical_wins:
+            line += f" (the classical baseline beats every learned model, best {best_learned:.3f})"
+        out.append(line)
+    return out
+
+
+def _federated_headlines(results: Results) -> list[str]:
+    acc = (results.get("federated") or {}).get("accuracy")
+    if not acc:
+        return []
+    out = []
+    for task, a in sorted(acc.items()):
+        line = (
+            f"`{task}` after {a['rounds']} FedAvg rounds: {a['metric']} {a['fedavg'][0]:.3f} = "
+            f"{a['fed-over-central']:.2f}x centralized LoRA ({a['centralized'][0]:.3f}), local-only "
+            f"on its own test rows {a['local-only-own-test'][0]:.3f}"
+        )
+        if HEADLINE_METRIC.get(task, a["metric"]) != a["metric"]:
+            line += f" (this file has no {HEADLINE_METRIC[task]} for `{task}`)"
+        out.append(line)
+    ups = [a["up-ratio"] for a in acc.values()]
+    int8 = [a["up-ratio-int8"] for a in acc.values()]
+    out.append(
+        f"an upload of LoRA adapters + head is {_span(ups, _pct, '%')} of full-model FedAvg's bytes "
+        f"({_span(int8, _pct, '%')} with int8 update compression)"
+    )
+    return out
+
+
+def _variant_changes(task: dict, name: str) -> tuple[float, str] | None:
+    """Size ratio to fp32 and the primary-metric change vs the teacher of one variant."""
+    report = task["report"]
+    key, ref = report["primary_metric"], report["reference"]
+    variant = next((v for v in report["variants"] if v["variant"] == name), None)
+    if variant is None or key not in variant:
+        return None
+    if report["higher_is_better"]:
+        change = f"{_signed(100 * (variant[key] - ref[key]))} points"
+    else:
+        change = f"{_signed(variant[key] - ref[key])} dB"
+    return variant["size_bytes"] / ref["size_bytes"], f"{report['task']} {key} {change}"
+
+
+def _compression_headlines(results: Results) -> list[str]:
+    tasks = (results.get("compression") or {}).get("tasks")
+    if not tasks:
+        return []
+    out = []
+    for name in ("int8-dynamic", "int8-static"):
+        found = [c for t in tasks.values() if (c := _variant_changes(t, name))]
+        if found:
+            out.append(
+                f"the {name} ONNX artifact is {_span([r for r, _ in found], lambda x: f'{x:.2f}', 'x')} "
+                f"the fp32 size ({', '.join(c for _, c in found)} vs the fp32 teacher)"
+            )
+    student = [(t, c) for t in tasks.values() if (c := _variant_changes(t, "distilled-int8"))]
+    if student:
+        speed = []
+        for task, _ in student:
+            report = task["report"]
+            variant = next(v for v in report["variants"] if v["variant"] == "distilled-int8")
+            speed.append(report["reference"]["latency"]["b1"]["p50_ms"] / variant["latency"]["b1"]["p50_ms"])
+        trained = _distillation_data(student[0][0])
+        out.append(
+            f"the distilled int8 student is {_span([1 / r for _, (r, _) in student], lambda x: f'{x:.1f}', 'x')} "
+            f"smaller than fp32 and {_span(speed, lambda x: f'{x:.0f}', 'x')} faster at batch 1 "
+            f"(1 thread) than the PyTorch eager teacher ({', '.join(c for _, (_, c) in student)}"
+            f"{'; ' + trained if trained else ''})"
+        )
+    return out
+
+
+def _distillation_data(task: dict) -> str:
+    """What the distilled student learned from, as the result file records it."""
+    variant = next(v for v in task["report"]["variants"] if v["variant"] == "distilled-int8")
+    record = (variant.get("details") or {}).get("distill") or {}
+    if record.get("mode"):
+        return f"distillation mode `{record['mode']}`"
+    if record.get("labelled"):
+        return f"trained with labels on {record['labelled']} client training rows"
+    return ""
+
+
+def _privacy_headlines(results: Results) -> list[str]:
+    sec = ((results.get("privacy") or {}).get("secagg") or {}).get("default")
+    if not sec:
+        return []
+    return [
+        f"SecAgg+ ({sec['clients']} clients) costs {sec['secagg-bytes-up'] / sec['plain-bytes-up']:.1f}x "
+        f"the upload and {sec['secagg-train-s-per-round'] / sec['plain-train-s-per-round']:.2f}x the "
+        f"training-phase time; its round-1 aggregate differs from plain FedAvg's by at most "
+        f"{sec['max-adapter-difference-round-1']:.1e} per parameter (quantization bound "
+        f"{sec['error-bound-last-round']:.1e})"
+    ]
+
+
+HEADLINES = (
+    _encoder_headline,
+    _task_headlines,
+    _federated_headlines,
+    _compression_headlines,
+    _privacy_headlines,
+)
+
+
+# ----------------------------------------------------------------------------- blocks
+def results_block(results: Results) -> str:
+    """The Results section's table and headline list (between the main markers)."""
+    rows = [
+        [what, f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md)", _commits(results[name])]
+        for name, what in FILES
+        if name in results
+    ]
+    lines = ["", *common.table(["what", "where", "produced at commit"], rows, align="lll"), ""]
+    headlines = [h for make in HEADLINES for h in make(results)]
+    if headlines:
+        lines += ["Headlines (each from the result file it names in the table):", ""]
+        lines += [f"- {h[0].upper()}{h[1:]}." for h in headlines]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def data_generation_phrase(results: Results) -> str:
+    """How long generating the ``default`` preset took (Channel data section)."""
+    preset = (results.get("data_generation") or {}).get("preset")
+    if not preset:
+        return "Generation timings:"
+    text = f"Generating `{preset['preset']}` took {preset['generate_s']:.0f} s on this 2-core machine"
+    if "raytraced_s" in preset:
+        text += (
+            f" (its {preset['raytraced_samples']:,} ray-traced samples about "
+            f"{preset['raytraced_s']:.0f} s)"
+        )
+    return text + ";"
+
+
+def uplink_phrase(results: Results) -> str:
+    """Uplink share of an adapter upload (Federated fine-tuning section)."""
+    acc = (results.get("federated") or {}).get("accuracy")
+    if not acc:
+        return "a small share of full-model FedAvg bytes"
+    ranks = sorted({a["config"]["lora.r"] for a in acc.values()})
+    return (
+        f"{_span([a['up-ratio'] for a in acc.values()], _pct, '%')} of full-model FedAvg bytes per "
+        f"client and round at rank {', '.join(str(r) for r in ranks)}"
+    )
+
+
+BLOCKS: dict[str, Callable[[Results], str]] = {
+    "": results_block,
+    "data-generation": data_generation_phrase,
+    "uplink": uplink_phrase,
+}
+"""Marker name (``""`` = ``results``) -> the function rendering its content."""
+
+
+def _markers(name: str) -> tuple[str, str]:
+    tag = f"results:{name}:" if name else "results:"
+    return f"<!-- {tag}begin -->", f"<!-- {tag}end -->"
+
+
+def render(readme: str, results: Results) -> str:
+    """``readme`` with every block of :data:`BLOCKS` re-rendered from ``results``.
+
+    Raises
+    ------
+    ValueError
+        When a block's markers are missing, repeated or out of order.
+    """
+    for name, make in BLOCKS.items():
+        begin, end = _markers(name)
+        pattern = re.compile(re.escape(begin) + r"(.*?)" + re.escape(end), re.DOTALL)
+        found = pattern.findall(readme)
+        if len(found) != 1 or readme.count(begin) != 1 or readme.count(end) != 1:
+            raise ValueError(f"README needs exactly one {begin} ... {end} pair (found {len(found)})")
+        content = make(results)
+        replacement = begin + content + end
+        readme = pattern.sub(lambda _match, text=replacement: text, readme)
+    return readme
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results", type=Path, default=common.RESULTS)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README differs")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    new = render(text, load_results(args.results))
+    if args.check:
+        if new != text:
+            print(f"{args.readme} disagrees with {args.results}: run python benchmarks/readme.py")
+            return 1
+        print(f"{args.readme} agrees with {args.results}")
+        return 0
+    if new != text:
+        common.save_text(args.readme, new)
+        print(f"wrote {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
