@@ -6,10 +6,15 @@ but holds serialised records only, no Python objects: Flower's "Design stateful
 ClientApps" guide). A process (a Ray actor, the in-process engine) may serve many
 nodes and, over its life, several runs; the
 :class:`JobRegistry` keeps, per run config, the parsed :class:`RunConfig`, the
-stations' data, one :class:`~rantune.federated.downlink.ModelPool` and one
-:class:`~rantune.federated.local.LocalJob` per (partition id, rank), built on first
-use. Only the last ``max_runs`` run configs are kept, so a long-lived worker that
-runs one configuration after another does not accumulate them.
+stations (:class:`~rantune.federated.splits.FederatedData`: opened on use, each job
+reads only its own rows, memory-mapped), one
+:class:`~rantune.federated.downlink.ModelPool` and one
+:class:`~rantune.federated.local.LocalJob` per (partition id, rank, data path), built
+on first use. Only the last ``max_runs`` run configs and, per run, the ``max_jobs``
+most recently used jobs are kept, so a long-lived worker that serves a sample of a
+large federation, or runs one configuration after another, holds what the clients
+sampled recently need, not the whole federation. A node with a node-config
+``data-path`` (a deployed base station) reads only that station directory.
 
 Per-node state that must survive the job (``keep-local`` tensors, the error-feedback
 residual) stays in ``context.state``, so dropping a job loses nothing; where Flower
@@ -27,7 +32,7 @@ from dataclasses import dataclass, field
 from flwr.app import Context
 
 from rantune.federated.downlink import ModelPool
-from rantune.federated.local import LocalJob, NodeIdentity, node_identity
+from rantune.federated.local import LocalJob, NodeIdentity, node_data, node_identity
 from rantune.federated.run_config import RunConfig, parse_run_config
 from rantune.federated.splits import FederatedData
 
@@ -39,7 +44,7 @@ class _Run:
     cfg: RunConfig
     models: ModelPool = field(default_factory=ModelPool)
     data: FederatedData | None = None
-    jobs: dict[NodeIdentity, LocalJob] = field(default_factory=dict)
+    jobs: OrderedDict[NodeIdentity, LocalJob] = field(default_factory=OrderedDict)
 
 
 class JobRegistry:
@@ -48,10 +53,13 @@ class JobRegistry:
     Parameters
     ----------
     max_runs : run configs kept at once (least recently used dropped first).
+    max_jobs : jobs kept per run (least recently used dropped first; a dropped job is
+        rebuilt from its memory-mapped shard when its node is sampled again).
     """
 
-    def __init__(self, max_runs: int = 2) -> None:
+    def __init__(self, max_runs: int = 2, max_jobs: int = 128) -> None:
         self.max_runs = max_runs
+        self.max_jobs = max_jobs
         self._runs: OrderedDict[tuple, _Run] = OrderedDict()
         self._lock = threading.RLock()
 
@@ -73,7 +81,7 @@ class JobRegistry:
         """Pickled (Ray ships the ClientApp to its actors) as a reference to the
         receiving process's own :data:`JOBS`, or as a fresh empty registry: jobs belong
         to the process that built them."""
-        return "JOBS" if self is JOBS else (JobRegistry, (self.max_runs,))
+        return "JOBS" if self is JOBS else (JobRegistry, (self.max_runs, self.max_jobs))
 
     def job(self, context: Context) -> LocalJob:
         """The node's job, built on first use (its rows loaded, its model in the pool)."""
@@ -81,9 +89,16 @@ class JobRegistry:
         node = node_identity(run.cfg, context.node_config)
         with self._lock:
             if node not in run.jobs:
-                if run.data is None:
-                    run.data = FederatedData.load(run.cfg.data, run.cfg.partition)
-                run.jobs[node] = LocalJob(run.cfg, node, run.data, run.models)
+                if node.data_path:  # a deployed base station: its own station directory
+                    data = node_data(run.cfg, node)
+                else:
+                    if run.data is None:
+                        run.data = node_data(run.cfg, node)
+                    data = run.data
+                run.jobs[node] = LocalJob(run.cfg, node, data, run.models)
+                while len(run.jobs) > self.max_jobs:
+                    run.jobs.popitem(last=False)
+            run.jobs.move_to_end(node)
             return run.jobs[node]
 
 

@@ -13,6 +13,10 @@ Schemes (strings, as used in run configs and on the CLI):
 First a global test set is held out from every site (``global_test_fraction`` of
 each site, stratified by site); the rest is partitioned, then each client's share
 is split into train/validation/test.
+
+A station's held-out rows and its ``natural`` client split depend on that station
+alone (its row count, its index and the partition seed: :func:`station_split`), so a
+base station that holds only its own data computes its rows without anyone else's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 from rantune.errors import InputError
 from rantune.schema import setting
+from rantune.seeding import derive_seed
 
 LABEL_FIELDS = {"beam": "beam_index", "los": "los"}
 
@@ -111,15 +116,6 @@ class Partitioning:
     config: PartitionConfig
 
 
-def _hold_out_global_test(site_index: np.ndarray, fraction: float, rng) -> np.ndarray:
-    held = []
-    for site in np.unique(site_index):
-        rows = np.flatnonzero(site_index == site)
-        count = int(round(fraction * len(rows)))
-        held.append(rng.choice(rows, size=count, replace=False))
-    return np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
-
-
 def _flower_partitions(
     rows: np.ndarray, labels: np.ndarray, kind: str, alpha: float | None, n: int, seed: int
 ) -> list[np.ndarray]:
@@ -162,6 +158,29 @@ def _split_client(rows: np.ndarray, cfg: PartitionConfig, rng) -> ClientSplit:
     )
 
 
+def station_split(num_rows: int, station: int, cfg: PartitionConfig) -> tuple[np.ndarray, ClientSplit]:
+    """One station's global-test rows and its ``natural`` client split.
+
+    Parameters
+    ----------
+    num_rows : the station's number of samples.
+    station : its index in the preset (seeds its own generator with ``cfg.seed``).
+    cfg : the partition configuration (fractions, seed).
+
+    Returns
+    -------
+    held : ``[round(global_test_fraction * num_rows)]`` sorted local row indices held
+        out for the global test set.
+    split : train/val/test of the other rows (local indices), the station's client
+        under ``natural`` partitioning.
+    """
+    rng = np.random.default_rng(derive_seed(cfg.seed, "station-split", int(station)))
+    count = int(round(cfg.global_test_fraction * num_rows))
+    held = np.sort(rng.choice(num_rows, size=count, replace=False)).astype(np.int64)
+    rest = np.setdiff1d(np.arange(num_rows, dtype=np.int64), held)
+    return held, _split_client(rest, cfg, rng)
+
+
 def partition(
     site_index: np.ndarray, labels: dict[str, np.ndarray], cfg: PartitionConfig
 ) -> Partitioning:
@@ -179,7 +198,6 @@ def partition(
         Disjoint index arrays whose union (clients + global test) is ``range(N)``.
     """
     kind, alpha = parse_scheme(cfg.scheme)
-    rng = np.random.default_rng(cfg.seed)
     num_sites = int(site_index.max()) + 1 if len(site_index) else 0
     n = cfg.num_clients or num_sites
     if kind == "natural" and n != num_sites:
@@ -187,7 +205,15 @@ def partition(
             f"natural partitioning gives one client per site ({num_sites} sites) but "
             f"num_clients={n}; drop num_clients or use dirichlet-<alpha>/iid/quantity"
         )
-    global_test = _hold_out_global_test(site_index, cfg.global_test_fraction, rng)
+    order = np.argsort(site_index, kind="stable")
+    bounds = np.searchsorted(site_index[order], np.arange(num_sites + 1))
+    held, natural = [np.zeros(0, dtype=np.int64)], []
+    for site in range(num_sites):
+        rows = order[bounds[site] : bounds[site + 1]]  # ascending: the sort is stable
+        site_held, split = station_split(len(rows), site, cfg)
+        held.append(rows[site_held])
+        natural.append(ClientSplit(rows[split.train], rows[split.val], rows[split.test]))
+    global_test = np.sort(np.concatenate(held))
     remaining = np.setdiff1d(np.arange(len(site_index)), global_test)
     if len(remaining) < 3 * n:
         raise InputError(
@@ -195,17 +221,19 @@ def partition(
             "use more samples per site or fewer clients"
         )
     if kind == "natural":
-        shares = [remaining[site_index[remaining] == s] for s in range(num_sites)]
-    else:
-        label = labels[cfg.label][remaining]
-        if kind == "dirichlet" and (label < 0).any():
-            raise InputError(
-                f"dirichlet partitioning by {cfg.label!r} needs that label for every row, but "
-                f"{int((label < 0).sum())} row(s) have it unknown (imported stations without "
-                "it); use --label beam, another scheme, or import the labels"
-            )
-        shares = _flower_partitions(remaining, label, kind, alpha, n, cfg.seed)
-    clients = tuple(_split_client(rows, cfg, rng) for rows in shares)
+        return Partitioning(clients=tuple(natural), global_test=global_test, config=cfg)
+    label = labels[cfg.label][remaining]
+    if kind == "dirichlet" and (label < 0).any():
+        raise InputError(
+            f"dirichlet partitioning by {cfg.label!r} needs that label for every row, but "
+            f"{int((label < 0).sum())} row(s) have it unknown (imported stations without "
+            "it); use --label beam, another scheme, or import the labels"
+        )
+    shares = _flower_partitions(remaining, label, kind, alpha, n, cfg.seed)
+    clients = tuple(
+        _split_client(rows, cfg, np.random.default_rng(derive_seed(cfg.seed, "client-split", i)))
+        for i, rows in enumerate(shares)
+    )
     return Partitioning(clients=clients, global_test=global_test, config=cfg)
 
 

@@ -51,8 +51,10 @@ from rantune.channels.beams import beam_gains, dft_codebook
 from rantune.channels.dataset import ChannelDataset
 from rantune.channels.readers import read_arrays
 from rantune.channels.station import (
+    CODEBOOK_SPACING_WAVELENGTHS,
     STATION_FORMAT,
     STATION_FORMAT_VERSION,
+    codebook_record,
     is_station_dir,
     load_station,
 )
@@ -62,7 +64,7 @@ from rantune.fileio import sha256_file
 
 IMPORTER_VERSION = 1
 IMPORT_STREAM = 17  # random stream of imported stations (SNR draws, estimation noise)
-SPACING_WAVELENGTHS = 0.5  # ULA element spacing assumed for the beam codebook
+SPACING_WAVELENGTHS = CODEBOOK_SPACING_WAVELENGTHS  # ULA element spacing of the codebook
 UNKNOWN_RADIO = ("carrier_frequency_hz", "subcarrier_spacing_hz", "slot_duration_s")
 SHAPE_KEYS = ("num_bs_antennas", "num_subcarriers", "num_beams", "num_time_steps")
 KEY_OPTIONS = {"csi": "csi_key", "positions": "positions_key", "los": "los_key", "snr": "snr_key"}
@@ -308,12 +310,7 @@ def import_site(
         },
         "unknown_fields": sorted(name for name, source in sources.items() if source == "unknown"),
         "radio": radio_record,
-        "codebook": {
-            "kind": "dft-ula",
-            "num_beams": use.num_beams,
-            "spacing_wavelengths": SPACING_WAVELENGTHS,
-            "frame": "array local: beam k steers to direction cosine -1 + (2k + 1) / K",
-        },
+        "codebook": codebook_record(use.num_beams),
         "provenance": {
             "source": str(path.absolute()),
             "source_sha256": sha256_file(path),

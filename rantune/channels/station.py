@@ -1,19 +1,28 @@
 """One base station's data set on disk: a directory with a checksummed shard and a manifest.
 
-Layout of a station directory ``DIR``::
+This is the one on-disk format of a station's data, whether it was imported
+(``rantune data import``) or exported from the channel cache for a deployed base
+station (``rantune federation up`` lays out one per SuperNode; node-config
+``data-path`` points the node at it). Layout of a station directory ``DIR``::
 
     DIR/station.safetensors   the per-sample fields (rantune.channels.dataset), the same
                               tensors as a cached generated site (complex fields stored as
                               ``name::complex`` float32 ``[..., 2]``)
     DIR/station.json          the manifest: ``format`` = "rantune-station",
-                              ``station_format_version``, ``name``, ``num_samples``,
-                              ``sha256`` of the shard, ``fields`` (shape, dtype, source:
-                              ``file:<name>`` / ``derived`` / ``unknown``), ``unknown_fields``,
-                              ``radio``, ``codebook`` and ``provenance``
+                              ``station_format_version``, ``name`` (the station's identity:
+                              its site name in a preset), ``num_samples``, ``sha256`` of the
+                              shard, ``header_sha256`` and ``tensors`` (sha256 per tensor),
+                              ``fields`` (shape, dtype, source: ``file:<name>`` /
+                              ``derived`` / ``generated`` / ``unknown``), ``unknown_fields``,
+                              ``radio``, ``codebook`` and ``provenance`` (imported: source
+                              file, its sha256, options, importer version; generated: the
+                              generator and its version, the site config and its hash, the
+                              preset and the station's index in it)
 
-A shard whose bytes do not match the manifest's sha256 is never used. A station is
-written to a temporary directory next to ``DIR`` and renamed into place, so a failure
-leaves no half-written station.
+A shard whose bytes do not match the manifest's sha256 is never used. The shard is
+read memory-mapped (:func:`open_station`; only the rows and tensors asked for are
+read and verified). A station is written to a temporary directory next to ``DIR``
+and renamed into place, so a failure leaves no half-written station.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rantune.channels.cache import ShardCache
+from rantune.channels.cache import MappedShard, ShardCache
 from rantune.channels.dataset import ChannelDataset
 from rantune.errors import InputError
 
@@ -32,6 +41,17 @@ STATION_FORMAT = "rantune-station"
 STATION_FORMAT_VERSION = 1
 SHARD_NAME = "station.safetensors"
 MANIFEST_NAME = "station.json"
+CODEBOOK_SPACING_WAVELENGTHS = 0.5  # ULA element spacing of every station's beam codebook
+
+
+def codebook_record(num_beams: int) -> dict:
+    """The manifest's ``codebook`` entry: the DFT codebook that labels the beams."""
+    return {
+        "kind": "dft-ula",
+        "num_beams": int(num_beams),
+        "spacing_wavelengths": CODEBOOK_SPACING_WAVELENGTHS,
+        "frame": "array local: beam k steers to direction cosine -1 + (2k + 1) / K",
+    }
 
 
 class StationStore(ShardCache):
@@ -133,8 +153,26 @@ def read_manifest(path: Path | str) -> dict:
     return manifest
 
 
+def open_station(path: Path | str) -> tuple[MappedShard, dict]:
+    """A station directory, memory-mapped: its shard (nothing read yet) and its manifest.
+
+    Raises
+    ------
+    InputError
+        Not a station directory, unreadable or foreign manifest, or the shard is missing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(
+            f"{path} does not exist: give the directory holding the station's "
+            f"{MANIFEST_NAME} and {SHARD_NAME}"
+        )
+    manifest = read_manifest(path)
+    return StationStore(path).open(manifest["name"]), manifest
+
+
 def load_station(path: Path | str) -> tuple[ChannelDataset, dict]:
-    """Load a station directory, verifying the shard's checksum.
+    """Load a whole station directory, verifying the shard's checksum.
 
     Returns
     -------
@@ -147,5 +185,5 @@ def load_station(path: Path | str) -> tuple[ChannelDataset, dict]:
         Not a station directory, unreadable or foreign manifest; a
         :class:`~rantune.channels.cache.CorruptCacheError` if the shard fails its checksum.
     """
-    manifest = read_manifest(path)
-    return StationStore(Path(path)).load(manifest["name"]), manifest
+    shard, manifest = open_station(path)
+    return shard.dataset(), manifest

@@ -34,24 +34,31 @@ def lower_is_better(metric: str) -> bool:
 class GlobalEvaluator:
     """Evaluates global adapter + head tensors on the held-out global test set.
 
-    Built once by the server: it loads the global test rows (and keeps only their
-    tensors) and keeps its own models (:class:`~rantune.federated.downlink.ModelPool`:
-    a plain one, and a separate one for strategies whose global model carries dense
-    deltas); each call loads the state.
+    Built once by the server: it reads the global test rows (the held-out share of
+    every station, ``data.max-global-test-rows`` capping them; memory-mapped reads of
+    only those rows) and keeps only their tensors, and keeps its own models
+    (:class:`~rantune.federated.downlink.ModelPool`: a plain one, and a separate one
+    for strategies whose global model carries dense deltas); each call loads the
+    state. With ``server-evaluation = false`` it opens no data at all and every call
+    returns ``{}``.
 
     Attributes
     ----------
     task : the run's task.
     spec : the global model (rank ``lora.r``).
-    x, y : inputs and targets of the global test rows (task shapes).
+    enabled : ``server-evaluation``.
+    x, y : inputs and targets of the global test rows (task shapes); ``None`` when off.
     """
 
     def __init__(self, cfg: RunConfig) -> None:
         self.task = get_task(cfg.task, cfg.task_options)
         self.spec = model_spec(cfg)
         self.threads = cfg.torch_threads
-        data = FederatedData.load(cfg.data, cfg.partition)
-        self.x, self.y = data.tensors(self.task, None, "test")
+        self.enabled = cfg.server_evaluation
+        self.x = self.y = None
+        if self.enabled:
+            data = FederatedData.load(cfg.data, cfg.partition)
+            self.x, self.y = data.tensors(self.task, None, "test")
         self.models = ModelPool()
 
     def __call__(
@@ -60,7 +67,10 @@ class GlobalEvaluator:
         dense_deltas: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, float]:
         """Metrics of the global model ``state`` (``{key: ndarray}``), with the dense
-        deltas ``{module prefix: [d_out, d_in]}`` folded into the base where given."""
+        deltas ``{module prefix: [d_out, d_in]}`` folded into the base where given;
+        ``{}`` when server-side evaluation is off."""
+        if not self.enabled:
+            return {}
         apply_threads(self.threads)
         model = self.models.model(self.spec, dense_deltas)
         load_trainable_state(model, {k: torch.from_numpy(np.array(v)) for k, v in state.items()})

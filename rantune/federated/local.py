@@ -49,18 +49,24 @@ LOCAL_STATE_KEY = "rantune.local-params"
 RESIDUAL_KEY = "rantune.ef-residual"
 
 
+DATA_PATH = "data-path"
+
+
 @dataclass(frozen=True)
 class NodeIdentity:
-    """Which base station a node is: its partition and LoRA rank."""
+    """Which base station a node is: its partition, LoRA rank and, on a deployed
+    node, where its own station data set lives (node-config ``data-path``; ``""`` = the
+    run's preset from the channel cache, as in simulation)."""
 
     partition_id: int
     num_partitions: int
     rank: int
+    data_path: str = ""
 
 
 def node_identity(cfg: RunConfig, node_config: Mapping[str, object]) -> NodeIdentity:
-    """Read and check ``partition-id``, ``num-partitions`` and optional ``lora-r``
-    (no data is loaded)."""
+    """Read and check ``partition-id``, ``num-partitions``, optional ``lora-r`` and
+    ``data-path`` (no data is loaded)."""
     if "partition-id" not in node_config:
         raise InputError(
             "node config has no partition-id: start the SuperNode with --node-config "
@@ -77,7 +83,21 @@ def node_identity(cfg: RunConfig, node_config: Mapping[str, object]) -> NodeIden
     rank = node_config.get(LORA_RANK, ranks.scheduled_rank(cfg, int(pid)))
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise InputError(f"node config lora-r={rank!r} is invalid: expected an integer >= 1")
-    return NodeIdentity(int(pid), int(num_clients), int(rank))
+    data_path = node_config.get(DATA_PATH, "")
+    if not isinstance(data_path, str):
+        raise InputError(
+            f'node config data-path={data_path!r} is invalid: give a quoted directory path '
+            '(data-path="/data/bs-3")'
+        )
+    return NodeIdentity(int(pid), int(num_clients), int(rank), data_path)
+
+
+def node_data(cfg: RunConfig, node: NodeIdentity) -> splits.FederatedData:
+    """The data a node reads: its own station directory (``data-path``) or the preset's
+    stations from the channel cache (simulation). Checks the station's identity."""
+    if node.data_path:
+        return splits.FederatedData.of_node(cfg.data, cfg.partition, node.partition_id, node.data_path)
+    return splits.FederatedData.load(cfg.data, cfg.partition)
 
 
 def client_round_seed(seed: int, server_round: int, partition_id: int) -> int:
@@ -122,7 +142,7 @@ class LocalJob:
     ----------
     cfg : the run config (task, seed, model, LoRA, local-training defaults, attack).
     node : the station's partition id and LoRA rank.
-    data : the run's stations; only this station's rows are taken (copied) from it.
+    data : the run's stations; only this station's rows are read (memory-mapped) from it.
     models : the process's model pool (shared by every job of the process).
 
     Attributes

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from rantune.errors import InputError
 from rantune.federated.attacks import AttackSettings
 from rantune.federated.privacy import DPSettings, SecAggSettings, check_privacy
-from rantune.lora import LoraSettings
+from rantune.lora import LoraSettings, shipped_targets
 from rantune.model.config import MODEL_SIZES
 from rantune.partition import PartitionConfig
 from rantune.schema import (
@@ -85,11 +85,12 @@ class DataSection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """``model.*``: the pretrained encoder and the classification head."""
+    """``model.*``: the encoder (shipped, or a custom one by entry point) and the head."""
 
     pretrained: str = setting(
         "tiny",
-        "shipped checkpoint name, a .safetensors path, or none (a seeded random encoder)",
+        "shipped encoder: checkpoint name, a .safetensors path, or none (a seeded random "
+        "encoder); not used with model.encoder",
     )
     size: str = setting(
         "tiny", "encoder size of a random encoder (model.pretrained=none)", choices=tuple(MODEL_SIZES)
@@ -99,9 +100,42 @@ class ModelSection:
         "LoS/beam head: pooled-linear (~2K parameters) or token-mlp (~3% more uplink)",
         choices=tuple(CLASSIFICATION_HEADS),
     )
+    encoder: str = setting(
+        "",
+        "custom encoder entry point package.module:factory or /path/file.py:factory "
+        "(README Extending; '' = the shipped encoder)",
+    )
+    checkpoint: str = setting(
+        "", "model.encoder's weights: a .safetensors state_dict ('' = its seeded init)"
+    )
+
+    def __post_init__(self) -> None:
+        if self.checkpoint.strip() and not self.custom:
+            raise InputError(
+                f"model.checkpoint={self.checkpoint!r} loads a custom encoder's weights, but "
+                "model.encoder is empty: set model.encoder, or give the shipped encoder's "
+                "checkpoint as model.pretrained"
+            )
+        if self.checkpoint.strip() and not self.checkpoint.strip().endswith(".safetensors"):
+            raise InputError(
+                f"model.checkpoint={self.checkpoint!r} is invalid: expected a .safetensors path"
+            )
+        if self.custom and ":" not in self.encoder:
+            raise InputError(
+                f"model.encoder={self.encoder!r} is not an entry point: write "
+                "package.module:factory or /path/to/file.py:factory"
+            )
+
+    @property
+    def custom(self) -> bool:
+        """Whether ``model.encoder`` names a custom encoder."""
+        return bool(self.encoder.strip())
 
     @property
     def is_random(self) -> bool:
+        """Whether the base encoder is a seeded random one (no weights loaded)."""
+        if self.custom:
+            return not self.checkpoint.strip()
         return self.pretrained.strip().lower() in PRETRAINED_NONE
 
 
@@ -209,6 +243,11 @@ class RunConfig:
     torch_threads: int = setting(
         1, "torch intra-op threads per process (0 = torch's default)", low=0, identity=False
     )
+    server_evaluation: bool = setting(
+        True,
+        "evaluate the global model on the server's global test set each round "
+        "(false: the server opens no channel data, e.g. in deployment)",
+    )
     data: DataSection = section(DataSection, "data.")
     partition: PartitionConfig = section(PartitionConfig, "partition.")
     model: ModelSection = section(ModelSection, "model.")
@@ -224,6 +263,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.out_dir.strip():
             raise InputError("run config out-dir='' is invalid: give a directory path")
+        if not self.model.custom:  # a custom encoder's targets are checked on the model
+            shipped_targets(self.lora.targets)
         check_privacy(self)
 
     def flat_dict(self) -> dict[str, Scalar]:
