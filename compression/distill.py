@@ -89,9 +89,11 @@ def teacher_layers(num_teacher: int, num_student: int) -> list[int]:
 def build_student(
     teacher: TaskModel, task: Task, radio: RadioConfig, cfg: ModelConfig, seed: int = 0
 ) -> tuple[TaskModel, dict]:
-    """A student task model for ``cfg`` and how it was initialised."""
-    from rantune.compression.prune import slice_ffn, slice_heads
+    """A student task model for ``cfg`` and how it was initialised (the shipped encoder
+    only: the student is a smaller one of its kind)."""
+    from rantune.compression.prune import shipped_encoder_only, slice_ffn, slice_heads
 
+    shipped_encoder_only(teacher, "a distilled student (a smaller shipped encoder)")
     t_cfg = teacher.encoder.config
     torch.manual_seed(seed)
     student = build_task_model(task, ChannelEncoder(cfg), radio)
@@ -148,7 +150,7 @@ def kd_loss(student_out: Tensor, teacher_out: Tensor, task: Task, temperature: f
 def hidden_projection(student: nn.Module, teacher: nn.Module) -> nn.Linear:
     """The ``Linear(d_s -> d_t)`` of the hidden-state loss: identity when the widths match,
     else a seeded random init (trained along with the student)."""
-    d_t, d_s = teacher.encoder.config.d_model, student.encoder.config.d_model
+    d_t, d_s = teacher.encoder.d_model, student.encoder.d_model
     proj = nn.Linear(d_s, d_t)
     if d_s == d_t:
         with torch.no_grad():

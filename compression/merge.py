@@ -7,7 +7,8 @@ A run directory (federated, or centralized in the same format) holds::
     RUN/global_adapter.safetensors   trainable state: LoRA adapters + head (peft keys)
 
 The model is rebuilt exactly as the run built it (:mod:`rantune.federated.workload`:
-same base encoder, same LoRA targets), the adapter and head are loaded, and peft's
+same base encoder, shipped or the custom ``model.encoder`` with its
+``model.checkpoint``, same LoRA targets), the adapter and head are loaded, and peft's
 ``merge_and_unload`` folds ``B A`` into the frozen weights: the result is a plain
 :class:`~rantune.tasks.TaskModel` that compression works on.
 """
@@ -59,11 +60,14 @@ class SourceRun:
     def source_info(self) -> dict:
         """The ``source`` section of an artifact manifest."""
         cfg = self.config
+        custom = cfg.model.custom
         return {
             "run_dir": str(self.run_dir),
             "config_hash": self.config_hash,
-            "pretrained": cfg.model.pretrained,
-            "model_size": cfg.model.size,
+            # a custom model.encoder: its entry point and weights (pretrained = its checkpoint)
+            "encoder": cfg.model.encoder if custom else "shipped",
+            "pretrained": (cfg.model.checkpoint or "none") if custom else cfg.model.pretrained,
+            "model_size": "custom" if custom else cfg.model.size,
             "data_preset": cfg.data.preset,
             "data_seed": cfg.data.seed,
             "seed": cfg.seed,

@@ -48,7 +48,12 @@ from rantune.compression.federated_distill import (
 )
 from rantune.compression.measure import TORCH_REFERENCE, latency_table
 from rantune.compression.merge import SourceRun, load_adapter, load_run
-from rantune.compression.prune import PruneSettings, magnitude_prune, structured_prune
+from rantune.compression.prune import (
+    PruneSettings,
+    magnitude_prune,
+    shipped_encoder_only,
+    structured_prune,
+)
 from rantune.compression.quantize_edge import (
     check_calibration,
     preprocess,
@@ -60,6 +65,7 @@ from rantune.errors import InputError
 from rantune.federated.rundir import json_safe
 from rantune.fileio import atomic_write_json, sha256_file
 from rantune.lora import count_parameters
+from rantune.model import ChannelEncoder
 from rantune.tasks import Task, predict
 from rantune_edge import signing
 from rantune_edge.manifest import (
@@ -379,6 +385,21 @@ def resolve_variants(variants: str | Iterable[str] | None, distill_mode: str) ->
     return names
 
 
+def encoder_variants(
+    names: tuple[str, ...], model: nn.Module, explicit: bool, log: Callable[[str], None]
+) -> tuple[str, ...]:
+    """The variants ``model``'s encoder supports: a custom ``model.encoder`` has no
+    student variants (they slice the shipped architecture); asking for one is an error,
+    the default leaves them out."""
+    asked = [n for n in names if n in STUDENT_VARIANTS]
+    if not asked or isinstance(model.encoder, ChannelEncoder):
+        return names
+    if explicit:
+        shipped_encoder_only(model, ", ".join(asked))
+    log(f"custom encoder: {', '.join(asked)} left out (they need the shipped encoder)")
+    return tuple(n for n in names if n not in STUDENT_VARIANTS)
+
+
 # Tasks whose output is not class logits (every other task is a classification).
 OUTPUT_KINDS = {"prediction": "csi", "positioning": "position"}
 
@@ -456,6 +477,7 @@ def compress(
     _check_out_dir(out_dir, overwrite)
     key = signing.load_private_key(sign_key) if sign_key is not None else None
     run = load_run(run_dir)
+    names = encoder_variants(names, run.model, explicit=variants is not None, log=log)
     if data is None:
         log(f"loading {run.config.data.preset} data of the run")
         data = run_data(

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from rantune.errors import InputError
 from rantune.lora import count_parameters
-from rantune.model.encoder import Attention, FeedForward
+from rantune.model.encoder import Attention, ChannelEncoder, FeedForward
 from rantune.tasks import Task
 
 IMPORTANCE_METHODS = ("auto", "taylor", "activation")
@@ -61,7 +61,22 @@ class PruneSettings:
             )
 
 
+def shipped_encoder_only(model: nn.Module, what: str) -> None:
+    """Refuse ``what`` (pruning, a distilled student) on a task model whose encoder is not
+    the shipped :class:`ChannelEncoder`: it slices that architecture's heads, FFN
+    channels and blocks, which a custom ``model.encoder`` need not have."""
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, ChannelEncoder):
+        raise InputError(
+            f"{what} relies on the shipped encoder's attention heads, FFN channels and "
+            f"blocks, and this model's encoder is {type(encoder).__name__} (a custom "
+            "model.encoder): leave pruned-int8 and distilled-int8 out (fp32, int8-dynamic, "
+            "int8-static and sparse-int8 work with any encoder)"
+        )
+
+
 def _blocks(model: nn.Module) -> list[nn.Module]:
+    shipped_encoder_only(model, "structured pruning")
     return list(model.encoder.blocks)
 
 
@@ -224,7 +239,7 @@ def structured_prune(
 
 def magnitude_prune(model: nn.Module, sparsity: float = 0.5) -> tuple[nn.Module, dict]:
     """A copy with the smallest-magnitude ``sparsity`` share of every encoder linear's
-    weights set to zero (size-only: shapes and latency are unchanged)."""
+    weights set to zero (size-only: shapes and latency are unchanged); any encoder."""
     if not 0.0 < sparsity < 1.0:
         raise InputError(f"sparsity={sparsity} is invalid: expected 0 < sparsity < 1")
     pruned = copy.deepcopy(model).eval()

@@ -30,7 +30,9 @@ class LoraSettings:
     r : adapter rank.
     alpha : scaling numerator (``scale = alpha / r``).
     dropout : dropout on the adapter input.
-    targets : projection names to adapt (subset of ``PROJECTION_NAMES``).
+    targets : names of the modules to adapt (peft matches a module name or its dotted
+        suffix); the shipped encoder's are ``PROJECTION_NAMES``, a custom encoder's are
+        its own, checked against the model by :func:`check_targets`.
     client_ranks : per-partition ranks cycled over partition ids (``()`` = ``r`` for
         all; a node config's ``lora-r`` wins), see :mod:`rantune.federated.ranks`.
     """
@@ -39,7 +41,10 @@ class LoraSettings:
     alpha: float = setting(8.0, "adapter scale numerator (scale = alpha / r)", low=0.0, low_open=True)
     dropout: float = setting(0.0, "dropout on the adapter input", low=0.0, high=0.999)
     targets: tuple[str, ...] = setting(
-        ("q_proj", "v_proj"), "adapted projections (comma-separated)", choices=PROJECTION_NAMES
+        ("q_proj", "v_proj"),
+        "adapted module names, comma-separated (the shipped encoder: "
+        + ",".join(PROJECTION_NAMES)
+        + "; a model.encoder: its own linear names)",
     )
     client_ranks: tuple[int, ...] = setting(
         (), 'per-partition ranks cycled over partition ids, e.g. "4,8,16" ("" = r for all)'
@@ -54,10 +59,12 @@ class LoraSettings:
             raise InputError(f"lora alpha={self.alpha} is invalid: expected > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"lora dropout={self.dropout} is invalid: expected 0 <= dropout < 1")
-        unknown = sorted(set(self.targets) - set(PROJECTION_NAMES))
-        if unknown or not self.targets:
+        if not self.targets or not all(
+            t and all(p.isidentifier() for p in t.split(".")) for t in self.targets
+        ):
             raise InputError(
-                f"lora targets {list(self.targets)} are invalid: choose from {list(PROJECTION_NAMES)}"
+                f"lora targets {list(self.targets)} are invalid: give module names, e.g. "
+                f"{','.join(PROJECTION_NAMES[:3])}"
             )
         if any(not isinstance(r, int) or r < 1 for r in self.client_ranks):
             raise InputError(
@@ -70,12 +77,51 @@ class LoraSettings:
         return replace(self, r=int(r))
 
 
+# Module types peft's LoRA wraps (the ones a target may name).
+ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
+
+
+def shipped_targets(targets: tuple[str, ...]) -> None:
+    """Check ``targets`` against the shipped encoder's projections before any work (its
+    modules are known without building it)."""
+    unknown = sorted(set(targets) - set(PROJECTION_NAMES))
+    if unknown:
+        raise InputError(
+            f"lora targets {list(targets)} are invalid: the shipped encoder adapts "
+            f"{list(PROJECTION_NAMES)} (a custom model.encoder may name its own modules)"
+        )
+
+
+def check_targets(model: nn.Module, targets: tuple[str, ...]) -> None:
+    """Every target must name (as peft matches: the name or a dotted suffix) an
+    adaptable module of ``model.encoder`` (of ``model`` when it has no encoder).
+
+    Raises
+    ------
+    InputError
+        Naming the targets that match nothing and listing the module names it has.
+    """
+    scope = getattr(model, "encoder", model)
+    names = [n for n, m in scope.named_modules() if n and isinstance(m, ADAPTABLE)]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+        raise InputError(
+            f"lora targets {missing} name no module of {type(scope).__name__}; its "
+            f"Linear/Conv/Embedding modules are named {leaves or 'nothing (none to adapt)'}: "
+            "set lora.targets to some of them"
+        )
+
+
 def apply_lora(model: nn.Module, settings: LoraSettings) -> PeftModel:
     """Wrap a task model with LoRA adapters; the base is frozen, the ``head`` trains.
 
-    Adapter weights are initialised from torch's global RNG (seed it first).
+    Adapter weights are initialised from torch's global RNG (seed it first). Every
+    target must name a module of the encoder (:func:`check_targets`).
     """
     from peft import LoraConfig, get_peft_model
+
+    check_targets(model, settings.targets)
 
     config = LoraConfig(
         r=settings.r,

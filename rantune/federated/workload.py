@@ -1,7 +1,8 @@
 """The model a federated run trains: frozen base encoder + LoRA adapters + task head.
 
-A :class:`ModelSpec` says everything a model is made of (task and head, encoder
-checkpoint or random-encoder seed, radio geometry, LoRA settings, init seed), so a
+A :class:`ModelSpec` says everything a model is made of (task and head, the shipped
+encoder's checkpoint or a custom encoder's entry point and weights, random-encoder
+seed, radio geometry, LoRA settings, init seed), so a
 model built from one spec can never stand in for another: whoever keeps models
 between rounds keys them by their spec (:class:`rantune.federated.downlink.ModelPool`).
 Nothing here is cached: every call builds afresh.
@@ -26,7 +27,7 @@ from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig
 from rantune.federated.splits import preset
 from rantune.lora import LoraSettings, apply_lora, trainable_state
-from rantune.model import ChannelEncoder, load_checkpoint, model_config
+from rantune.model import ChannelEncoder, Encoder, load_checkpoint, model_config
 from rantune.model.checkpoint import SHIPPED_DIR
 from rantune.seeding import derive_seed
 from rantune.tasks import Task, TaskSettings, build_task_model, get_task
@@ -93,6 +94,9 @@ class ModelSpec:
     lora : rank, alpha, dropout and targets of the adapters.
     init_seed : seeds the head and the adapter initialisation.
     task_options : the task's options (``task-options.*``: observation, horizon).
+    encoder : custom encoder entry point (``model.encoder``; ``""`` = the shipped one,
+        then ``pretrained`` and ``size`` say which).
+    checkpoint : the custom encoder's ``.safetensors`` weights (``""`` = seeded init).
     """
 
     task: str
@@ -104,9 +108,13 @@ class ModelSpec:
     lora: LoraSettings
     init_seed: int
     task_options: TaskSettings = field(default_factory=TaskSettings)
+    encoder: str = ""
+    checkpoint: str = ""
 
     @property
     def is_random(self) -> bool:
+        if self.encoder:
+            return not self.checkpoint
         return self.pretrained.strip().lower() in ("", "none")
 
 
@@ -129,6 +137,8 @@ def model_spec(cfg: RunConfig, rank: int | None = None) -> ModelSpec:
         ),
         init_seed=derive_seed(cfg.seed, "init"),
         task_options=cfg.task_options,
+        encoder=cfg.model.encoder.strip(),
+        checkpoint=cfg.model.checkpoint.strip(),
     )
 
 
@@ -138,10 +148,22 @@ def model_task(task: str, head: str, options: TaskSettings | None = None) -> Tas
     return get_task(task, options, head)
 
 
-def base_encoder(spec: ModelSpec) -> ChannelEncoder:
-    """A frozen base encoder: the checkpoint's, or a random one seeded by ``base_seed``
-    (the global torch RNG is left as it was)."""
-    if spec.is_random:
+def base_encoder(spec: ModelSpec) -> Encoder:
+    """A frozen base encoder: the custom one ``spec.encoder`` names
+    (:func:`rantune.model.custom.build_encoder`, its weights from ``spec.checkpoint``),
+    else the shipped checkpoint's; a random one is seeded by ``base_seed`` (the global
+    torch RNG is left as it was)."""
+    if spec.encoder:
+        from rantune.model.custom import build_encoder
+
+        encoder = build_encoder(
+            spec.encoder,
+            spec.radio.num_bs_antennas,
+            spec.radio.num_subcarriers,
+            checkpoint=spec.checkpoint,
+            seed=derive_seed(spec.base_seed, "random-base"),
+        )
+    elif spec.is_random:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(spec.base_seed, "random-base"))
             encoder = ChannelEncoder(model_config(spec.size))
@@ -153,7 +175,7 @@ def base_encoder(spec: ModelSpec) -> ChannelEncoder:
     return encoder
 
 
-def build_model(spec: ModelSpec, encoder: ChannelEncoder | None = None):
+def build_model(spec: ModelSpec, encoder: Encoder | None = None):
     """A fresh peft task model: frozen base + LoRA adapters + trainable head, eval mode.
 
     ``encoder`` (default :func:`base_encoder`) is deep-copied, never modified; the
@@ -169,6 +191,14 @@ def build_model(spec: ModelSpec, encoder: ChannelEncoder | None = None):
         model = apply_lora(task_model, spec.lora)
     model.eval()
     return model
+
+
+def check_custom_model(cfg: RunConfig) -> None:
+    """Build the run's model once if ``model.encoder`` names a custom encoder, so a bad
+    entry point, encoder contract, checkpoint or LoRA target fails (InputError) before
+    anything is written; the shipped encoder's settings are checked by the schema."""
+    if cfg.model.custom:
+        build_model(model_spec(cfg))
 
 
 def initial_global_state(spec: ModelSpec) -> dict[str, Tensor]:

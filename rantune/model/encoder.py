@@ -107,6 +107,11 @@ class ChannelEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
+    @property
+    def d_model(self) -> int:
+        """Token width (the :class:`rantune.model.interface.Encoder` contract)."""
+        return self.config.d_model
+
     def grid(self, num_antennas: int, num_subcarriers: int) -> tuple[int, int]:
         """Patch grid ``(rows, cols)`` for a CSI shape; raises ``ValueError`` if unpatchable."""
         cfg = self.config

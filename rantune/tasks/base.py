@@ -10,8 +10,7 @@ from torch import Tensor, nn
 
 from rantune.channels.dataset import ChannelDataset
 from rantune.config import RadioConfig
-from rantune.model.config import ModelConfig
-from rantune.model.encoder import ChannelEncoder
+from rantune.model.interface import Encoder, TokenLayout, token_layout
 
 
 class Task(ABC):
@@ -34,8 +33,11 @@ class Task(ABC):
         """Model inputs and targets of rows ``index`` (see each task for shapes)."""
 
     @abstractmethod
-    def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
-        """Head ``head(x, cls, patches) -> output`` for data of the given radio geometry."""
+    def build_head(self, cfg: TokenLayout, radio: RadioConfig) -> nn.Module:
+        """Head ``head(x, cls, patches) -> output`` for data of the given radio geometry.
+
+        ``cfg``: the encoder's token width and patch extent (a ``ModelConfig`` has the
+        same fields); heads never depend on the encoder's architecture."""
 
     @abstractmethod
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
@@ -70,7 +72,8 @@ class Task(ABC):
 
 
 class TaskModel(nn.Module):
-    """Channel encoder plus a task head, after the task's observation gate (if any).
+    """An encoder (:class:`rantune.model.Encoder`: the shipped one or a custom one) plus a
+    task head, after the task's observation gate (if any).
 
     ``forward(x)``: ``x`` is ``[B, 2, A, S]`` for snapshot tasks or ``[B, T, 2, A, S]``
     for sequence tasks (each slot is encoded by the shared encoder). The gate is
@@ -80,7 +83,7 @@ class TaskModel(nn.Module):
 
     def __init__(
         self,
-        encoder: ChannelEncoder,
+        encoder: Encoder,
         head: nn.Module,
         task_name: str,
         gate: nn.Module | None = None,
@@ -104,10 +107,10 @@ class TaskModel(nn.Module):
         return self.head(x, cls, patches)
 
 
-def build_task_model(task: Task, encoder: ChannelEncoder, radio: RadioConfig) -> TaskModel:
+def build_task_model(task: Task, encoder: Encoder, radio: RadioConfig) -> TaskModel:
     """Attach ``task``'s head (fresh, seeded by the caller's torch RNG) to ``encoder``."""
-    encoder.grid(radio.num_bs_antennas, radio.num_subcarriers)  # fails early if unpatchable
-    head = task.build_head(encoder.config, radio)
+    layout = token_layout(encoder, radio.num_bs_antennas, radio.num_subcarriers)  # fails early
+    head = task.build_head(layout, radio)
     return TaskModel(encoder, head, task.name, task.input_gate(radio))
 
 

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rantune.errors import InputError
-from rantune.lora import PROJECTION_NAMES, LoraSettings
+from rantune.lora import PROJECTION_NAMES, LoraSettings, shipped_targets
 from rantune.simulations.commands import set_torch_threads
 from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rantune.tasks.settings import TaskSettings
@@ -340,6 +340,7 @@ def register(app: typer.Typer) -> None:
             dropout=lora_dropout,
             targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
         )
+        shipped_targets(lora.targets)  # before any data is built
         settings = CentralizedSettings(
             task=task,
             task_options=parse_task_options(task_option),

@@ -22,7 +22,7 @@ from flwr.app import Context, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 
 from rantune.errors import InputError
-from rantune.federated import splits
+from rantune.federated import splits, workload
 from rantune.federated.run_config import RunConfig, Scalar, resolve_run_config
 from rantune.simulations.engine.grid import ClientCallable, InProcessGrid
 from rantune.simulations.engine.identity import server_identity
@@ -45,6 +45,7 @@ def resolve_config(overrides: Mapping[str, Scalar] | RunConfig | None = None) ->
 
     check_compatible(cfg)
     splits.num_clients(cfg.data, cfg.partition)  # an unknown preset fails here
+    workload.check_custom_model(cfg)  # a bad model.encoder / lora.targets fails here
     return cfg
 
 

@@ -46,6 +46,8 @@ STRING_VALUES = {
     "out-dir": "runs/other",
     "lora.client-ranks": "4,8",
     "lora.targets": "k_proj",
+    "model.encoder": "my_pkg.encoders:build",
+    "model.checkpoint": "mixer.safetensors",
 }
 
 
@@ -72,6 +74,8 @@ def test_every_key_reaches_a_typed_field(key):
     overrides = {key: value}
     if key == "dp.mode" and value.startswith("client"):
         overrides["dp.mode"] = "server-fixed"
+    if key == "model.checkpoint":  # a custom encoder's weights: needs model.encoder
+        overrides["model.encoder"] = STRING_VALUES["model.encoder"]
 
     # Execute
     cfg = resolve_run_config(overrides)
