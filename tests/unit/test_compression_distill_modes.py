@@ -56,6 +56,7 @@ def test_no_pooled_train_helper_feeds_a_student():
         assert "pooled_split" not in inspect.getsource(module)
 
 
+@pytest.mark.slow
 def test_federated_is_the_default_and_the_manifest_says_so(run_dir, tmp_path, monkeypatch):
     # Prepare: any request for pooled client rows fails
     _refuse_pooled(monkeypatch)
@@ -77,6 +78,7 @@ def test_federated_is_the_default_and_the_manifest_says_so(run_dir, tmp_path, mo
     assert report["settings"]["distillation"]["mode"] == "federated"
 
 
+@pytest.mark.slow
 def test_server_generated_mode_never_touches_client_rows(run_dir, tmp_path, monkeypatch):
     # Prepare: client rows (a client's split, pooled rows) are refused; global test allowed
     cfg = load_run(run_dir).config
