@@ -4,8 +4,9 @@ Variants (each in ``ART/<variant>/`` with ``model.onnx`` and ``manifest.json``):
 
 ``fp32``            merged teacher exported to ONNX (parity with PyTorch <= 1e-4).
 ``int8-dynamic``    per-channel int8 weights, dynamic activations (onnxruntime).
-``int8-static``     per-channel int8 weights and activations (QDQ), calibrated on
-                    client training rows.
+``int8-static``     per-channel int8 weights and activations (QDQ), calibrated on a
+                    sample of client training rows (the server's generated channels
+                    under ``distill_mode="server"``).
 ``pruned-int8``     heads and FFN channels removed by importance, recovered by a short
                     distillation, then dynamic int8.
 ``distilled-int8``  smaller student distilled from the teacher, then dynamic int8.
