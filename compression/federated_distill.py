@@ -305,20 +305,24 @@ def source_importance(
 ) -> tuple[tuple[list[Tensor], list[Tensor], str], dict]:  # fmt: skip
     """Head / FFN-channel importance of ``model`` summed over every participant's own rows.
 
-    Each participant scores at most ``settings.max_rows`` of its rows
-    (:func:`rantune.compression.prune.importance_scores`: sums over rows, so the total
-    weighs participants by rows); stations use their own labels (``taylor`` under
-    ``auto``), the server has none (``activation``). Returns ``(heads, channels,
-    method)`` and ``{"participants", "bytes"}`` (scores up, teacher down).
+    ``settings.max_rows`` rows are scored in all, each participant's share in proportion
+    to its rows (:func:`rantune.compression.prune.importance_scores` sums over rows, so
+    the total weighs participants by rows, as one pooled sample would); stations use
+    their own labels (``taylor`` under ``auto``), the server has none (``activation``).
+    Returns ``(heads, channels, method)`` and ``{"participants", "rows", "bytes"}``
+    (scores up, teacher down).
     """
     heads: list[Tensor] | None = None
     channels: list[Tensor] | None = None
-    used, moved = settings.importance, 0
+    used, moved, scored = settings.importance, 0, {}
     labelled = source.mode == FEDERATED
+    total = sum(len(p.rows()[0]) for p in source.participants)
     for participant in source.participants:
         x, y = participant.rows()
-        x = x[: settings.max_rows]
-        y = y[: settings.max_rows] if (labelled and y is not None) else None
+        share = max(1, round(settings.max_rows * len(x) / total))
+        x = x[:share]
+        y = y[:share] if (labelled and y is not None) else None
+        scored[participant.name] = len(x)
         h, c, used = importance_scores(model, x, y, task, settings.importance, settings.batch_size)
         heads = h if heads is None else [a + b for a, b in zip(heads, h, strict=True)]
         channels = c if channels is None else [a + b for a, b in zip(channels, c, strict=True)]
@@ -326,5 +330,5 @@ def source_importance(
             scores = {f"heads.{i}": v for i, v in enumerate(h)}
             scores.update({f"ffn.{i}": v for i, v in enumerate(c)})
             moved += state_bytes(scores) + teacher_bytes
-    info = {"participants": [p.name for p in source.participants], "bytes": moved}
+    info = {"participants": [p.name for p in source.participants], "rows": scored, "bytes": moved}
     return (heads, channels, used), info

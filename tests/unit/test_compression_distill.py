@@ -170,3 +170,24 @@ def test_rounds_must_be_positive(world):
     with pytest.raises(InputError, match="rounds=0"):
         run_distillation(teacher, _student(world), task, federated_source(cfg, data, task),
                          SETTINGS, rounds=0)  # fmt: skip
+
+
+def test_importance_summed_over_stations_equals_one_pooled_pass(world):
+    # Prepare: activation importance is a sum over rows, so the stations' sum must equal
+    # what one pass over their rows pooled would give (without pooling them)
+    from rantune.compression.federated_distill import source_importance
+    from rantune.compression.prune import PruneSettings, importance_scores
+
+    cfg, task, teacher, data = world
+    source = federated_source(cfg, data, task)
+    settings = PruneSettings(importance="activation", max_rows=10_000)
+    pooled_x = torch.cat([p.rows()[0] for p in source.participants])
+    # Execute
+    (heads, channels, used), info = source_importance(teacher, task, source, settings, 7)
+    ref_heads, ref_channels, _ = importance_scores(teacher, pooled_x, method="activation")
+    # Assert
+    assert used == "activation"
+    assert info["rows"] == {p.name: len(p.rows()[0]) for p in source.participants}
+    for got, ref in zip(heads + channels, ref_heads + ref_channels, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+    assert info["bytes"] > 3 * 7  # scores up plus the teacher's bytes per station
