@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rantune.errors import InputError
 from rantune.simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
@@ -97,6 +98,9 @@ def register(app: typer.Typer) -> None:
         list_keys: bool = typer.Option(
             False, "--list-keys", help="Print every run-config key with its default and help."
         ),
+        workers: int = typer.Option(
+            1, "--workers", help="Worker processes running the clients (same numbers as 1)."
+        ),
     ) -> None:
         """Federated LoRA fine-tuning on the in-process engine (the `flwr run .` apps, no Ray)."""
         from rantune.federated.run_config import parse_override_pairs
@@ -118,9 +122,11 @@ def register(app: typer.Typer) -> None:
         overrides.update({k: v for k, v in flags.items() if v is not None})
         overrides["out-dir"] = str(out)
         cfg = resolve_config(overrides)  # fails on bad keys before anything is written
+        if workers < 1:
+            raise InputError(f"--workers {workers} is invalid: expected >= 1")
         ensure_output_dir(out)
         if not verbose:
             logging.getLogger("flwr").setLevel(logging.WARNING)
-        history = run_simulation(cfg)
+        history = run_simulation(cfg, workers=workers)
         print_history(history)
         console.print(f"outputs in [bold]{Path(cfg.out_dir).resolve()}[/]")

@@ -7,8 +7,10 @@
 
 ``run_simulation`` calls ``server.app.app`` (the very ``ServerApp`` that ``flwr run``
 loads) with an :class:`~simulations.engine.grid.InProcessGrid` that runs
-``client.app.app`` for each message in this process. Outputs, resume and byte
-accounting are those of the ServerApp (``OUT/history.json`` etc.).
+``client.app.app`` for each message in this process, or with ``workers=N`` on N
+worker processes that keep their base stations' jobs between rounds
+(:mod:`rantune.simulations.engine.pool`; the same numbers as ``workers=1``). Outputs,
+resume and byte accounting are those of the ServerApp (``OUT/history.json`` etc.).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rantune.simulations.engine.identity import server_identity
 
 __all__ = [
     "EngineStats",
+    "check_node_data",
     "InProcessGrid",
     "node_configs_for",
     "resolve_config",
@@ -57,6 +60,16 @@ def node_configs_for(
     n = splits.num_clients(cfg.data, cfg.partition)
     extra = extra or {}
     return [{"partition-id": i, "num-partitions": n, **dict(extra.get(i, {}))} for i in range(n)]
+
+
+def check_node_data(cfg: RunConfig, node_configs: list[dict]) -> None:
+    """Fail before anything runs if a node config's ``data-path`` is missing or holds
+    another station than the node's partition (the check a deployed ClientApp makes)."""
+    from rantune.federated.local import DATA_PATH, node_data, node_identity
+
+    for node_config in node_configs:
+        if node_config.get(DATA_PATH):
+            node_data(cfg, node_identity(cfg, node_config))
 
 
 @dataclass
@@ -93,6 +106,7 @@ def run_simulation(
     client_app: ClientCallable | None = None,
     server_app=None,
     run_id: int = 1,
+    workers: int = 1,
 ) -> dict:
     """Run (or resume) a federated run in this process; returns ``history.json``'s content.
 
@@ -103,8 +117,9 @@ def run_simulation(
     out_dir : overrides the config's ``out-dir``.
     node_configs : one dict per node; default: one node per client of the partitioning.
     client_app, server_app : default ``client.app.app`` and ``server.app.app``; tests
-        pass wrappers (e.g. a client that fails).
+        pass wrappers (e.g. a client that fails; module-level callables with ``workers``).
     run_id : the run id in message metadata.
+    workers : worker processes that run the clients (1 = in this process).
     """
     import json
 
@@ -117,14 +132,23 @@ def run_simulation(
         cfg = resolve_config(overrides)
     if out_dir is not None and cfg.out_dir != str(out_dir):
         cfg = cfg.with_overrides(**{"out-dir": str(out_dir)})
+    custom_client = client_app
     if client_app is None:
         from rantune.client.app import app as client_app
     if server_app is None:
         from rantune.server.app import app as server_app
     nodes = node_configs if node_configs is not None else node_configs_for(cfg)
     _check_sampling(cfg, len(nodes))
+    check_node_data(cfg, nodes)
     run_config = cfg.flat_dict()
-    grid = InProcessGrid(client_app, run_config, nodes, run_id=run_id)
+    pool = None
+    if workers > 1:
+        from rantune.simulations.engine.pool import WorkerPool
+
+        pool = WorkerPool(workers, run_config, client_app=custom_client, run_id=run_id)
+    elif workers < 1:
+        raise InputError(f"workers={workers} is invalid: expected >= 1")
+    grid = InProcessGrid(client_app, run_config, nodes, run_id=run_id, pool=pool)
     context = Context(
         run_id=run_id,
         node_id=SUPERLINK_NODE_ID,
@@ -133,8 +157,12 @@ def run_simulation(
         run_config=run_config,
     )
     start = time.perf_counter()
-    with server_identity(run_id):
-        server_app(grid, context)
+    try:
+        with server_identity(run_id):
+            server_app(grid, context)
+    finally:
+        if pool is not None:
+            pool.close()
     last_stats.total_s = time.perf_counter() - start
     last_stats.client_s = grid.client_seconds
     last_stats.client_calls = grid.calls
