@@ -8,10 +8,20 @@ import typer
 from rich.console import Console
 
 from rantune.errors import InputError
+from rantune.pretrain_settings import PretrainSettings
 from rantune.simulations.commands import set_torch_threads
 from rantune.simulations.errors import cli_errors, ensure_output_dir
 
 console = Console()
+D = PretrainSettings()  # the one source of every default below
+
+
+def pair_text(pair: tuple[float, float]) -> str:
+    return f"{pair[0]:g},{pair[1]:g}"
+
+
+def ints_text(values: tuple[int, ...]) -> str:
+    return ",".join(map(str, values))
 
 
 def parse_pair(text: str, what: str) -> tuple[float, float]:
@@ -35,47 +45,47 @@ def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     @cli_errors
     def pretrain_command(
-        preset: str = typer.Option("pretrain", help="Preset name or .toml path to pretrain on."),
-        size: str = typer.Option("tiny", help="Model size: tiny or small."),
-        steps: int = typer.Option(3000, help="Optimizer steps."),
-        batch_size: int = typer.Option(64, help="Samples per step."),
-        lr: float = typer.Option(2e-3, help="Peak AdamW learning rate."),
-        min_lr_ratio: float = typer.Option(0.05, help="Final lr as a share of the peak."),
-        warmup_steps: int = typer.Option(150, help="Linear warm-up steps."),
-        weight_decay: float = typer.Option(0.05, help="AdamW weight decay (matrices only)."),
-        mask_ratio: float = typer.Option(0.4, help="Share of patches hidden per sample."),
+        preset: str = typer.Option(D.preset, help="Preset name or .toml path to pretrain on."),
+        size: str = typer.Option(D.size, help="Model size: tiny or small."),
+        steps: int = typer.Option(D.steps, help="Optimizer steps."),
+        batch_size: int = typer.Option(D.batch_size, help="Samples per step."),
+        lr: float = typer.Option(D.lr, help="Peak AdamW learning rate."),
+        min_lr_ratio: float = typer.Option(D.min_lr_ratio, help="Final lr as a share of the peak."),
+        warmup_steps: int = typer.Option(D.warmup_steps, help="Linear warm-up steps."),
+        weight_decay: float = typer.Option(D.weight_decay, help="AdamW weight decay (matrices only)."),
+        mask_ratio: float = typer.Option(D.mask_ratio, help="Share of patches hidden per sample."),
         replacement: bool = typer.Option(
-            False, help="LWM 80/10/10: mask token / random patch / unchanged."
+            D.replacement, help="LWM 80/10/10: mask token / random patch / unchanged."
         ),
-        noise: str = typer.Option("awgn", help="Noise augmentation: none, awgn or dataset."),
-        noise_probability: float = typer.Option(0.5, help="Share of samples made noisy."),
-        noise_snr_db: str = typer.Option("-5,25", help="SNR range of the added noise, dB."),
+        noise: str = typer.Option(D.noise, help="Noise augmentation: none, awgn or dataset."),
+        noise_probability: float = typer.Option(D.noise_probability, help="Share of samples made noisy."),
+        noise_snr_db: str = typer.Option(pair_text(D.noise_snr_db), help="SNR range of the added noise, dB."),
         weight_patches: float = typer.Option(
-            0.3, help="Share of samples with random patches behind the mask token."
+            D.weight_patches, help="Share of samples with random patches behind the mask token."
         ),
         weight_antennas: float = typer.Option(
-            0.2, help="Share observing only the first n antennas (zeros elsewhere)."
+            D.weight_antennas, help="Share observing only the first n antennas (zeros elsewhere)."
         ),
         weight_pilots: float = typer.Option(
-            0.2, help="Share observing only every k-th subcarrier (zeros elsewhere)."
+            D.weight_pilots, help="Share observing only every k-th subcarrier (zeros elsewhere)."
         ),
-        weight_rsrp: float = typer.Option(0.2, help="Share observing Set B beam RSRPs."),
+        weight_rsrp: float = typer.Option(D.weight_rsrp, help="Share observing Set B beam RSRPs."),
         weight_denoise: float = typer.Option(
-            0.1, help="Share denoising the full noisy LS estimate."
+            D.weight_denoise, help="Share denoising the full noisy LS estimate."
         ),
-        mask_antennas: str = typer.Option("2,4,8", help="Observed antenna counts (first n)."),
-        pilot_spacings: str = typer.Option("2,4,8", help="Observed every-k-th subcarrier."),
-        set_b_spacings: str = typer.Option("2,4", help="Set B = every k-th beam."),
-        rsrp_error_db: float = typer.Option(1.0, help="RSRP measurement error std, dB."),
+        mask_antennas: str = typer.Option(ints_text(D.mask_antennas), help="Observed antenna counts (first n)."),
+        pilot_spacings: str = typer.Option(ints_text(D.pilot_spacings), help="Observed every-k-th subcarrier."),
+        set_b_spacings: str = typer.Option(ints_text(D.set_b_spacings), help="Set B = every k-th beam."),
+        rsrp_error_db: float = typer.Option(D.rsrp_error_db, help="RSRP measurement error std, dB."),
         init: str = typer.Option(
-            "none", help="Start from a checkpoint (shipped name or .safetensors) or none."
+            D.init, help="Start from a checkpoint (shipped name or .safetensors) or none."
         ),
-        held_out_sites: int = typer.Option(3, help="Sites (from the end) kept for evaluation."),
-        checkpoint_every: int = typer.Option(250, help="Steps between resumable states."),
+        held_out_sites: int = typer.Option(D.held_out_sites, help="Sites (from the end) kept for evaluation."),
+        checkpoint_every: int = typer.Option(D.checkpoint_every, help="Steps between resumable states."),
         stop_after: int | None = typer.Option(
             None, help="Stop (state saved, no card) after this many steps; rerun to resume."
         ),
-        seed: int = typer.Option(0, help="Seeds the model init and every random draw."),
+        seed: int = typer.Option(D.seed, help="Seeds the model init and every random draw."),
         out: Path = typer.Option(
             Path("runs/pretrain"), help="Where <name>.safetensors + .json go."
         ),
@@ -89,7 +99,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Pretrain the encoder (masked channel modeling on the tasks' observations); resumable."""
-        from rantune.pretraining import PretrainSettings, pretrain
+        from rantune.pretraining import pretrain
 
         set_torch_threads(threads)
         settings = PretrainSettings(

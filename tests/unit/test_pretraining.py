@@ -21,6 +21,15 @@ from rantune.pretraining import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a busy 2-core machine more threads only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def synthetic_data(n_train: int = 48, n_held: int = 16) -> PretrainData:
     """Unit-norm random CSI ``[N, 2, 16, 32]`` split into train and held-out sites."""
     g = torch.Generator().manual_seed(0)
@@ -173,15 +182,31 @@ def test_pretrain_writes_checkpoint_card_and_head(tmp_path):
     assert card["data"]["held_out_sites"] == ["c"]
     assert card["reproduce"].startswith("rantune pretrain --preset pretrain --size tiny --steps 6")
     assert card["results"]["throughput_samples_per_s"] > 0
+    by_variant = card["results"]["held_out_nmse_db_by_variant"]
+    assert set(by_variant) == {
+        "patches", "antennas-2", "antennas-4", "antennas-8", "pilots-2", "pilots-4",
+        "pilots-8", "rsrp-2", "rsrp-4", "denoise",
+    }
+    assert "--weight-rsrp 0.2" in card["reproduce"] and "--init none" in card["reproduce"]
+    assert card["data"]["samples_seen"] == 6 * 8 and card["data"]["num_beams"] == 16
+    assert set(card["history"][-1]["by_variant"]) <= set(by_variant)
     model = load_masked_model(tmp_path / "out" / "t.safetensors")
     nmse = evaluate_masked_nmse(model, data.held_out, 0.4, seed=12345)
     assert nmse == pytest.approx(card["results"]["masked_nmse_db_held_out_sites"], abs=1e-3)
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize(
+    "objective",
+    [
+        dict(replacement=True),  # the default mix, LWM replacement on the patches kind
+        dict(weight_patches=0.0, weight_denoise=0.4, noise_probability=0.3, init="tiny"),
+    ],
+    ids=["default-mix", "observations-only-from-tiny"],
+)
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path, objective):
     # Prepare
     data = synthetic_data()
-    settings = small_settings(replacement=True)
+    settings = small_settings(**objective)
     quiet = dict(data=data, progress=False, log=lambda *a: None)
 
     # Execute: one straight run; one stopped after 4 steps and resumed
@@ -196,6 +221,8 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     b, _ = load_checkpoint(tmp_path / "b" / "m.safetensors")
     for key, value in a.state_dict().items():
         assert torch.equal(b.state_dict()[key], value), key
+    history = [json.loads((tmp_path / d / "m.json").read_text())["history"] for d in "ab"]
+    assert history[0] == history[1]
 
 
 def test_resume_with_other_settings_raises(tmp_path):

@@ -18,6 +18,15 @@ from rantune.tasks.settings import TaskSettings
 SHAPE = (16, 32)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a busy 2-core machine more threads only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def encoder() -> ChannelEncoder:
     torch.manual_seed(0)
