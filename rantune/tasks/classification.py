@@ -17,6 +17,7 @@ from rantune.tasks.base import Task
 from rantune.tasks.baselines import best_of
 from rantune.tasks.baselines.angle_delay import peak_ratio
 from rantune.tasks.metrics import accuracy, f1_score, gain_ratio, roc_auc, topk_accuracy
+from rantune.tasks.observation import own_norm
 
 
 class PooledLinearHead(nn.Module):
@@ -110,7 +111,7 @@ class LosTask(Task):
         self.head = _check_head(head)
 
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
-        return csi_to_real(data["csi_noisy"][index]), torch.as_tensor(
+        return csi_to_real(own_norm(data["csi_noisy"][index])), torch.as_tensor(
             data.require("los", "the los task", index).astype(np.int64)
         )
 
@@ -160,7 +161,9 @@ class BeamTask(Task):
         self.head = _check_head(head)
 
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
-        return csi_to_real(data["csi_noisy"][index]), torch.as_tensor(data["beam_gains"][index])
+        return csi_to_real(own_norm(data["csi_noisy"][index])), torch.as_tensor(
+            data["beam_gains"][index]
+        )
 
     def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
         return CLASSIFICATION_HEADS[self.head](cfg.d_model, radio.num_beams)

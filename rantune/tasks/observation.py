@@ -44,6 +44,26 @@ NOISE_SEED = 13_843  # root of the tasks' own noise draws (TR 38.843)
 _EPS = 1e-12
 
 
+def own_norm(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled per row so that what a station observed has unit Frobenius norm.
+
+    ``x`` is ``[N, A, S]`` (a snapshot estimate: scaled by its own norm) or
+    ``[N, T, A, S]`` (a sequence: every slot scaled by the norm of slot 0). A station
+    can compute this from its own estimate, so training, evaluation and the edge
+    runtime (``rantune_edge.io.csi_scale``, manifest ``unit-frobenius`` with scope
+    ``snapshot`` / ``first-slot``) feed the model the same numbers; the noiseless
+    channel's norm, which no station knows, is never used. Returns complex64.
+    """
+    norm = row_norm(x if x.ndim == 3 else x[:, 0])
+    return (x / norm.reshape((len(x),) + (1,) * (x.ndim - 1))).astype(np.complex64)
+
+
+def row_norm(x: np.ndarray) -> np.ndarray:
+    """Frobenius norm ``[N]`` float64 of each row of ``x`` ``[N, ...]`` (at least 1e-12)."""
+    power = (np.abs(x.astype(np.complex128)) ** 2).reshape(len(x), -1).sum(axis=1)
+    return np.maximum(np.sqrt(power), _EPS)
+
+
 def sample_keys(csi: np.ndarray) -> np.ndarray:
     """64-bit key ``[N]`` uint64 of each sample: a hash of its noiseless snapshot ``[N, A, S]``."""
     rows = np.ascontiguousarray(csi).reshape(len(csi), -1)

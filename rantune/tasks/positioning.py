@@ -31,6 +31,7 @@ from rantune.tasks.baselines import best_of
 from rantune.tasks.baselines import positioning as bl
 from rantune.tasks.classification import CLASSIFICATION_HEADS, _check_head
 from rantune.tasks.metrics import position_metrics
+from rantune.tasks.observation import own_norm
 
 RT_DELAY_FIELD = "delay_s"  # strongest path's delay: ray-traced stations only
 POSITION_SCALE_M = 100.0  # the head predicts position / scale (unit-scale regression)
@@ -83,7 +84,7 @@ class PositioningTask(Task):
         located = located_rows(data)[index]
         target = data["ut_position"][index, :2].astype(np.float32)
         target[~located] = np.nan
-        return csi_to_real(data["csi_noisy"][index]), torch.as_tensor(target)
+        return csi_to_real(own_norm(data["csi_noisy"][index])), torch.as_tensor(target)
 
     def build_head(self, cfg: ModelConfig, radio: RadioConfig) -> nn.Module:
         return PositionHead(self.head, cfg.d_model)

@@ -24,7 +24,7 @@ from rantune.tasks.base import Task
 from rantune.tasks.baselines import best_of
 from rantune.tasks.baselines import prediction as bp
 from rantune.tasks.metrics import nmse_db
-from rantune.tasks.observation import ls_estimate, sample_keys
+from rantune.tasks.observation import ls_estimate, own_norm, row_norm, sample_keys
 from rantune.tasks.settings import TaskSettings
 
 SEQUENCE_NOISE = "sequence"  # purpose of the past slots' noise (rantune.tasks.observation)
@@ -183,12 +183,15 @@ class PredictionTask(Task):
     def past_and_target(
         self, data: ChannelDataset, index: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Noisy past slots ``[N, T_in, A, S]`` and the noiseless target ``[N, A, S]`` (complex)."""
+        """Noisy past slots ``[N, T_in, A, S]`` and the noiseless target ``[N, A, S]``
+        (complex), both scaled so that the first observed (noisy) slot has unit norm
+        (:func:`rantune.tasks.observation.own_norm`: what a station can compute)."""
         num_inputs = observed_slots(data, self.horizon, self.name)
         sequence = data["csi_sequence"][index]  # [N, T, A, S]
         keys = sample_keys(data["csi"][index])
         past = ls_estimate(sequence[:, :num_inputs], data["snr_db"][index], keys, SEQUENCE_NOISE)
-        return past, sequence[:, -1]
+        norm = row_norm(past[:, 0])[:, None, None]  # [N, 1, 1]
+        return own_norm(past), (sequence[:, -1] / norm).astype(np.complex64)
 
     def tensors(self, data: ChannelDataset, index: np.ndarray) -> tuple[Tensor, Tensor]:
         past, target = self.past_and_target(data, index)

@@ -71,10 +71,17 @@ def test_prediction_inputs_are_noisy_estimates_at_the_sample_snr():
     # Execute
     x, y = task.tensors(data, np.arange(20))
 
-    # Assert: inputs carry 10 dB of noise, the target is the noiseless last slot
-    past = real_to_csi(x).numpy()
-    assert nmse_db(past, data["csi_sequence"][:, :4]) == pytest.approx(-10.0, abs=0.5)
-    assert np.allclose(real_to_csi(y).numpy(), data["csi_sequence"][:, -1])
+    # Assert: the noiseless last slot and 10 dB noisy inputs, both scaled per sample by
+    # one positive factor that puts the observed (noisy) first slot at unit norm
+    past, target, last = real_to_csi(x).numpy(), real_to_csi(y).numpy(), data["csi_sequence"][:, -1]
+    scale = np.einsum("nas,nas->n", target, last.conj()).real / np.einsum(
+        "nas,nas->n", last, last.conj()
+    ).real  # [N]
+    assert np.all(scale > 0)
+    np.testing.assert_allclose(target, scale[:, None, None] * last, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(past[:, 0].reshape(20, -1), axis=1), 1.0, rtol=1e-5)
+    unscaled = past / scale[:, None, None, None]
+    assert nmse_db(unscaled, data["csi_sequence"][:, :4]) == pytest.approx(-10.0, abs=0.5)
 
 
 def test_changing_the_target_slot_leaves_the_inputs_unchanged():
