@@ -78,8 +78,18 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(DEFAULT_OUT, "--out", help="Directory for state, logs, keys."),
         preset: str | None = typer.Option(
-            None, "--preset", help="Data preset sent to every SuperNode (data-preset)."
+            None,
+            "--preset",
+            help="Data preset (name or .toml): each SuperNode gets its own station of it "
+            "(DIR/data/bs-i, passed as data-path; --nodes = its station count).",
         ),
+        station_data: bool = typer.Option(
+            True,
+            "--station-data/--no-station-data",
+            help="With --preset: lay out one station data set per node (off: nodes read "
+            "the shared channel cache, for synthetic partitions).",
+        ),
+        data_seed: int = typer.Option(0, "--data-seed", help="The run's data.seed (with --preset)."),
         name: str = typer.Option(
             launcher.DEFAULT_NAME, "--name", help="Connection name for `flwr run . NAME`."
         ),
@@ -103,11 +113,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start a SuperLink and N SuperNodes; print the `flwr run` connection."""
         cfg = launcher.LaunchConfig(
-            out_dir=ensure_output_dir(out),
+            out_dir=out,
             num_nodes=nodes,
             use_tls=tls,
             use_auth=auth,
             preset=preset,
+            station_data=station_data,
+            data_seed=data_seed,
             name=name,
             superlink_port=port,
             node_configs=tuple(node_config) if node_config else None,
@@ -117,6 +129,8 @@ def register(app: typer.Typer) -> None:
             wait_nodes=wait,
             timeout_s=timeout,
         )
+        launcher.check(cfg)  # bad input fails here, before anything is written
+        ensure_output_dir(out)
         try:
             fed = launcher.up(cfg)
         except RuntimeError as err:
@@ -131,6 +145,14 @@ def register(app: typer.Typer) -> None:
             f"run:  {_run_hint(fed)}\nstop: rantune federation down --out {out}",
             highlight=False,
         )
+        laid_out = [n["data_path"] for n in fed.nodes if "data_path" in n]
+        if laid_out:
+            console.print(
+                f"station data: {len(laid_out)} directories under {Path(laid_out[0]).parent} "
+                f"(one station each, the nodes' data-path); run with data.preset={preset!r} "
+                f"data.seed={data_seed} and partition.scheme='natural'",
+                highlight=False,
+            )
 
     @group.command("down")
     @cli_errors

@@ -98,6 +98,9 @@ def restart_node(out_dir: Path, name: str, env: dict[str, str] | None = None) ->
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["FLWR_HOME"] = str(fed.flwr_home)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    node = next((n for n in fed.nodes if n.get("name") == name), {})
+    if node.get("cache"):  # a node with its own station data keeps its private cache
+        env["RANTUNE_CACHE"] = node["cache"]
     restarts = len(list((out_dir / "logs").glob(f"{name}.restart-*.log")))
     log = out_dir / "logs" / f"{name}.restart-{restarts + 1}.log"
     record = processes.start_process(name, list(old.argv), log, env)

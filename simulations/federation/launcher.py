@@ -3,7 +3,11 @@
 ``up`` starts ``flower-superlink`` and N ``flower-supernode`` processes, each
 SuperNode with ``--node-config "partition-id=i num-partitions=N"`` (plus
 ``data-preset``), optionally with TLS (generated CA) and SuperNode
-authentication (generated, registered keys). It records every process in
+authentication (generated, registered keys). With a preset, it first lays out one
+station data set per SuperNode, ``DIR/data/bs-i`` (station ``i`` of the preset and
+nothing else: :func:`rantune.channels.sources.export_station`), passes it as the
+node's ``data-path``, and gives each such node a private, empty channel cache
+(``RANTUNE_CACHE=DIR/node-cache/bs-i``), as if it ran on its own host. It records every process in
 ``DIR/federation.json`` as soon as it starts, logs each to ``DIR/logs/NAME.log``
 and writes a ``[superlink.NAME]`` connection to ``$FLWR_HOME/config.toml`` so
 that ``flwr run . NAME`` reaches it. ``down`` stops exactly those processes.
@@ -24,7 +28,13 @@ from pathlib import Path
 
 from rantune.errors import InputError
 from rantune.simulations.federation import auth, connection, processes, tls
-from rantune.simulations.federation.node_config import build_node_config, check_partitions
+from rantune.simulations.federation.node_config import (
+    DATA_PATH,
+    PARTITION_ID,
+    build_node_config,
+    check_partitions,
+    check_preset_name,
+)
 from rantune.simulations.federation.state import STATE_FILE, Federation
 
 DEFAULT_NAME = "rantune-local"
@@ -48,7 +58,14 @@ class LaunchConfig:
         Enable SuperNode authentication (needs TLS): one key pair per node,
         registered before the node starts.
     preset : str, optional
-        Data preset sent to every SuperNode as ``data-preset``.
+        Data preset (name or .toml path) sent to every SuperNode as ``data-preset``;
+        with ``station_data`` each node gets its station of it as ``data-path``.
+    station_data : bool
+        With a preset: lay out ``DIR/data/bs-i`` (one station each; one SuperNode per
+        station, the natural split) and pass them as ``data-path``. Off: every node
+        reads the shared channel cache (synthetic partitions, a simulation rehearsal).
+    data_seed : int
+        The run's ``data.seed`` (the laid-out stations are generated with it).
     name : str
         Connection name written to ``$FLWR_HOME/config.toml``.
     superlink_port : int, optional
@@ -77,6 +94,8 @@ class LaunchConfig:
     use_tls: bool = False
     use_auth: bool = False
     preset: str | None = None
+    station_data: bool = True
+    data_seed: int = 0
     name: str = DEFAULT_NAME
     superlink_port: int | None = None
     node_ports: tuple[int, ...] | None = None
@@ -158,11 +177,77 @@ def _validate(cfg: LaunchConfig) -> list[str]:
                 f"{len(configs)} node-configs for {cfg.num_nodes} SuperNodes; give one per node"
             )
     else:
-        configs = [build_node_config(i, cfg.num_nodes, cfg.preset) for i in range(cfg.num_nodes)]
-    check_partitions(configs)
+        dirs = station_dirs(cfg, Path(cfg.out_dir).resolve())
+        configs = [
+            build_node_config(i, cfg.num_nodes, cfg.preset, None if dirs is None else str(dirs[i]))
+            for i in range(cfg.num_nodes)
+        ]
+    parsed = check_partitions(configs)
+    if cfg.node_configs is not None:
+        _check_data_paths(cfg, parsed)
     if cfg.node_ports is not None and len(cfg.node_ports) != cfg.num_nodes:
         raise InputError(f"{len(cfg.node_ports)} node ports for {cfg.num_nodes} SuperNodes")
     return configs
+
+
+def _station_preset(cfg: LaunchConfig):
+    from rantune.presets import load_preset
+
+    return load_preset(cfg.preset).with_seed(cfg.data_seed)
+
+
+def station_dirs(cfg: LaunchConfig, out_dir: Path) -> list[Path] | None:
+    """Where ``up`` lays out each node's station data set (``None``: it does not).
+
+    Raises
+    ------
+    InputError
+        If the preset's station count differs from ``--nodes`` (one SuperNode per
+        station), or the preset is unknown.
+    """
+    if cfg.preset is None or not cfg.station_data:
+        return None
+    check_preset_name(cfg.preset)
+    stations = len(_station_preset(cfg).sites)
+    if stations != cfg.num_nodes:
+        raise InputError(
+            f"--nodes {cfg.num_nodes} but preset {cfg.preset!r} has {stations} base stations: "
+            f"station data needs one SuperNode per station (--nodes {stations}); or pass "
+            "--no-station-data to let every node read the shared channel cache (synthetic "
+            "partitions, a simulation-style rehearsal)"
+        )
+    return [out_dir / "data" / f"bs-{i}" for i in range(cfg.num_nodes)]
+
+
+def _check_data_paths(cfg: LaunchConfig, parsed: list[dict]) -> None:
+    """Explicit node-configs: every ``data-path`` is a station data set, and with a
+    preset the node's own station of it."""
+    from rantune.channels.sources import NodeStations
+    from rantune.channels.station import open_station
+
+    preset = _station_preset(cfg) if cfg.preset is not None else None
+    for values in parsed:
+        if DATA_PATH not in values:
+            continue
+        where = f"node-config partition-id={values[PARTITION_ID]}"
+        if preset is None:
+            if not Path(values[DATA_PATH]).expanduser().is_dir():
+                raise InputError(f"{where}: data-path {values[DATA_PATH]!r} does not exist")
+            open_station(Path(values[DATA_PATH]).expanduser())  # a station data set
+        else:
+            NodeStations(preset, values[PARTITION_ID], values[DATA_PATH])
+
+
+def _lay_out_station_data(cfg: LaunchConfig, out_dir: Path) -> list[Path] | None:
+    """Write each node's station directory (station i of the preset only)."""
+    from rantune.channels.sources import export_station
+
+    dirs = station_dirs(cfg, out_dir)
+    if dirs is not None:
+        preset = _station_preset(cfg)
+        for i, directory in enumerate(dirs):
+            export_station(preset, i, directory)
+    return dirs
 
 
 def _ports(cfg: LaunchConfig) -> tuple[int, list[int]]:
@@ -254,6 +339,11 @@ def _register_all(keys: list, name: str, home: Path, flwr_bin: str) -> list[int]
         return [f.result() for f in futures]
 
 
+def check(cfg: LaunchConfig) -> None:
+    """Validate a launch request (ports aside) without writing or starting anything."""
+    _validate(cfg)
+
+
 def up(cfg: LaunchConfig) -> Federation:
     """Start the SuperLink and the SuperNodes; return the recorded federation.
 
@@ -267,6 +357,7 @@ def up(cfg: LaunchConfig) -> Federation:
         failure case the processes started so far are stopped first.
     """
     configs = _validate(cfg)
+    parsed_configs = check_partitions(configs)
     out_dir = Path(cfg.out_dir).resolve()
     if (out_dir / STATE_FILE).is_file():
         previous = Federation.load(out_dir)
@@ -289,6 +380,7 @@ def up(cfg: LaunchConfig) -> Federation:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.use_tls and tls_files is None:
         tls_files = tls.generate_tls(out_dir / "tls", extra_hosts=cfg.tls_hosts)
+    _lay_out_station_data(cfg, out_dir)
 
     address = f"{cfg.host}:{link_port}"
     env = {
@@ -329,6 +421,11 @@ def up(cfg: LaunchConfig) -> Federation:
         node_records = []
         for i, name in enumerate(names):
             node: dict = {"name": name, "node_config": configs[i], "port": node_ports[i]}
+            node_env = env
+            if DATA_PATH in parsed_configs[i]:  # its own station only: a private, empty cache
+                node["data_path"] = parsed_configs[i][DATA_PATH]
+                node["cache"] = str(out_dir / "node-cache" / name)
+                node_env = {**env, "RANTUNE_CACHE": node["cache"]}
             argv = [supernode_bin, "--superlink", address, "--host", cfg.host]
             argv += ["--port", str(node_ports[i])]
             argv += ["--root-certificates", str(tls_files.ca_cert)] if tls_files else ["--insecure"]
@@ -336,7 +433,7 @@ def up(cfg: LaunchConfig) -> Federation:
                 node.update(node_id=node_ids[i], private_key=str(keys[i].private_key))
                 argv += ["--auth-supernode-private-key", str(keys[i].private_key)]
             argv += ["--node-config", configs[i]]
-            record = processes.start_process(name, argv, out_dir / f"logs/{name}.log", env)
+            record = processes.start_process(name, argv, out_dir / f"logs/{name}.log", node_env)
             fed.processes.append(record)
             fed.nodes.append(node)
             fed.save()

@@ -1,11 +1,12 @@
 """SuperNode ``--node-config`` strings: build them and check them before a launch.
 
-The ClientApp reads ``partition-id`` and ``num-partitions`` (ints) and an
-optional ``data-preset`` (string) from ``context.node_config``. Flower parses
-``--node-config`` as space-separated ``key=value`` pairs whose values are TOML
-(``partition-id=0 num-partitions=2 data-preset="smoke"``); this module parses
-them the same way, so a bad string fails here, with a hint, and not inside a
-SuperNode minutes later.
+The ClientApp reads ``partition-id`` and ``num-partitions`` (ints), an optional
+``data-path`` (string: the node's own station data set, a directory with
+``station.json`` + ``station.safetensors``) and the informational ``data-preset``
+from ``context.node_config``. Flower parses ``--node-config`` as space-separated
+``key=value`` pairs whose values are TOML (``partition-id=0 num-partitions=2
+data-path="/data/bs-0"``); this module parses them the same way, so a bad string
+fails here, with a hint, and not inside a SuperNode minutes later.
 """
 
 from __future__ import annotations
@@ -18,14 +19,21 @@ from rantune.errors import InputError
 
 # Flower 1.41's pattern (flwr.common.config.parse_config_args).
 _PAIR = re.compile(r"(\S+?)=(\'[^\']*\'|\"[^\"]*\"|\S+)")
-_PRESET = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PRESET = re.compile(r"^[A-Za-z0-9_./-]+$")
+_QUOTES = re.compile(r"[\"'\\]")
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 DATA_PRESET = "data-preset"
+DATA_PATH = "data-path"
 
 
-def build_node_config(partition_id: int, num_partitions: int, preset: str | None = None) -> str:
+def build_node_config(
+    partition_id: int,
+    num_partitions: int,
+    preset: str | None = None,
+    data_path: str | None = None,
+) -> str:
     """Return the ``--node-config`` string of base station ``partition_id``.
 
     Parameters
@@ -35,7 +43,9 @@ def build_node_config(partition_id: int, num_partitions: int, preset: str | None
     num_partitions : int
         Number of partitions (SuperNodes) in the federation.
     preset : str, optional
-        Data preset name (letters, digits, ``_ . -``), passed as ``data-preset``.
+        Data preset name or path (letters, digits, ``_ . - /``), passed as ``data-preset``.
+    data_path : str, optional
+        The node's station directory, passed as ``data-path`` (no quotes or backslashes).
 
     Returns
     -------
@@ -44,14 +54,26 @@ def build_node_config(partition_id: int, num_partitions: int, preset: str | None
     """
     text = f"{PARTITION_ID}={int(partition_id)} {NUM_PARTITIONS}={int(num_partitions)}"
     if preset is not None:
-        if not _PRESET.match(preset):
-            raise InputError(
-                f"invalid preset name {preset!r}; use letters, digits, '_', '.', '-' "
-                "(e.g. --preset smoke)"
-            )
+        check_preset_name(preset)
         text += f' {DATA_PRESET}="{preset}"'
+    if data_path is not None:
+        if _QUOTES.search(data_path):
+            raise InputError(
+                f"data-path {data_path!r} contains a quote or backslash, which a node-config "
+                "cannot carry; use a directory path without them"
+            )
+        text += f' {DATA_PATH}="{data_path}"'
     validate_node_config(text)
     return text
+
+
+def check_preset_name(preset: str) -> None:
+    """Fail unless ``preset`` can travel in a node-config (a name or a plain path)."""
+    if not _PRESET.match(preset):
+        raise InputError(
+            f"invalid preset name {preset!r}; use letters, digits, '_', '.', '-', '/' "
+            "(e.g. --preset smoke)"
+        )
 
 
 def parse_node_config(text: str) -> dict[str, Any]:
@@ -124,6 +146,10 @@ def validate_node_config(text: str, num_partitions: int | None = None) -> dict[s
         )
     if DATA_PRESET in values and not isinstance(values[DATA_PRESET], str):
         raise InputError(f'node-config {text!r}: data-preset must be a quoted string ("smoke")')
+    if DATA_PATH in values and not isinstance(values[DATA_PATH], str):
+        raise InputError(
+            f'node-config {text!r}: data-path must be a quoted directory path ("/data/bs-0")'
+        )
     return values
 
 

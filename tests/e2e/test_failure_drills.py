@@ -42,6 +42,7 @@ def federation(tmp_path, smoke_sites):
         use_tls=True,
         use_auth=True,
         preset="smoke",
+        station_data=False,  # 2 clients of an iid split: nodes read the shared cache
         name="rantune-drill",
         flwr_home=tmp_path / "flwr-home",
         timeout_s=120.0,

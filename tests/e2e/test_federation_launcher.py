@@ -80,6 +80,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.Federa
         use_tls=True,
         use_auth=True,
         preset="smoke",
+        station_data=False,  # 2 clients of an iid split: nodes read the shared cache
         name="secure",
         flwr_home=root / "flwr-home",
         timeout_s=TIMEOUT_S,
