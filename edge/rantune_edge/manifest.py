@@ -51,9 +51,8 @@ CSI_NORMALIZATION = {
     "csi": "complex CSI H [antennas, subcarriers] scaled to unit Frobenius norm per sample",
     "layout": "float32 [..., 2, antennas, subcarriers]: index 0 = real part, 1 = imaginary part",
     "source_field": "csi_noisy (the noisy LS estimate); csi_sequence slots for prediction",
-    "station_note": "training rows of csi_noisy were divided by the noiseless channel's norm, "
-    "which a station does not know; the runtime divides each estimate by its own norm "
-    "(larger by about sqrt(1 + 1/SNR))",
+    "station_note": "training rows of csi_noisy were divided by their own norm, as the "
+    "runtime does (the noiseless channel's norm, which a station does not know, is not used)",
 }
 
 _REQUIRED = ("format_version", "task", "variant", "input", "output", "model", "source")
@@ -66,8 +65,9 @@ SEQUENCE_NORMALIZATION = {
     "norm of slot 0 (slot powers relative to slot 0 are kept)",
     "layout": "float32 [..., T, 2, antennas, subcarriers]: index 0 = real, 1 = imaginary",
     "source_field": "csi_sequence slots 0 .. T-1 (the slots before the predicted one)",
-    "station_note": "training sequences were divided by the norm of their slot 0, as the "
-    "runtime does; the predicted CSI is returned in the input's units",
+    "station_note": "training sequences (noisy LS estimates) were divided by the norm of "
+    "their noisy slot 0, as the runtime does; the predicted CSI is returned in the input's "
+    "units",
 }
 
 
