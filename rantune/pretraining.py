@@ -155,6 +155,22 @@ def initial_model(settings: PretrainSettings) -> MaskedChannelModel:
     return model
 
 
+def held_out_scores(
+    model: MaskedChannelModel, objective: Objective, data: PretrainData, mask_ratio: float
+) -> dict:
+    """A model card's scores (dB, 3 decimals): the MCM metric (random patches, clean
+    inputs) on the held-out sites and a train subset, and each objective variant's NMSE
+    on the held-out sites (:func:`rantune.pretrain_objective.evaluate_objective`)."""
+    held = evaluate_masked_nmse(model, data.held_out, mask_ratio, seed=12345)
+    train = evaluate_masked_nmse(model, data.train[:2048], mask_ratio, seed=12345)
+    by_variant = evaluate_objective(model, objective, data.held_out, seed=12345)
+    return {
+        "masked_nmse_db_held_out_sites": round(held, 3),
+        "masked_nmse_db_train_subset": round(train, 3),
+        "held_out_nmse_db_by_variant": {k: round(v, 3) for k, v in by_variant.items()},
+    }
+
+
 def pretrain(
     settings: PretrainSettings,
     run_dir: Path | str,
@@ -281,9 +297,14 @@ def pretrain(
     if step < settings.steps:
         log(f"stopped at step {step}/{settings.steps}; rerun to resume ({state_path})")
         return None
-    held_db = evaluate_masked_nmse(model, data.held_out, settings.mask_ratio, seed=12345)
-    train_db = evaluate_masked_nmse(model, data.train[:2048], settings.mask_ratio, seed=12345)
-    by_variant = evaluate_objective(model, objective, data.held_out, seed=12345)
+    scores = held_out_scores(model, objective, data, settings.mask_ratio)
+    held_db, train_db = scores["masked_nmse_db_held_out_sites"], scores["masked_nmse_db_train_subset"]
+    if settings.init.strip().lower() != "none":  # what the starting point scores on the same rows
+        start = load_masked_model(settings.init)
+        scores["init_checkpoint"] = {
+            "name": settings.init,
+            **held_out_scores(start, objective, data, settings.mask_ratio),
+        }
     card = {
         "name": name,
         "model_size": settings.size,
@@ -304,9 +325,7 @@ def pretrain(
         },
         "results": {
             "steps": step,
-            "masked_nmse_db_held_out_sites": round(held_db, 3),
-            "masked_nmse_db_train_subset": round(train_db, 3),
-            "held_out_nmse_db_by_variant": {k: round(v, 3) for k, v in by_variant.items()},
+            **scores,
             "throughput_samples_per_s": round(step * settings.batch_size / train_seconds, 1),
             "train_seconds": round(train_seconds, 1),
             "torch_threads": torch.get_num_threads(),

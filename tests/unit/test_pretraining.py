@@ -221,8 +221,13 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, objective):
     b, _ = load_checkpoint(tmp_path / "b" / "m.safetensors")
     for key, value in a.state_dict().items():
         assert torch.equal(b.state_dict()[key], value), key
-    history = [json.loads((tmp_path / d / "m.json").read_text())["history"] for d in "ab"]
-    assert history[0] == history[1]
+    cards = [json.loads((tmp_path / d / "m.json").read_text()) for d in "ab"]
+    assert cards[0]["history"] == cards[1]["history"]
+    if "init" in objective:  # the starting checkpoint is scored on the same rows
+        start = cards[0]["results"]["init_checkpoint"]
+        assert start["name"] == "tiny" and set(start["held_out_nmse_db_by_variant"]) == set(
+            cards[0]["results"]["held_out_nmse_db_by_variant"]
+        )
 
 
 def test_resume_with_other_settings_raises(tmp_path):
