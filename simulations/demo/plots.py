@@ -1,4 +1,5 @@
-"""Per-site data summary plot of the demo report."""
+"""The demo report's plots: per-site data summary, and per task the metric against rounds
+and uploaded MB with the reference lines."""
 
 from __future__ import annotations
 
@@ -59,3 +60,70 @@ def plot_sites(rows: list[dict], path: Path) -> None:
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     atomic_write_figure(path, fig)
+
+
+REFERENCE_STYLES = {"centralized": ":", "local-only": "-.", "baseline": "--"}
+
+
+def plot_task_curves(table: dict, curves: dict[str, dict], out_dir: Path) -> list[Path]:
+    """``metric_vs_round_<task>.png`` and ``metric_vs_mb_<task>.png`` of one task.
+
+    Two panels each: the global model on the global test rows, and the client mean of the
+    model each station uses (personalized where the strategy keeps parameters local) on
+    its own test rows. The centralized, local-only and classical-baseline values of the
+    same metric are horizontal lines in both.
+
+    Parameters
+    ----------
+    table : :func:`rantune.simulations.demo.tables.task_table`.
+    curves : ``{strategy: tables.curves(history, primary)}``.
+    out_dir : where the PNGs go.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rantune.simulations.demo.tables import reference_lines
+
+    task, metric = table["task"], table["primary"]
+    direction = "higher is better" if table["higher_is_better"] else "lower is better"
+    lines = reference_lines(table)
+    kinds = {row["label"]: row["kind"] for row in table["rows"]}
+    personalized = {row["label"] for row in table["rows"] if row.get("personalized")}
+    paths = []
+    for axis, xlabel in (("round", "round"), ("mb_up", "cumulative MB uploaded (all clients)")):
+        fig, panels = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        for ax, (key, title) in zip(
+            panels,
+            (("global", "global model, global test rows"),
+             ("clients", "model each station uses, own test rows (client mean)")),
+            strict=True,
+        ):
+            for i, (strategy, curve) in enumerate(sorted(curves.items())):
+                x = np.asarray(curve[axis], dtype=float)
+                y = np.array([np.nan if v is None else v for v in curve[key]], dtype=float)
+                label = strategy
+                if strategy in personalized:
+                    label += " (personalized)" if key == "clients" else " (global: unused)"
+                ax.plot(x, y, marker="o", ms=3, color=plt.get_cmap("tab10")(i % 10), label=label)
+            for j, (name, value) in enumerate(lines[key].items()):
+                if value is not None:
+                    ax.axhline(
+                        value,
+                        color=("black", "dimgray", "gray")[j % 3],
+                        linestyle=REFERENCE_STYLES.get(kinds[name], "--"),
+                        linewidth=1.2,
+                        label=name,
+                    )
+            if axis == "mb_up":
+                ax.set_xscale("log")
+            ax.set(title=title, xlabel=xlabel)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        panels[0].set_ylabel(f"{metric} ({direction})")
+        fig.suptitle(f"{task}: {metric} vs {xlabel.split(' (')[0]}")
+        fig.tight_layout()
+        name = "metric_vs_round" if axis == "round" else "metric_vs_mb"
+        paths.append(atomic_write_figure(out_dir / f"{name}_{task}.png", fig))
+    return paths

@@ -48,32 +48,113 @@ def _data_section(out: Path, data: dict) -> list[str]:
     return lines
 
 
-def _comparison_section(out: Path, rows: list[dict], plan: dict) -> list[str]:
+METRIC_NAMES = {
+    "auc": "AUC",
+    "top1": "top-1",
+    "gain_loss_db": "gain loss (dB)",
+    "nmse_db": "NMSE (dB)",
+    "error_p90_m": "p90 error (m)",
+}
+KIND_NOTES = {
+    "centralized": "reference: every client's training rows pooled (not federated)",
+    "local-only": "reference: each station alone; global = mean of the station models",
+    "baseline": "classical, no learning; fitted per station on its training rows",
+}
+
+
+def _metric_name(name: str) -> str:
+    return METRIC_NAMES.get(name, name)
+
+
+def _what(row: dict) -> str:
+    if row["kind"] != "federated":
+        return KIND_NOTES[row["kind"]]
+    if row["personalized"]:
+        return "stations use their personalized model (global model unused)"
+    return "stations use the global model"
+
+
+def _task_section(out: Path, table: dict, plan: dict, number: str) -> list[str]:
+    metrics = table["metrics"]
+    direction = "higher" if table["higher_is_better"] else "lower"
+    header = ["model", "what the stations use"]
+    for m in metrics:
+        name = _metric_name(m)
+        header += [f"{name} global test", f"{name} client mean", f"{name} client worst"]
+    header += ["clients", "MB up"]
     lines = [
-        "## 2. Federated LoRA fine-tuning: strategies side by side",
+        f"### {number} `{table['task']}`: {_metric_name(table['primary'])} ({direction} is better)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|---|" + "---:|" * (len(header) - 2),
+    ]
+    for row in table["rows"]:
+        label = f"`{row['label']}`" if row["kind"] == "federated" else row["label"]
+        cells = [label, _what(row)]
+        for m in metrics:
+            cells += [_fmt(row["global"][m]), _fmt(row["client_mean"][m]), _fmt(row["client_worst"][m])]
+        mb = _fmt(row["mb_up"], 2) if "mb_up" in row else "-"
+        cells += [str(row["clients_scored"]), mb]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Centralized and local-only LoRA train {table['epochs']} epochs (the epochs one "
+        f"client trains over the {plan['rounds']} rounds) from the same initial adapters. "
+        "Client mean / worst: each client's own test rows, the model that station uses.",
+        "",
+    ]
+    for plot in table.get("plots", []):
+        lines += [f"![{Path(plot).stem}]({plot})", ""]
+    return lines
+
+
+def _comparison_section(out: Path, summary: dict) -> list[str]:
+    plan = summary["plan"]
+    lines = [
+        "## 2. Federated LoRA fine-tuning: strategies next to the references",
         "",
         f"{plan['rounds']} rounds, one client per base station ({', '.join(plan['partitions'])} "
-        "split), only LoRA adapters and the task head travel. Final and best global metric on "
-        "the held-out global test set; worst client on its local test split; MB = uplink + "
-        "downlink over the run.",
+        "split); only LoRA adapters and the task head travel. Global test: the server's "
+        "held-out global test rows. The centralized, local-only and classical rows use the "
+        "same training and test rows as the federated runs.",
         "",
-        "| task | strategy | metric | final | best | worst client | MB up | MB down | wall s |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for task in plan["tasks"]:
-        task_rows = [r for r in rows if r["task"] == task]
-        higher = bool(task_rows) and task_rows[0]["higher_is_better"].lower() == "true"
-        task_rows.sort(key=lambda r: float(r["final_metric"] or "nan"), reverse=higher)
-        for r in task_rows:
-            lines.append(
-                f"| {task} | {r['strategy']} | {r['metric']} | {_fmt(r['final_metric'])} | "
-                f"{_fmt(r['best_metric'])} | {_fmt(r['worst_client_metric'])} | "
-                f"{_fmt(r['mb_up'], 2)} | {_fmt(r['mb_down'], 2)} | {_fmt(r['wall_time_s'], 0)} |"
-            )
-    lines += ["", "Full comparison: [compare/report.md](compare/report.md).", ""]
-    for plot in sorted((out / "compare" / "plots").glob("*.png")):
-        lines += [f"![{plot.stem}]({_rel(out, plot)})", ""]
+    for i, task in enumerate(plan["tasks"], start=1):
+        lines += _task_section(out, summary["tasks"][task], plan, f"2.{i}")
+    lines += ["Strategy comparison over rounds: [compare/report.md](compare/report.md).", ""]
     return lines
+
+
+def _timing_section(summary: dict) -> list[str]:
+    timing = summary["timing"]
+    lines = [
+        "## 4. Wall time",
+        "",
+        f"This invocation: **{timing['wall_s']:.0f} s** on {timing['cpus']} CPU cores with "
+        f"{timing['workers']} worker processes, {timing['cpu_s']:.0f} CPU seconds in this "
+        "process and its workers (load average 1/5/15 min "
+        f"{' / '.join(f'{x:.2f}' for x in timing['load_start'])} at the start, "
+        f"{' / '.join(f'{x:.2f}' for x in timing['load_end'])} at the end; the machine may "
+        f"be shared); {timing['stations_generated']} station(s) generated, "
+        f"{timing['runs_reused']} federated run(s) reused.",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in timing["stages"].items()]
+    lines += [
+        "",
+        "Every invocation into this directory (`invocations.json`):",
+        "",
+        "| date (UTC) | wall s | CPU s | stations generated | runs reused | load 1 min at start |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for inv in summary["invocations"]:
+        lines.append(
+            f"| {inv['date']} | {inv['wall_s']:.0f} | {_fmt(inv.get('cpu_s'), 0)} | "
+            f"{inv['stations_generated']} | {inv['runs_reused']} | {inv['load_start'][0]:.2f} |"
+        )
+    return lines + [""]
 
 
 def _compression_section(out: Path, compression: dict, edge: dict) -> list[str]:
@@ -122,16 +203,19 @@ def _compression_section(out: Path, compression: dict, edge: dict) -> list[str]:
 def write_demo_report(out: Path, summary: dict) -> None:
     """Write ``out/report.md`` (with relative PNG links) and ``out/report.json``."""
     plan = summary["plan"]
+    timing = summary["timing"]
     lines = [
         "# rantune demo",
         "",
         f"Preset `{plan['preset']}`; tasks {', '.join(plan['tasks'])}; strategies "
         f"{', '.join(plan['strategies'])}; artifacts {', '.join(plan['variants'])}. "
-        f"Wall time {summary['wall_s']:.0f} s ({summary['reused_runs']} federated run(s) reused).",
+        f"Wall time {timing['wall_s']:.0f} s (load average {timing['load_start'][0]:.2f} at "
+        f"the start, {timing['cpus']} cores; section 4).",
         "",
     ]
     lines += _data_section(out, summary["data"])
-    lines += _comparison_section(out, summary["comparison"], plan)
+    lines += _comparison_section(out, summary)
     lines += _compression_section(out, summary["compression"], summary["edge"])
+    lines += _timing_section(summary)
     atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
     atomic_write_json(out / "report.json", summary)
