@@ -17,15 +17,19 @@ def register(app: typer.Typer) -> None:
     @cli_errors
     def demo(
         out: Path = typer.Option(Path("runs/demo"), help="Output directory (reused on re-runs)."),
-        quick: bool = typer.Option(False, help="Smoke preset and tiny runs: about 2 minutes."),
+        quick: bool = typer.Option(
+            False, help="The 3-site smoke preset and tiny runs: checks that every stage works."
+        ),
         workers: int = typer.Option(2, help="Processes for the federated runs."),
     ) -> None:
-        """Data, federated fine-tuning with a strategy comparison, int8 edge artifact, report."""
+        """Data, federated fine-tuning with a strategy comparison next to centralized,
+        local-only and classical references, int8 edge artifact, report."""
         from rantune.simulations.demo import run_demo
 
         out = ensure_output_dir(out)
         summary = run_demo(out, quick=quick, workers=workers, log=console.print)
+        timing = summary["timing"]
         console.print(
-            f"[green]done[/] in {summary['wall_s']:.0f} s: {out / 'report.md'} "
-            f"(JSON: {out / 'report.json'})"
+            f"[green]done[/] in {timing['wall_s']:.0f} s ({timing['cpu_s']:.0f} CPU s, load "
+            f"{timing['load_start'][0]:.2f}): {out / 'report.md'} (JSON: {out / 'report.json'})"
         )
