@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from rantune.config import RadioConfig
 from rantune.errors import InputError
 from rantune.model import ChannelEncoder, ModelConfig
+from rantune.schema import check_settings, setting
 from rantune.tasks import Task, TaskModel, build_task_model
 
 
@@ -39,24 +40,19 @@ from rantune.tasks import Task, TaskModel, build_task_model
 class DistillSettings:
     """Distillation hyper-parameters (see the module docstring for the loss)."""
 
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    temperature: float = 2.0
-    kd_weight: float = 1.0
-    hidden_weight: float = 1.0
-    label_weight: float = 0.5
-    max_grad_norm: float = 1.0
-    seed: int = 0
+    epochs: int = setting(3, "passes over the rows", low=1)
+    batch_size: int = setting(64, "mini-batch size", low=1)
+    lr: float = setting(1e-3, "AdamW learning rate", low=0.0, low_open=True)
+    weight_decay: float = setting(0.0, "AdamW weight decay", low=0.0)
+    temperature: float = setting(2.0, "softening temperature of the KD loss", low=0.0, low_open=True)
+    kd_weight: float = setting(1.0, "weight of the output (KD) loss", low=0.0)
+    hidden_weight: float = setting(1.0, "weight of the hidden-state loss", low=0.0)
+    label_weight: float = setting(0.5, "weight of the label loss (own labels only)", low=0.0)
+    max_grad_norm: float = setting(1.0, "gradient clipping norm (0 = off)", low=0.0)
+    seed: int = setting(0, "seeds shuffling and the student init", low=0)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise InputError(f"distill epochs={self.epochs!r} is invalid: expected >= 1")
-        if self.temperature <= 0 or self.lr <= 0 or self.batch_size < 1:
-            raise InputError("distill temperature, lr and batch_size must be > 0")
-        if min(self.kd_weight, self.hidden_weight, self.label_weight) < 0:
-            raise InputError("distill loss weights must be >= 0")
+        check_settings(self, "distill")
 
 
 def student_config(

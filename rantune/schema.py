@@ -82,6 +82,7 @@ class Key:
     type: Any
     default: Any
     setting: Setting
+    scope: str = "run config"  # how error messages name where the key lives
 
 
 def kebab(name: str) -> str:
@@ -131,8 +132,8 @@ def to_flat(obj: Any, prefix: str = "") -> dict[str, Scalar]:
     return out
 
 
-def _fail(key: str, value: object, hint: str) -> typing.NoReturn:
-    raise InputError(f"run config {key}={value!r} is invalid: {hint}")
+def _fail(k: Key, value: object, hint: str) -> typing.NoReturn:
+    raise InputError(f"{k.scope} {k.key}={value!r} is invalid: {hint}")
 
 
 def _range_text(s: Setting, integer: bool) -> str:
@@ -148,28 +149,28 @@ def _range_text(s: Setting, integer: bool) -> str:
 
 def _number(k: Key, value: object, integer: bool) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        _fail(k.key, value, "expected an integer" if integer else "expected a number")
+        _fail(k, value, "expected an integer" if integer else "expected a number")
     if integer:
         if isinstance(value, float):
             if not value.is_integer():
-                _fail(k.key, value, "expected an integer")
+                _fail(k, value, "expected an integer")
             value = int(value)
     else:
         value = float(value)
     if not math.isfinite(value):
-        _fail(k.key, value, "expected a finite number")
+        _fail(k, value, "expected a finite number")
     s = k.setting
     below = s.low is not None and (value <= s.low if s.low_open else value < s.low)
     above = s.high is not None and value > s.high
     if below or above:
-        _fail(k.key, value, "expected " + _range_text(s, integer))
+        _fail(k, value, "expected " + _range_text(s, integer))
     return value
 
 
 def _item(k: Key, kind: Any, text: str) -> Any:
     if kind is int:
         if not text.lstrip("-").isdigit():
-            _fail(k.key, text, "not an integer (write comma-separated integers, e.g. 4,8,16)")
+            _fail(k, text, "not an integer (write comma-separated integers, e.g. 4,8,16)")
         return _number(k, int(text), integer=True)
     return text
 
@@ -179,22 +180,22 @@ def parse_value(k: Key, value: object) -> Any:
     kind, s = k.type, k.setting
     if _is_tuple(kind):
         if not isinstance(value, str):
-            _fail(k.key, value, 'expected a comma-separated string (quote it: key="a,b")')
+            _fail(k, value, 'expected a comma-separated string (quote it: key="a,b")')
         item_type = typing.get_args(kind)[0]
         items = tuple(_item(k, item_type, p.strip()) for p in value.split(",") if p.strip())
         unknown = [i for i in items if s.choices is not None and i not in s.choices]
         if unknown:
-            _fail(k.key, value, f"{unknown} not among {', '.join(s.choices)}")
+            _fail(k, value, f"{unknown} not among {', '.join(s.choices)}")
         return items
     if kind is bool:
         if not isinstance(value, bool):
-            _fail(k.key, value, "expected true or false")
+            _fail(k, value, "expected true or false")
         return value
     if kind is str:
         if not isinstance(value, str):
-            _fail(k.key, value, 'expected a string (quote it: key="value")')
+            _fail(k, value, 'expected a string (quote it: key="value")')
         if s.choices is not None and value not in s.choices:
-            _fail(k.key, value, f"choose one of {', '.join(s.choices)}")
+            _fail(k, value, f"choose one of {', '.join(s.choices)}")
         return value
     if kind is int:
         return _number(k, value, integer=True)
@@ -219,6 +220,16 @@ def read_section(cls: type, raw: Mapping[str, Scalar], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def check_settings(obj: Any, scope: str) -> None:
+    """Validate the setting fields of a section instance built in Python (bounds, choices,
+    types), with messages naming ``scope`` (e.g. ``"training"``); call it from
+    ``__post_init__``. Nested sections check themselves."""
+    for k in keys_of(type(obj)):
+        if len(k.path) == 1:
+            value = to_flat_value(k.type, getattr(obj, k.path[0]))
+            parse_value(dataclasses.replace(k, key=k.path[0], scope=scope), value)
+
+
 def check_known(cls: type, raw: Mapping[str, Scalar], *, require_all: bool) -> None:
     """Fail on keys the schema does not know (and, with ``require_all``, on missing ones)."""
     known = {k.key for k in keys_of(cls)}
@@ -236,7 +247,9 @@ def check_known(cls: type, raw: Mapping[str, Scalar], *, require_all: bool) -> N
         )
     for key, value in raw.items():
         if not isinstance(value, bool | int | float | str):
-            _fail(key, value, "values must be bool, int, float or str")
+            raise InputError(
+                f"run config {key}={value!r} is invalid: values must be bool, int, float or str"
+            )
 
 
 def describe(cls: type) -> Iterator[tuple[str, Scalar, str]]:

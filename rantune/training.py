@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from rantune.errors import InputError
+from rantune.schema import check_settings, setting
 from rantune.tasks.base import Task, predict
 
 
@@ -30,26 +30,17 @@ class TrainSettings:
     max_steps : stop after this many optimizer steps (0 = no cap; a compute budget).
     """
 
-    epochs: int = 1
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    prox_mu: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    max_steps: int = 0
+    epochs: int = setting(1, "passes over the local training rows", low=1)
+    batch_size: int = setting(64, "mini-batch size", low=1)
+    lr: float = setting(1e-3, "AdamW learning rate", low=0.0, low_open=True)
+    weight_decay: float = setting(0.0, "AdamW weight decay", low=0.0)
+    prox_mu: float = setting(0.0, "FedProx proximal coefficient", low=0.0)
+    max_grad_norm: float = setting(1.0, "gradient clipping norm (0 = off)", low=0.0)
+    seed: int = setting(0, "seeds shuffling and dropout", low=0)
+    max_steps: int = setting(0, "optimizer step cap (0 = none)", low=0)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise InputError(f"epochs={self.epochs!r} is invalid: expected an integer >= 1")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise InputError(f"batch_size={self.batch_size!r} is invalid: expected >= 1")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"lr={self.lr} is invalid: expected a finite value > 0")
-        if not isinstance(self.max_steps, int) or self.max_steps < 0:
-            raise InputError(f"max_steps={self.max_steps!r} is invalid: expected an integer >= 0")
-        if self.prox_mu < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise InputError("prox_mu, weight_decay and max_grad_norm must be >= 0")
+        check_settings(self, "training")
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
