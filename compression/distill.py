@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -32,27 +33,22 @@ from torch import Tensor, nn
 from rantune.config import RadioConfig
 from rantune.errors import InputError
 from rantune.model import ChannelEncoder, ModelConfig
-from rantune.schema import check_settings, setting
+from rantune.schema import setting
 from rantune.tasks import Task, TaskModel, build_task_model
+from rantune.training import OptimizerSettings
 
 
 @dataclass(frozen=True)
-class DistillSettings:
-    """Distillation hyper-parameters (see the module docstring for the loss)."""
+class DistillSettings(OptimizerSettings):
+    """Distillation hyper-parameters (see the module docstring for the loss):
+    :class:`rantune.training.OptimizerSettings` (3 epochs by default) plus the loss terms."""
 
     epochs: int = setting(3, "passes over the rows", low=1)
-    batch_size: int = setting(64, "mini-batch size", low=1)
-    lr: float = setting(1e-3, "AdamW learning rate", low=0.0, low_open=True)
-    weight_decay: float = setting(0.0, "AdamW weight decay", low=0.0)
     temperature: float = setting(2.0, "softening temperature of the KD loss", low=0.0, low_open=True)
     kd_weight: float = setting(1.0, "weight of the output (KD) loss", low=0.0)
     hidden_weight: float = setting(1.0, "weight of the hidden-state loss", low=0.0)
     label_weight: float = setting(0.5, "weight of the label loss (own labels only)", low=0.0)
-    max_grad_norm: float = setting(1.0, "gradient clipping norm (0 = off)", low=0.0)
-    seed: int = setting(0, "seeds shuffling and the student init", low=0)
-
-    def __post_init__(self) -> None:
-        check_settings(self, "distill")
+    scope: ClassVar[str] = "distill"
 
 
 def student_config(

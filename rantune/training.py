@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -15,32 +16,43 @@ from rantune.tasks.base import Task, predict
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Optimisation settings of one local training call.
+class OptimizerSettings:
+    """What every optimisation loop of rantune takes (training, distillation).
 
     Attributes
     ----------
-    epochs : passes over the local training rows.
+    epochs : passes over the rows.
     batch_size : mini-batch size.
     lr : AdamW learning rate.
     weight_decay : AdamW weight decay.
-    prox_mu : FedProx proximal coefficient; adds ``mu / 2 * ||w - w_ref||^2``.
     max_grad_norm : gradient clipping norm (0 = off).
     seed : seeds shuffling and dropout.
-    max_steps : stop after this many optimizer steps (0 = no cap; a compute budget).
     """
 
-    epochs: int = setting(1, "passes over the local training rows", low=1)
+    epochs: int = setting(1, "passes over the rows", low=1)
     batch_size: int = setting(64, "mini-batch size", low=1)
     lr: float = setting(1e-3, "AdamW learning rate", low=0.0, low_open=True)
     weight_decay: float = setting(0.0, "AdamW weight decay", low=0.0)
-    prox_mu: float = setting(0.0, "FedProx proximal coefficient", low=0.0)
     max_grad_norm: float = setting(1.0, "gradient clipping norm (0 = off)", low=0.0)
     seed: int = setting(0, "seeds shuffling and dropout", low=0)
-    max_steps: int = setting(0, "optimizer step cap (0 = none)", low=0)
+    scope: ClassVar[str] = "training"  # names the settings in error messages
 
     def __post_init__(self) -> None:
-        check_settings(self, "training")
+        check_settings(self, self.scope)
+
+
+@dataclass(frozen=True)
+class TrainSettings(OptimizerSettings):
+    """Optimisation settings of one local training call: :class:`OptimizerSettings` plus
+
+    Attributes
+    ----------
+    prox_mu : FedProx proximal coefficient; adds ``mu / 2 * ||w - w_ref||^2``.
+    max_steps : stop after this many optimizer steps (0 = no cap; a compute budget).
+    """
+
+    prox_mu: float = setting(0.0, "FedProx proximal coefficient", low=0.0)
+    max_steps: int = setting(0, "optimizer step cap (0 = none)", low=0)
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
