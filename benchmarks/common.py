@@ -20,6 +20,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,6 +164,66 @@ def provenance_lines(prov: dict | Iterable[dict]) -> list[str]:
     if lines:
         lines[-1] = lines[-1].rstrip()
     return lines
+
+
+# ---------------------------------------------------------------------- memory
+class PeakSampler:
+    """Peak summed RSS of a process tree (a root process and its descendants), via /proc.
+
+    Parameters
+    ----------
+    root_pid : the tree's root.
+    interval : seconds between samples.
+    include_root : count the root itself (off: only its descendants, e.g. the runs a
+        light benchmark driver starts).
+    """
+
+    def __init__(self, root_pid: int, interval: float = 0.5, include_root: bool = True) -> None:
+        self.root, self.interval, self.peak = root_pid, interval, 0
+        self.include_root = include_root
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _tree(self) -> set[int]:
+        parents = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    parents[int(entry.name)] = int(fields[1])
+                except (OSError, IndexError, ValueError):
+                    pass
+        tree, frontier = {self.root}, [self.root]
+        while frontier:
+            pid = frontier.pop()
+            kids = [p for p, pp in parents.items() if pp == pid and p not in tree]
+            tree.update(kids)
+            frontier.extend(kids)
+        return tree if self.include_root else tree - {self.root}
+
+    def _rss(self) -> int:
+        total = 0
+        for pid in self._tree():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 # -------------------------------------------------------------------- statistics

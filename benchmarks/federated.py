@@ -43,7 +43,6 @@ import os
 import resource
 import shutil
 import statistics
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -303,56 +302,6 @@ def run_ray(args) -> None:
 
 
 # -------------------------------------------------------------------- scale
-class PeakSampler:
-    """Peak summed RSS of a process tree (this process and its descendants), via /proc."""
-
-    def __init__(self, root_pid: int, interval: float = 0.5) -> None:
-        self.root, self.interval, self.peak = root_pid, interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _tree(self) -> set[int]:
-        parents = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                    parents[int(entry.name)] = int(fields[1])
-                except (OSError, IndexError, ValueError):
-                    pass
-        tree, frontier = {self.root}, [self.root]
-        while frontier:
-            pid = frontier.pop()
-            kids = [p for p, pp in parents.items() if pp == pid and p not in tree]
-            tree.update(kids)
-            frontier.extend(kids)
-        return tree
-
-    def _rss(self) -> int:
-        total = 0
-        for pid in self._tree():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
-                pass
-        return total
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def _scale_entry(history: dict, total: float, peak: int) -> dict:
     rounds = [r for r in history["rounds"] if r["round"] > 0]
     return {
@@ -382,7 +331,7 @@ def run_scale(args) -> None:
     if "engine" not in result:
         out_dir = args.work / "scale-engine"
         shutil.rmtree(out_dir, ignore_errors=True)
-        with PeakSampler(os.getpid()) as sampler:
+        with common.PeakSampler(os.getpid()) as sampler:
             t0 = time.perf_counter()
             history = run_simulation(_base(args, "los", 0, **extra, **{"out-dir": str(out_dir)}))
             total = time.perf_counter() - t0
@@ -394,7 +343,7 @@ def run_scale(args) -> None:
         shutil.rmtree(out_dir, ignore_errors=True)
         config = _base(args, "los", 0, **extra, **{"out-dir": str(out_dir)})
         clients = result["engine"]["clients"]
-        with flwr_simulation() as sim, PeakSampler(os.getpid()) as sampler:
+        with flwr_simulation() as sim, common.PeakSampler(os.getpid()) as sampler:
             res = sim.run(config, num_supernodes=clients, timeout=args.timeout)
         if res.returncode != 0:
             raise RuntimeError(f"flwr run (large) failed:\n{res.output[-3000:]}")

@@ -22,6 +22,7 @@ the config alone (:func:`num_clients`): asking it loads no data.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from rantune.partition import (
     partition,
     station_split,
 )
-from rantune.presets import load_preset
+from rantune.presets import PRESET_DIR, load_preset
 from rantune.seeding import derive_seed
 from rantune.tasks import Task
 
@@ -52,8 +53,31 @@ SPLITS = ("train", "val", "test")
 
 
 def preset(data: DataSection) -> DataConfig:
-    """The run's preset (``data.preset``) with the data seed (``data.seed``) applied."""
-    return load_preset(data.preset).with_seed(data.seed)
+    """The run's preset (``data.preset``) with the data seed (``data.seed``) applied.
+
+    Parsed once per preset file version and seed (a 10,000-station preset takes about
+    a second to build; the client and server ask for it on every message): the result
+    is a frozen :class:`DataConfig`, and an edited file (new mtime or size) is parsed
+    again.
+    """
+    return _parsed_preset(data.preset, data.seed, _file_stamp(data.preset))
+
+
+def _file_stamp(name: str) -> tuple[str, int, int] | None:
+    """Where ``load_preset`` would read ``name`` from, with its mtime and size."""
+    path = Path(name).expanduser()
+    if not path.suffix and (PRESET_DIR / f"{name}.toml").exists():
+        path = PRESET_DIR / f"{name}.toml"
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # load_preset reports it (errors are not cached)
+    return str(path.resolve()), stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_preset(name: str, seed: int, stamp: tuple | None) -> DataConfig:
+    return load_preset(name).with_seed(seed)
 
 
 def partition_config(data: DataSection, partition_cfg: PartitionConfig) -> PartitionConfig:

@@ -1,14 +1,18 @@
 """Worker processes that run the ClientApp for the in-process engine: clients on every core.
 
-A :class:`WorkerPool` starts ``workers`` processes (``spawn``: nothing of the parent
-is forked); each imports the ClientApp once and, like a Ray actor, keeps its
-process's jobs (:data:`rantune.client.jobs.JOBS`: a base station's model and rows)
-between rounds. The parent hands out one message at a time to whichever worker is
+A :class:`WorkerPool` starts ``workers`` processes; each loads the ClientApp once
+and, like a Ray actor, keeps its process's jobs (:data:`rantune.client.jobs.JOBS`:
+a base station's model and rows) between rounds. The parent hands out one message at a time to whichever worker is
 free (a worker takes a message of a node it served before first, so a node's job
 stays where it was built), and sends the node's ``Context`` parts with it: its
 ``node_config`` and its ``state`` travel both ways, so any worker can serve any node
 and the result is the same as on the sequential path (each reply depends only on
 the message, the node's state and its own data; a test checks equal histories).
+
+Workers are forked from this process when it runs a single Python thread (they
+start in milliseconds with everything imported; each sets torch to one intra-op
+thread before computing, as torch's own DataLoader workers do), else spawned (a
+fresh interpreter that imports the ClientApp: seconds).
 
 Each call's seconds are measured in the worker, so a reply that took longer than
 the round timeout is dropped exactly as on the sequential path. A ClientApp that
@@ -21,6 +25,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import pickle
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,6 +87,9 @@ def _load_app(app: str | bytes):
 def _worker_main(conn: Connection, app: str | bytes, run_config: dict, run_id: int) -> None:
     """A worker's loop: receive a :class:`Delivery`, run the ClientApp, send an
     :class:`Outcome`; ``None`` ends it."""
+    import torch
+
+    torch.set_num_threads(1)  # before any computation here (a forked worker included)
     from rantune.simulations.quiet import quiet_third_party
 
     quiet_third_party()  # RANTUNE_VERBOSE, inherited from the CLI, shows the import noise
@@ -104,6 +112,14 @@ def _worker_main(conn: Connection, app: str | bytes, run_config: dict, run_id: i
             start = time.monotonic()
             reply = call_client(client_app, item.message, context)
             conn.send(Outcome(reply, context.state, time.monotonic() - start))
+
+
+def start_method() -> str:
+    """``fork`` where it exists and this process runs one thread (a fork of a
+    multi-threaded process can deadlock), else ``spawn``."""
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
 
 
 def app_reference(client_app: Callable | None) -> str | bytes:
@@ -140,7 +156,7 @@ class WorkerPool:
         if workers < 1:
             raise InputError(f"workers={workers} is invalid: expected >= 1")
         self._args = (app_reference(client_app), dict(run_config), run_id)
-        self._mp = multiprocessing.get_context("spawn")
+        self._mp = multiprocessing.get_context(start_method())
         self._workers: list[tuple[multiprocessing.Process, Connection]] = []
         self._home: dict[int, int] = {}  # node id -> worker that served it last
         for _ in range(workers):
