@@ -52,10 +52,8 @@ def export_onnx(model: nn.Module, example: Tensor, path: Path | str) -> dict:
         raise InputError("export needs an example batch of at least 2 rows")
     model = model.eval().float()
     example = example[:2].float().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def build(tmp: Path) -> None:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
@@ -68,15 +66,31 @@ def export_onnx(model: nn.Module, example: Tensor, path: Path | str) -> dict:
                 dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},),
                 verbose=False,
             )
-            program.save(tmp, external_data=False)
-        proto = compact_onnx(strip_metadata(onnx.load(tmp)))
-        onnx.checker.check_model(proto, full_check=True)
+            program.save(str(tmp), external_data=False)
+
+    write_onnx(path, build, graph_level=True)
+    return describe_onnx(path)
+
+
+def write_onnx(path: Path | str, build, graph_level: bool) -> Path:
+    """Run ``build(tmp_path)`` (it writes an ONNX file there), strip and compact the
+    model, check it (the full check with inferred shapes when ``graph_level``; quantized
+    graphs get the structural check), and rename it onto ``path``. Nothing is left at
+    ``path`` or beside it when any step fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.onnx")
+    os.close(fd)
+    try:
+        build(Path(tmp))
+        proto = compact_onnx(strip_metadata(onnx.load(tmp), model_level=graph_level))
+        onnx.checker.check_model(proto, full_check=graph_level)
         onnx.save(proto, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return describe_onnx(path)
+    return path
 
 
 def strip_metadata(proto: onnx.ModelProto, model_level: bool = True) -> onnx.ModelProto:

@@ -9,12 +9,9 @@ channels, never the test set) and stores QuantizeLinear/DequantizeLinear pairs.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -25,7 +22,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from rantune.compression.export import INPUT_NAME, compact_onnx, strip_metadata
+from rantune.compression.export import INPUT_NAME, write_onnx
 from rantune.errors import InputError
 
 INT8_OPS = ("MatMul", "Gemm")
@@ -34,24 +31,6 @@ CALIBRATION_METHODS = {
     "percentile": CalibrationMethod.Percentile,
     "entropy": CalibrationMethod.Entropy,
 }
-
-
-def _atomic(dst: Path, build) -> Path:
-    """Run ``build(tmp_path)`` and rename the result onto ``dst``."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp.onnx")
-    os.close(fd)
-    try:
-        build(Path(tmp))
-        proto = compact_onnx(strip_metadata(onnx.load(tmp), model_level=False))
-        onnx.checker.check_model(proto, full_check=False)
-        onnx.save(proto, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dst
 
 
 def preprocess(src: Path | str, dst: Path | str) -> Path:
@@ -68,7 +47,7 @@ def preprocess(src: Path | str, dst: Path | str) -> Path:
         except Exception:  # noqa: BLE001 - symbolic inference is best effort
             quant_pre_process(str(src), str(tmp), skip_symbolic_shape=True)
 
-    return _atomic(Path(dst), build)
+    return write_onnx(dst, build, graph_level=False)
 
 
 def quantize_dynamic_int8(src: Path | str, dst: Path | str, per_channel: bool = True) -> Path:
@@ -86,7 +65,7 @@ def quantize_dynamic_int8(src: Path | str, dst: Path | str, per_channel: bool = 
             op_types_to_quantize=list(INT8_OPS),
         )
 
-    return _atomic(Path(dst), build)
+    return write_onnx(dst, build, graph_level=False)
 
 
 class ArrayCalibrationReader(CalibrationDataReader):
@@ -177,4 +156,4 @@ def quantize_static_int8(
             calibrate_method=CALIBRATION_METHODS[method],
         )
 
-    return _atomic(Path(dst), build)
+    return write_onnx(dst, build, graph_level=False)
