@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from rantune.simulations.commands import command_group
 from rantune.simulations.errors import cli_errors
 from rantune_edge.io import DEFAULT_TOP_K
 from rantune_edge.runtime import BENCH_BATCHES, BENCH_REPEATS, BENCH_THREADS, BENCH_WARMUP
@@ -20,11 +21,9 @@ KEY_HELP = "Builder's Ed25519 public key (PEM): refuse artifacts whose signature
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(
-        help="Run compressed artifacts with onnxruntime (numpy + onnxruntime, no torch).",
-        no_args_is_help=True,
+    group = command_group(
+        app, "edge", "Run compressed artifacts with onnxruntime (numpy + onnxruntime, no torch)."
     )
-    app.add_typer(group, name="edge")
 
     @group.command("predict")
     @cli_errors

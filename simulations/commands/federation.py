@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rantune.errors import InputError
+from rantune.simulations.commands import command_group
 from rantune.simulations.errors import cli_errors, ensure_output_dir, fail
 from rantune.simulations.federation import auth, drills, launcher, tls
 from rantune.simulations.federation.connection import flwr_home
@@ -61,12 +62,11 @@ def _run_hint(fed: launcher.Federation) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the ``federation`` command group to ``app``."""
-    group = typer.Typer(
-        name="federation",
-        help="Start/stop a local Flower federation (SuperLink + SuperNodes) on 127.0.0.1.",
-        no_args_is_help=True,
+    group = command_group(
+        app,
+        "federation",
+        "Start/stop a local Flower federation (SuperLink + SuperNodes) on 127.0.0.1.",
     )
-    app.add_typer(group, name="federation")
 
     @group.command("up")
     @cli_errors
