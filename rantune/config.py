@@ -17,6 +17,7 @@ import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 from rantune.errors import InputError
+from rantune.schema import check_settings, setting
 
 SCENARIOS = ("umi", "uma", "rma")
 RT_SCENARIO = "rt"
@@ -378,28 +379,23 @@ class RadioConfig:
         and linearly interpolated in between (1 = every subcarrier is a pilot).
     """
 
-    carrier_frequency_hz: float = 3.5e9
-    num_subcarriers: int = 32
-    subcarrier_spacing_hz: float = 360e3
-    num_bs_antennas: int = 16
-    num_beams: int = 16
-    num_time_steps: int = 0
-    slot_duration_s: float = 0.5e-3
-    pilot_spacing: int = 1
+    carrier_frequency_hz: float = setting(3.5e9, "carrier (Hz)", low=0.5e9, high=100e9)
+    num_subcarriers: int = setting(32, "sampled subcarriers (CSI width)", low=1)
+    subcarrier_spacing_hz: float = setting(
+        360e3, "spacing of the sampled subcarriers (Hz)", low=0.0, low_open=True
+    )
+    num_bs_antennas: int = setting(16, "BS ULA elements (CSI height)", low=1)
+    num_beams: int = setting(16, "DFT codebook size", low=1)
+    num_time_steps: int = setting(0, "slots per csi_sequence (0 = none, else >= 2)", low=0)
+    slot_duration_s: float = setting(
+        0.5e-3, "time between csi_sequence slots (s)", low=0.0, low_open=True
+    )
+    pilot_spacing: int = setting(1, "csi_noisy pilots on every k-th subcarrier", low=1)
 
     def __post_init__(self) -> None:
-        _check_number("carrier_frequency_hz", self.carrier_frequency_hz, 0.5e9, 100e9, " Hz")
-        _check_positive_int("num_subcarriers", self.num_subcarriers)
-        if not _is_number(self.subcarrier_spacing_hz) or not self.subcarrier_spacing_hz > 0:
-            _fail("subcarrier_spacing_hz", self.subcarrier_spacing_hz, "expected > 0 Hz")
-        _check_positive_int("num_bs_antennas", self.num_bs_antennas)
-        _check_positive_int("num_beams", self.num_beams)
-        _check_positive_int("num_time_steps", self.num_time_steps, minimum=0)
+        check_settings(self)
         if self.num_time_steps == 1:
             _fail("num_time_steps", 1, "use 0 (no sequence) or >= 2 snapshots")
-        if not _is_number(self.slot_duration_s) or not self.slot_duration_s > 0:
-            _fail("slot_duration_s", self.slot_duration_s, "expected > 0 s")
-        _check_positive_int("pilot_spacing", self.pilot_spacing)
         if self.pilot_spacing > self.num_subcarriers:
             _fail("pilot_spacing", self.pilot_spacing, "must not exceed num_subcarriers")
 

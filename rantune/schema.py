@@ -133,7 +133,8 @@ def to_flat(obj: Any, prefix: str = "") -> dict[str, Scalar]:
 
 
 def _fail(k: Key, value: object, hint: str) -> typing.NoReturn:
-    raise InputError(f"{k.scope} {k.key}={value!r} is invalid: {hint}")
+    where = f"{k.scope} {k.key}" if k.scope else k.key
+    raise InputError(f"{where}={value!r} is invalid: {hint}")
 
 
 def _range_text(s: Setting, integer: bool) -> str:
@@ -220,14 +221,14 @@ def read_section(cls: type, raw: Mapping[str, Scalar], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def check_settings(obj: Any, scope: str) -> None:
+def check_settings(obj: Any, scope: str = "", prefix: str = "") -> None:
     """Validate the setting fields of a section instance built in Python (bounds, choices,
-    types), with messages naming ``scope`` (e.g. ``"training"``); call it from
-    ``__post_init__``. Nested sections check themselves."""
+    types), with messages naming ``scope`` and ``prefix + field`` (e.g. ``"training"``,
+    ``"model."``); call it from ``__post_init__``. Nested sections check themselves."""
     for k in keys_of(type(obj)):
         if len(k.path) == 1:
             value = to_flat_value(k.type, getattr(obj, k.path[0]))
-            parse_value(dataclasses.replace(k, key=k.path[0], scope=scope), value)
+            parse_value(dataclasses.replace(k, key=prefix + k.path[0], scope=scope), value)
 
 
 def check_known(cls: type, raw: Mapping[str, Scalar], *, require_all: bool) -> None:

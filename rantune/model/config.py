@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from rantune.errors import InputError
+from rantune.schema import check_settings, setting
 
 INPUT_NORMS = ("frobenius", "none")
 
@@ -33,41 +34,23 @@ class ModelConfig:
         input are used, so masked patches never leak through it). ``"none"``: as is.
     """
 
-    d_model: int = 64
-    num_layers: int = 6
-    num_heads: int = 4
-    ffn_dim: int = 256
-    patch_antennas: int = 4
-    patch_subcarriers: int = 4
-    max_grid_rows: int = 32
-    max_grid_cols: int = 32
-    dropout: float = 0.0
-    input_norm: str = "frobenius"
+    d_model: int = setting(64, "token width", low=1)
+    num_layers: int = setting(6, "transformer blocks", low=1)
+    num_heads: int = setting(4, "attention heads per block (divide d_model)", low=1)
+    ffn_dim: int = setting(256, "feed-forward hidden width", low=1)
+    patch_antennas: int = setting(4, "patch height (antennas)", low=1)
+    patch_subcarriers: int = setting(4, "patch width (subcarriers)", low=1)
+    max_grid_rows: int = setting(32, "largest patch grid height", low=1)
+    max_grid_cols: int = setting(32, "largest patch grid width", low=1)
+    dropout: float = setting(0.0, "dropout in attention outputs and FFN", low=0.0, high=0.999)
+    input_norm: str = setting("frobenius", "input scaling", choices=INPUT_NORMS)
 
     def __post_init__(self) -> None:
-        for name in (
-            "d_model",
-            "num_layers",
-            "num_heads",
-            "ffn_dim",
-            "patch_antennas",
-            "patch_subcarriers",
-            "max_grid_rows",
-            "max_grid_cols",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"model.{name}={value!r} is invalid: expected an integer >= 1")
+        check_settings(self, prefix="model.")
         if self.d_model % self.num_heads:
             raise InputError(
                 f"model.d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
                 "choose num_heads that divides d_model"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"model.dropout={self.dropout} is invalid: expected 0 <= dropout < 1")
-        if self.input_norm not in INPUT_NORMS:
-            raise InputError(
-                f"model.input_norm={self.input_norm!r} is invalid: choose one of {list(INPUT_NORMS)}"
             )
 
     @property
