@@ -66,7 +66,7 @@ def bundle(tmp_path_factory):
     # Station-shaped rows: the global test set's noisy estimates at a path-loss-like gain
     run = load_run(run_dir)
     data = FederatedData.load(run.config.data, run.config.partition)
-    rows = np.sort(data.parts.global_test)[:ROWS]
+    rows = data.rows(None, "test")[:ROWS]  # sorted pooled indices
     chosen = data.take(rows)
     training = chosen["csi_noisy"]  # [N, A, S] as the model was trained on
     gain = 10.0 ** np.random.default_rng(0).uniform(-6, -3, len(rows))
