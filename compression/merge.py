@@ -5,6 +5,8 @@ A run directory (federated, or centralized in the same format) holds::
     RUN/config.json                  run config: nested sections plus "flat" (Flower's
                                      flat run_config) and "config-hash" when federated
     RUN/global_adapter.safetensors   trainable state: LoRA adapters + head (peft keys)
+    RUN/global_dense_deltas.safetensors   FLoRA / FedEx-LoRA only: the cumulative dense
+                                     update of each adapted projection (base = W0 + it)
 
 The model is rebuilt exactly as the run built it (:mod:`rantune.federated.workload`:
 same base encoder, shipped or the custom ``model.encoder`` with its
@@ -25,8 +27,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from rantune.aggregation.dense import DENSE_FILE, DENSE_SUFFIX
 from rantune.errors import InputError
 from rantune.federated import workload
+from rantune.federated.downlink import ModelPool
 from rantune.federated.run_config import DEFAULTS, RunConfig, resolve_run_config
 from rantune.federated.rundir import RunDir
 from rantune.federated.splits import FederatedData
@@ -154,6 +158,20 @@ def load_adapter(run_dir: Path | str) -> dict[str, np.ndarray]:
         raise InputError(f"{path} cannot be read ({err}): the adapter file is damaged") from err
 
 
+def load_dense_deltas(run_dir: Path | str) -> dict[str, np.ndarray] | None:
+    """A FLoRA / FedEx-LoRA run's cumulative dense update per adapted projection,
+    ``{module prefix: [d_out, d_in]}`` (``RUN/global_dense_deltas.safetensors``); ``None``
+    for runs without one."""
+    path = Path(run_dir) / DENSE_FILE
+    if not path.exists():
+        return None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise InputError(f"{path} cannot be read ({err}): the dense-update file is damaged") from err
+    return {k.removesuffix(DENSE_SUFFIX): v for k, v in tensors.items() if k.endswith(DENSE_SUFFIX)}
+
+
 def merge_lora(peft_model) -> TaskModel:
     """Fold LoRA into the base weights (peft ``merge_and_unload``); eval mode, fp32."""
     merged = peft_model.merge_and_unload()
@@ -176,7 +194,10 @@ def load_run(run_dir: Path | str) -> SourceRun:
     run_dir = Path(run_dir).expanduser().resolve()
     cfg, raw = read_run_config(run_dir)
     tensors = load_adapter(run_dir)
-    model = workload.build_model(workload.model_spec(cfg))
+    deltas = load_dense_deltas(run_dir)
+    spec = workload.model_spec(cfg)
+    # FLoRA / FedEx-LoRA: the global model's base is W0 + the cumulative dense update
+    model = workload.build_model(spec) if deltas is None else ModelPool().model(spec, deltas)
     try:
         load_trainable_state(model, {k: torch.from_numpy(v.copy()) for k, v in tensors.items()})
     except (ValueError, RuntimeError) as err:

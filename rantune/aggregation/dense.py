@@ -24,6 +24,9 @@ DeltaMap = dict[str, Tensor]
 
 DENSE_SUFFIX = ".dense_delta"
 """Message key suffix for a dense update: ``{prefix}.dense_delta`` -> ``[d_out, d_in]``."""
+DENSE_FILE = "global_dense_deltas.safetensors"
+"""A run directory's cumulative dense updates (``{prefix}.dense_delta`` float32 keys) of a
+rule that has them; the run's model is the base plus these, plus its global adapter."""
 
 CHECKPOINT_PREFIX = "cumulative/"
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rantune.aggregation.dense import DENSE_SUFFIX
+from rantune.aggregation.dense import DENSE_FILE, DENSE_SUFFIX
 from rantune.fileio import atomic_write_bytes
 from rantune.server.strategies.template import Rule
 
-DENSE_FILE = "global_dense_deltas.safetensors"
+__all__ = ["DENSE_FILE", "evaluate_global", "write_dense_deltas"]
 
 
 def evaluate_global(evaluator, rule: Rule, state: Mapping[str, np.ndarray]) -> dict[str, float]:

@@ -83,6 +83,7 @@ def plot_task_curves(table: dict, curves: dict[str, dict], out_dir: Path) -> lis
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from rantune.simulations.demo.tables import reference_lines
 
@@ -118,6 +119,8 @@ def plot_task_curves(table: dict, curves: dict[str, dict], out_dir: Path) -> lis
                     )
             if axis == "mb_up":
                 ax.set_xscale("log")
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set(title=title, xlabel=xlabel)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
