@@ -208,7 +208,8 @@ def write_demo_report(out: Path, summary: dict) -> None:
         "# rantune demo",
         "",
         f"Preset `{plan['preset']}`; tasks {', '.join(plan['tasks'])}; strategies "
-        f"{', '.join(plan['strategies'])}; artifacts {', '.join(plan['variants'])}. "
+        f"{', '.join(plan['strategies'])}; artifacts {', '.join(plan['variants'])}; "
+        f"{plan['left_out']}. "
         f"Wall time {timing['wall_s']:.0f} s (load average {timing['load_start'][0]:.2f} at "
         f"the start, {timing['cpus']} cores; section 4).",
         "",
