@@ -168,7 +168,13 @@ def provenance_lines(prov: dict | Iterable[dict]) -> list[str]:
 
 # ---------------------------------------------------------------------- memory
 class PeakSampler:
-    """Peak summed RSS of a process tree (a root process and its descendants), via /proc.
+    """Peak summed RSS and PSS of a process tree (a root process and its descendants),
+    and the CPU seconds its processes used, via /proc.
+
+    PSS (proportional set size) splits each shared page between the processes that
+    map it, so forked workers that share their parent's pages are not counted twice
+    as they are in RSS. CPU seconds: the last ``utime + stime`` seen of every process
+    of the tree (a process that exits between two samples loses at most ``interval``).
 
     Parameters
     ----------
@@ -176,13 +182,23 @@ class PeakSampler:
     interval : seconds between samples.
     include_root : count the root itself (off: only its descendants, e.g. the runs a
         light benchmark driver starts).
+
+    Attributes
+    ----------
+    peak, peak_pss : bytes.
+    cpu_s : CPU seconds of every process seen.
     """
 
     def __init__(self, root_pid: int, interval: float = 0.5, include_root: bool = True) -> None:
-        self.root, self.interval, self.peak = root_pid, interval, 0
+        self.root, self.interval, self.peak, self.peak_pss = root_pid, interval, 0, 0
         self.include_root = include_root
+        self._ticks: dict[tuple[int, str], int] = {}  # (pid, start time) -> utime + stime
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
 
     def _tree(self) -> set[int]:
         parents = {}
@@ -201,20 +217,26 @@ class PeakSampler:
             frontier.extend(kids)
         return tree if self.include_root else tree - {self.root}
 
-    def _rss(self) -> int:
-        total = 0
+    def _sample(self) -> tuple[int, int]:
+        rss = pss = 0
         for pid in self._tree():
             try:
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
+                        rss += int(line.split()[1]) * 1024
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                self._ticks[(pid, fields[19])] = int(fields[11]) + int(fields[12])
+            except (OSError, IndexError, ValueError):
                 pass
-        return total
+        return rss, pss
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
+            rss, pss = self._sample()
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
             self._stop.wait(self.interval)
 
     def __enter__(self):

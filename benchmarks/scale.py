@@ -10,10 +10,12 @@ per station, ``--clients`` sampled per round for training and for evaluation,
   2 CPUs for the actors: the same parallelism as 2 workers), for the sizes in
   ``--ray-stations``;
 
-and records the peak RSS summed over the run's whole process tree (sampled from
-/proc every 0.2 s; this light driver process itself is not counted), the wall time
-of each round (``history.json``) and end to end, and the machine's load average
-around each run. Results: ``benchmarks/results/scale.json`` and ``scale.md``
+and records the peak RSS and PSS summed over the run's whole process tree and the
+CPU seconds it used (sampled from /proc every 0.2 s; this light driver process
+itself is not counted), the wall time of each round (``history.json``) and end to
+end, and the machine's load average around each run. Each run has its own session
+(with the kernel's autogroup scheduling, a session's processes share one fair share
+of the CPU between them, as Ray's processes under their SuperExec do). Results: ``benchmarks/results/scale.json`` and ``scale.md``
 (written by :mod:`scale_report`; ``--render`` rewrites the Markdown only).
 
 Data: every station has ``--samples`` TR 38.901 samples (16 antennas x 32
@@ -155,7 +157,7 @@ def child(args) -> None:
     run_simulation(run_config(args, preset, args.child, out), workers=args.workers)
 
 
-def _entry(history: dict, total_s: float, peak: int, load: list) -> dict:
+def _entry(history: dict, total_s: float, sampler: common.PeakSampler, load: list) -> dict:
     rounds = [r for r in history["rounds"] if r["round"] > 0]
     return {
         "clients": history["num-clients"],
@@ -164,10 +166,20 @@ def _entry(history: dict, total_s: float, peak: int, load: list) -> dict:
         "round-s": [r["wall-time-s"] for r in rounds],
         "phase-s": [r["phase-s"] for r in rounds],
         "total-s": total_s,
-        "peak-rss-bytes": peak,
+        "peak-rss-bytes": sampler.peak,
+        "peak-pss-bytes": sampler.peak_pss,
+        "cpu-s": sampler.cpu_s,
         "load": load,
         "final": history["final"],
     }
+
+
+def _autogroup() -> bool | None:
+    """Whether the kernel shares CPU fairly between sessions (sched_autogroup)."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None
 
 
 def _load() -> list[float]:
@@ -188,12 +200,15 @@ def run_engine(args, stations: int, workers: int) -> dict:
     before = _load()
     with common.PeakSampler(os.getpid(), 0.2, include_root=False) as sampler:
         t0 = time.perf_counter()
-        done = subprocess.run(command, env=env, timeout=args.timeout, check=False)
+        # its own session, as flwr run's SuperExec (its scheduling group under autogroup)
+        done = subprocess.run(
+            command, env=env, timeout=args.timeout, check=False, start_new_session=True
+        )
         total = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"engine run ({stations} stations, {workers} workers) failed")
     history = json.loads((out / "history.json").read_text())
-    return _entry(history, total, sampler.peak, [before, _load()])
+    return _entry(history, total, sampler, [before, _load()])
 
 
 def run_ray(args, stations: int, preset: Path) -> dict:
@@ -211,7 +226,7 @@ def run_ray(args, stations: int, preset: Path) -> dict:
     if result.returncode != 0 or not (out / "history.json").exists():
         raise RuntimeError(f"flwr run ({stations} stations) failed:\n{result.output[-3000:]}")
     history = json.loads((out / "history.json").read_text())
-    entry = _entry(history, result.total_s, sampler.peak, [before, _load()])
+    entry = _entry(history, result.total_s, sampler, [before, _load()])
     entry["submit-s"] = result.submitted_s
     return entry
 
@@ -228,6 +243,7 @@ def measure(args) -> None:
             "rounds": args.rounds,
             "global-test-rows": args.global_test_rows,
             "pretrained": args.pretrained,
+            "autogroup": _autogroup(),
         }
     )
     sizes = result.setdefault("sizes", {})

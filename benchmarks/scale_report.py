@@ -60,8 +60,9 @@ def run_table(payload: dict) -> list[str]:
             if entry is None:
                 continue
             if not _ok(entry):
-                rows.append([f"{int(stations):,}", label, "failed", "—", "—", "—", "—", "—"])
+                rows.append([f"{int(stations):,}", label, "failed", *["—"] * 7])
                 continue
+            pss, cpu = entry.get("peak-pss-bytes"), entry.get("cpu-s")
             before, after = entry["load"]
             rows.append(
                 [
@@ -72,14 +73,16 @@ def run_table(payload: dict) -> list[str]:
                     f"{_mean_round(entry):.1f}",
                     f"{entry['total-s']:.1f}",
                     f"{entry['peak-rss-bytes'] / MIB:,.0f}",
+                    "—" if pss is None else f"{pss / MIB:,.0f}",
+                    "—" if cpu is None else f"{cpu / entry['total-s']:.2f}",
                     f"{before[0]:.1f} → {after[0]:.1f}",
                 ]
             )
     header = [
         "stations", "run", "clients per round", "round s", "mean of rounds 2+ s",
-        "end to end s", "peak RSS MiB", "load (1 min)",
+        "end to end s", "peak RSS MiB", "peak PSS MiB", "CPU cores used", "load (1 min)",
     ]  # fmt: skip
-    return common.table(header, rows, "llrrrrrr")
+    return common.table(header, rows, "llrrrrrrrr")
 
 
 def ratio_table(payload: dict) -> list[str]:
@@ -184,7 +187,8 @@ def markdown(payload: dict) -> str:
         "",
         "Peak RSS is summed over the whole process tree of a run (the engine's process and "
         "its workers; for `flwr run`, the SuperLink, the ServerApp and the Ray processes), "
-        "sampled every 0.2 s. Engine runs are fresh processes (end to end includes Python "
+        "sampled every 0.2 s; it counts a page shared by several processes (forked "
+        "workers share their parent's) once per process, PSS splits it between them. Engine runs are fresh processes (end to end includes Python "
         "and torch start-up); `flwr run` is timed from submission to exit against a warm "
         "local simulation SuperLink, with 2 CPUs for its actors (the parallelism of 2 workers). "
         "Round 1 also starts the workers' jobs or Ray's actors; the per-round comparisons "
@@ -196,6 +200,15 @@ def markdown(payload: dict) -> str:
             f"1-minute load average around the runs: {min(loads):.1f} to {max(loads):.1f} on "
             f"{payload['provenance']['machine']['cores']} cores."
         )
+        if payload.get("autogroup"):
+            load_note.append(
+                "The kernel schedules with autogroup (`sched_autogroup_enabled` = 1): CPU "
+                "time is shared fairly between sessions, and each run is one session (as "
+                "`flwr run`'s Ray processes are, under their SuperExec), so while other "
+                "sessions are busy a run's processes split one share between them, however "
+                "many there are. CPU cores used = the CPU seconds of the run's process tree "
+                "/ its end-to-end seconds."
+            )
         if max(loads) > payload["provenance"]["machine"]["cores"]:
             load_note.append(
                 "Other jobs shared the cores during some runs (a load above the core count): "
