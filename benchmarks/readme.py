@@ -34,6 +34,7 @@ FILES = (
     ("strategies", "strategy comparison and Byzantine robustness"),
     ("compression", "int8 / pruned / distilled artifacts: size, latency, accuracy"),
     ("privacy", "accuracy vs epsilon, SecAgg+ overhead"),
+    ("scale", "64 / 1,000 / 10,000 base stations: peak memory and round time, 1 vs 2 engine workers vs `flwr run`"),
 )
 """The result files of the table, in order, with what each measures."""
 HEADLINE_METRIC = {"los": "auc"}
@@ -225,12 +226,29 @@ def _privacy_headlines(results: Results) -> list[str]:
     ]
 
 
+def _scale_headlines(results: Results) -> list[str]:
+    sizes = (results.get("scale") or {}).get("sizes") or {}
+    runs = {int(n): size.get("engine-w1") for n, size in sizes.items()}
+    runs = {n: e for n, e in runs.items() if e and "error" not in e}
+    if len(runs) < 2:
+        return []
+    low, high = min(runs), max(runs)
+    ratio = runs[high]["peak-rss-bytes"] / runs[low]["peak-rss-bytes"]
+    return [
+        f"with {runs[high]['sampled-per-round'][0]} clients sampled per round, the in-process "
+        f"engine's peak memory at {high:,} base stations is {ratio:.2f}x that at {low:,} "
+        f"({runs[high]['peak-rss-bytes'] / 2**20:,.0f} MiB): each process reads only the "
+        "stations it serves"
+    ]
+
+
 HEADLINES = (
     _encoder_headline,
     _task_headlines,
     _federated_headlines,
     _compression_headlines,
     _privacy_headlines,
+    _scale_headlines,
 )
 
 
