@@ -21,6 +21,7 @@ REPORTS = {
     "compression": "compression_report",
     "federated": "federated_report",
     "privacy": "privacy_report",
+    "scale": "scale_report",
     "strategies": "strategies_report",
     "tasks": "tasks_report",
 }
