@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from rantune.model import load_checkpoint, model_config
+from rantune.model.checkpoint import SHIPPED_DIR
 from rantune.model.encoder import ChannelEncoder
 from rantune.model.masking import add_awgn, lwm_replacement, masked_nmse, random_mask
+from rantune.pretrain_objective import evaluate_objective
 from rantune.pretraining import (
     MaskedChannelModel,
     PretrainData,
@@ -252,10 +254,11 @@ def plane_waves(n: int = 64) -> torch.Tensor:
     return torch.stack([csi.real, csi.imag], dim=1)  # [n, 2, 16, 32]
 
 
-def test_shipped_checkpoint_inpaints_structured_channels():
+@pytest.mark.parametrize("name", ["tiny", "tiny-v2"])
+def test_shipped_checkpoint_inpaints_structured_channels(name):
     # Prepare
     torch.manual_seed(0)
-    pretrained = load_masked_model("tiny")
+    pretrained = load_masked_model(name)
     untrained = MaskedChannelModel(ChannelEncoder(model_config("tiny")))
     x = plane_waves()
 
@@ -266,3 +269,33 @@ def test_shipped_checkpoint_inpaints_structured_channels():
     # Assert: pretraining learned to fill hidden patches of a smooth channel
     assert nmse < -5.0
     assert nmse < baseline - 5.0
+
+
+def test_tiny_v2_fills_pilot_gaps_and_denoises_where_tiny_cannot():
+    # Prepare: noisy plane waves (SNR -5..25 dB) seen as the tasks see them
+    x = plane_waves()
+    objective = PretrainSettings().objective((16, 32), num_beams=16)
+
+    # Execute
+    new = evaluate_objective(load_masked_model("tiny-v2"), objective, x, seed=0)
+    old = evaluate_objective(load_masked_model("tiny"), objective, x, seed=0)
+
+    # Assert: the observation kinds it was trained on (tiny never saw zero-filled inputs)
+    for label, bound in (("pilots-2", -6.0), ("pilots-4", -4.0), ("denoise", -6.0)):
+        assert new[label] < bound, (label, new[label])
+        assert new[label] < old[label] - 5.0, (label, new[label], old[label])
+
+
+def test_tiny_v2_card_names_its_objective_data_and_reproduce_command():
+    # Execute
+    _, card = load_checkpoint(SHIPPED_DIR / "tiny-v2.safetensors", expect=model_config("tiny"))
+
+    # Assert
+    assert card["results"]["steps"] == card["pretraining"]["steps"]
+    assert card["reproduce"].startswith("rantune pretrain --preset pretrain --size tiny")
+    assert "--init tiny" in card["reproduce"] and "--name tiny-v2" in card["reproduce"]
+    scenarios = {card["data"]["site_scenarios"][s] for s in card["data"]["train_sites"]}
+    assert "rt" in scenarios  # it saw ray-traced stations
+    assert set(card["data"]["held_out_sites"]).isdisjoint(card["data"]["train_sites"])
+    variants = card["results"]["held_out_nmse_db_by_variant"]
+    assert set(variants) == set(card["results"]["init_checkpoint"]["held_out_nmse_db_by_variant"])
