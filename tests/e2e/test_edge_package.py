@@ -27,6 +27,7 @@ from rantune.compression.testing import smoke_run
 from rantune.federated.splits import FederatedData
 from rantune.model.encoder import csi_to_real
 from rantune.tasks import predict
+from rantune.tasks.observation import own_norm
 from rantune_edge.manifest import read_manifest
 from rantune_edge.signing import generate_keypair
 
@@ -68,7 +69,7 @@ def bundle(tmp_path_factory):
     data = FederatedData.load(run.config.data, run.config.partition)
     rows = data.rows(None, "test")[:ROWS]  # sorted pooled indices
     chosen = data.take(rows)
-    training = chosen["csi_noisy"]  # [N, A, S] as the model was trained on
+    training = own_norm(chosen["csi_noisy"])  # [N, A, S] as the model was trained on
     gain = 10.0 ** np.random.default_rng(0).uniform(-6, -3, len(rows))
     station = (training * gain[:, None, None]).astype(np.complex64)
     np.save(out / "csi.npy", station)
