@@ -130,3 +130,17 @@ def test_a_callable_that_cannot_reach_a_worker_fails_before_any_process_starts()
         WorkerPool(2, {}, client_app=local_app)
     with pytest.raises(InputError, match="workers=0 is invalid"):
         WorkerPool(0, {})
+
+
+def test_cli_workers_below_one_exits_2_and_writes_nothing(tmp_path):
+    # Prepare
+    from typer.testing import CliRunner
+
+    from rantune.simulations.cli import app
+
+    # Execute
+    result = CliRunner().invoke(app, ["simulate", "--workers", "0", "--out", str(tmp_path / "r")])
+
+    # Assert
+    assert result.exit_code == 2 and "--workers 0 is invalid" in result.output
+    assert not (tmp_path / "r").exists()
