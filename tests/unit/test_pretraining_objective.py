@@ -262,3 +262,24 @@ def test_cli_parses_integer_lists_and_rejects_others():
     assert parse_ints("2,4,8", "--mask-antennas") == (2, 4, 8)
     with pytest.raises(ValueError, match="--pilot-spacings"):
         parse_ints("2,x", "--pilot-spacings")
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--mask-antennas", "2,x"], "--mask-antennas"),
+        (["--weight-denoise", "0.5", "--noise", "none"], "weight_denoise"),
+    ],
+)
+def test_cli_rejects_bad_objective_options_in_one_line(tmp_path, args, match):
+    # Prepare
+    from typer.testing import CliRunner
+
+    from rantune.simulations.cli import app
+
+    # Execute: rejected before any data is loaded
+    result = CliRunner().invoke(app, ["pretrain", "--out", str(tmp_path), *args])
+
+    # Assert
+    assert result.exit_code == 2
+    assert match in result.output and "Traceback" not in result.output
