@@ -360,9 +360,13 @@ def parse_args(parser, argv, name: str, markdown, part_required: bool = False):
     if part_required and args.part is None:
         parser.error("give a part (see the choices above) or --render")
     if getattr(args, "pretrained", None) == "auto":
-        from rantune.simulations.federation.checks import pretrained_or_none
+        from rantune.federated.workload import resolve_checkpoint
 
-        args.pretrained = pretrained_or_none()
+        try:
+            resolve_checkpoint("tiny")
+            args.pretrained = "tiny"
+        except ValueError:
+            args.pretrained = "none"
     return args
 
 

@@ -85,14 +85,3 @@ def latency_table(
     finally:
         torch.set_num_threads(previous)
     return table
-
-
-def torch_latency(model: nn.Module, x: Tensor, threads: int, warmup: int, repeats: int) -> dict:
-    """p50/p95 latency of PyTorch ``model(x)`` alone with ``threads`` intra-op threads."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            return interleaved({"model": lambda: model(x)}, repeats, warmup)["model"]
-    finally:
-        torch.set_num_threads(previous)

@@ -12,7 +12,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from rantune.errors import InputError
@@ -104,7 +103,3 @@ def shipped_card(name: str = "tiny") -> dict:
     """The model card of a shipped checkpoint."""
     return json.loads((SHIPPED_DIR / f"{name}.json").read_text())
 
-
-def set_seed(seed: int) -> None:
-    """Seed torch's global generator (head init, dropout)."""
-    torch.manual_seed(seed)

@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from safetensors.numpy import load_file
-
-from rantune.simulations.federation import launcher
-from rantune.simulations.federation.checks import (
+from federation_checks import (
     federation_ports,
     pretrained_or_none,
     wait_no_strays,
 )
+from safetensors.numpy import load_file
+
+from rantune.simulations.federation import launcher
 from rantune.simulations.federation.runner import start_run
 
 pytestmark = pytest.mark.e2e

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from compression_runs import smoke_run
 
 from rantune.compression.export import run_onnx
 from rantune.compression.merge import load_run
-from rantune.compression.testing import smoke_run
 from rantune.federated.splits import FederatedData
 from rantune.model.encoder import csi_to_real
 from rantune.tasks import predict

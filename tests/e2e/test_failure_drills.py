@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from rantune.simulations.federation import drills, launcher
-from rantune.simulations.federation.checks import (
+from federation_checks import (
     federation_ports,
     pretrained_or_none,
     wait_no_strays,
 )
+
+from rantune.simulations.federation import drills, launcher
 from rantune.simulations.federation.runner import start_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]

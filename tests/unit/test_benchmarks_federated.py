@@ -12,10 +12,10 @@ import statistics
 from pathlib import Path
 
 import pytest
+from compression_runs import mini_checkpoint
 
 from rantune.compression.data import pooled_split
 from rantune.compression.merge import train_centralized_run
-from rantune.compression.testing import mini_checkpoint
 from rantune.federated.run_config import resolve_run_config
 from rantune.tasks import get_task
 from rantune.training import TrainSettings

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from compression_runs import smoke_run
 from typer.testing import CliRunner
 
 import rantune.compression.data as compression_data
@@ -17,7 +18,6 @@ from rantune.compression.data import CompressionData, server_channels
 from rantune.compression.distill import DistillSettings
 from rantune.compression.merge import load_run
 from rantune.compression.pipeline import CompressSettings, compress, resolve_variants
-from rantune.compression.testing import smoke_run
 from rantune.federated.splits import FederatedData
 from rantune.simulations.cli import app
 from rantune_edge.errors import EdgeError

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from compression_runs import smoke_onnx
 
 from rantune.compression.export import FP32_TOLERANCE, check_parity, describe_onnx, run_onnx
 from rantune.compression.quantize_edge import quantize_dynamic_int8, quantize_static_int8
-from rantune.compression.testing import smoke_onnx
 
 # int8 tolerance on the smoke model, relative to the spread of the fp32 outputs:
 # max |int8 - fp32| <= 10% of the fp32 output range, and >= 95% top-1 agreement.

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 import torch
+from compression_runs import smoke_run
 from safetensors.numpy import load_file
 
 from rantune.compression.merge import ADAPTER_NAME, load_run, read_run_config
-from rantune.compression.testing import smoke_run
 from rantune.federated import workload
 from rantune.lora import load_trainable_state
 

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from compression_runs import smoke_run
 from typer.testing import CliRunner
 
 from rantune.compression.distill import DistillSettings
@@ -17,7 +18,6 @@ from rantune.compression.pipeline import (
     compress,
     parse_variants,
 )
-from rantune.compression.testing import smoke_run
 from rantune.simulations.cli import app
 
 FAST = CompressSettings(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from compression_runs import smoke_onnx
 
 from rantune.compression.distill import (
     DistillSettings,
@@ -20,7 +21,6 @@ from rantune.compression.prune import (
     slice_heads,
     structured_prune,
 )
-from rantune.compression.testing import smoke_onnx
 from rantune.federated import splits
 from rantune.lora import count_parameters
 

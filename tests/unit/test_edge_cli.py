@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from compression_runs import edge_artifact, smoke_onnx
 from typer.testing import CliRunner
 
-from rantune.compression.testing import edge_artifact, smoke_onnx
 from rantune.simulations.cli import app
 from rantune_edge.cli import main
 from rantune_edge.signing import generate_keypair, load_private_key, sign_artifact

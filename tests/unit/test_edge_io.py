@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from compression_runs import edge_artifact, smoke_onnx
 
 from rantune.compression.export import run_onnx
-from rantune.compression.testing import edge_artifact, smoke_onnx
 from rantune.model.encoder import real_to_csi
 from rantune.tasks import predict
 from rantune_edge import EdgeError, EdgeModel, io

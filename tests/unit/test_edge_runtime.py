@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from compression_runs import edge_artifact, smoke_onnx
 from typer.testing import CliRunner
 
 from rantune.compression.export import run_onnx
-from rantune.compression.testing import edge_artifact, smoke_onnx
 from rantune.simulations.cli import app
 from rantune_edge import EdgeModel
 from rantune_edge.manifest import (

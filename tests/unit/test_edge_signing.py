@@ -11,11 +11,11 @@ import sys
 import textwrap
 
 import pytest
+from compression_runs import edge_artifact, smoke_onnx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from rantune.compression.pipeline import compress
-from rantune.compression.testing import edge_artifact, smoke_onnx
 from rantune_edge import EdgeError, EdgeModel
 from rantune_edge.signing import (
     SIGNATURE_NAME,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from compression_runs import smoke_run
 
 from rantune.compression.quantize_server import (
     SERVER_MODES,
@@ -13,7 +14,6 @@ from rantune.compression.quantize_server import (
     pick_device,
     quantize_for_server,
 )
-from rantune.compression.testing import smoke_run
 from rantune.server.inference import ServerInference
 
 
