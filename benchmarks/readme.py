@@ -36,7 +36,8 @@ FILES = (
     ("privacy", "accuracy vs epsilon, SecAgg+ overhead"),
     ("scale", "64 / 1,000 / 10,000 base stations: peak memory and round time, 1 vs 2 engine workers vs `flwr run`"),
 )
-"""The result files of the table, in order, with what each measures."""
+"""The result files of the table, in order, with what each measures (any other result
+file follows, named by its script)."""
 HEADLINE_METRIC = {"los": "auc"}
 """Metric a task's headline uses instead of its JSON primary metric, when present (LoS
 is imbalanced: AUC, not accuracy)."""
@@ -255,10 +256,15 @@ HEADLINES = (
 # ----------------------------------------------------------------------------- blocks
 def results_block(results: Results) -> str:
     """The Results section's table and headline list (between the main markers)."""
+    described = dict(FILES)  # a result file not listed still gets its row
+    names = [n for n, _ in FILES if n in results] + sorted(set(results) - set(described))
     rows = [
-        [what, f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md)", _commits(results[name])]
-        for name, what in FILES
-        if name in results
+        [
+            described.get(name, f"results of `benchmarks/{name}.py`"),
+            f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md)",
+            _commits(results[name]),
+        ]
+        for name in names
     ]
     lines = ["", *common.table(["what", "where", "produced at commit"], rows, align="lll"), ""]
     headlines = [h for make in HEADLINES for h in make(results)]
