@@ -96,8 +96,10 @@ PARALLEL_GENERATION_SAMPLES = 2000
 
 def _generate_site(cfg, index: int) -> str:
     """Generate station ``index`` of preset ``cfg`` into the channel cache (a worker
-    process). The station's shard is keyed by its own config, so generating it alone
-    gives the shard :func:`rantune.channels.load_sites` then loads for the whole preset."""
+    process). The station's shard is keyed by its own config (radio block + site), so
+    generating it alone gives the shard :func:`rantune.channels.load_sites` then loads for
+    the whole preset: the same arrays as sequential generation (checked on ``rt-smoke``
+    and ``default``) except the stored ``site_index``, which every load overwrites."""
     import torch
 
     from rantune.channels import load_sites
