@@ -30,7 +30,6 @@ from rantune.aggregation.init import seeded_lora_a
 from rantune.aggregation.lora_keys import is_lora_a
 from rantune.errors import InputError
 from rantune.federated import workload
-from rantune.federated.messages import to_numpy
 from rantune.federated.workload import ModelSpec
 from rantune.lora import trainable_state
 
@@ -121,7 +120,7 @@ class ModelPool:
         with self._lock:
             if spec not in table:
                 model = workload.build_model(spec)
-                init = {k: to_numpy(v) for k, v in trainable_state(model).items()}
+                init = {k: v.detach().cpu().numpy() for k, v in trainable_state(model).items()}
                 kept = _Kept(model, init)
                 if dense:
                     kept.pristine = {
