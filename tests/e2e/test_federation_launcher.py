@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from federation_checks import federation_ports, stray_processes, wait_no_strays
 from typer.testing import CliRunner
 
 from rantune.simulations.commands.federation import register
@@ -30,30 +30,11 @@ BIN = Path(sys.executable).parent
 TIMEOUT_S = 90.0  # generous: CI machines with 2 busy cores start Flower slowly
 
 
-def _ports(fed: launcher.Federation) -> list[int]:
-    return [int(fed.address.rsplit(":", 1)[1])] + [int(n["port"]) for n in fed.nodes]
-
-
-def _processes_using(ports: list[int]) -> list[tuple[int, str]]:
-    """Live processes whose command line names one of ``ports`` (Flower's and SuperExec's)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(re.search(rf"(:|--port )({port})\b", cmd) for port in ports):
-            if processes.is_running(int(entry.name)):
-                found.append((int(entry.name), cmd))
-    return found
+_ports = federation_ports
 
 
 def _assert_nothing_left(ports: list[int], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (left := _processes_using(ports)) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    left = wait_no_strays(ports, timeout_s)
     assert not left, f"stray processes: {left}"
 
 
@@ -328,7 +309,7 @@ def test_cli_up_status_down_leaves_no_processes(tmp_path: Path) -> None:
         fed = launcher.Federation.load(out)
         ports = _ports(fed)
         family = [d for p in fed.processes for d in processes.descendants(p.pid)]
-        assert _processes_using(ports)
+        assert stray_processes(ports)
 
         code, text = _invoke(["federation", "status", *base])
         assert code == 0 and "2/2 running" in text, text
