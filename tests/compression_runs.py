@@ -13,8 +13,21 @@ from pathlib import Path
 
 import torch
 
+from rantune.compression.distill import DistillSettings
+from rantune.compression.pipeline import CompressSettings
 from rantune.model import ChannelEncoder, ModelConfig, save_checkpoint
 from rantune.training import TrainSettings
+
+# Compression settings small enough for unit tests (one-epoch students, few rows).
+FAST_COMPRESS = CompressSettings(
+    recover=DistillSettings(epochs=1, batch_size=32),
+    distill=DistillSettings(epochs=1, batch_size=32),
+    student_layers=1,
+    bench_warmup=1,
+    bench_repeats=3,
+    max_calib=32,
+    max_eval=64,
+)
 
 MINI_CONFIG = ModelConfig(d_model=32, num_layers=2, num_heads=4, ffn_dim=64)
 _CACHE: dict[tuple, Path] = {}

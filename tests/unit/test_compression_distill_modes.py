@@ -9,13 +9,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from compression_runs import smoke_run
+from compression_runs import FAST_COMPRESS, smoke_run
 from typer.testing import CliRunner
 
 import rantune.compression.data as compression_data
 from rantune.compression import federated_distill, pipeline
 from rantune.compression.data import CompressionData, server_channels
-from rantune.compression.distill import DistillSettings
 from rantune.compression.merge import load_run
 from rantune.compression.pipeline import CompressSettings, compress, resolve_variants
 from rantune.federated.splits import FederatedData
@@ -23,18 +22,7 @@ from rantune.simulations.cli import app
 from rantune_edge.errors import EdgeError
 from rantune_edge.manifest import Manifest, read_manifest
 
-FAST = CompressSettings(
-    recover=DistillSettings(epochs=1, batch_size=32),
-    recover_rounds=1,
-    distill=DistillSettings(epochs=1, batch_size=32),
-    distill_rounds=2,
-    student_layers=1,
-    bench_warmup=1,
-    bench_repeats=3,
-    max_calib=32,
-    max_eval=64,
-    server_rows=96,
-)
+FAST = replace(FAST_COMPRESS, recover_rounds=1, distill_rounds=2, server_rows=96)
 
 
 @pytest.fixture(scope="module")

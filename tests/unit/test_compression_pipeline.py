@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
-from compression_runs import smoke_run
+from compression_runs import FAST_COMPRESS, smoke_run
 from typer.testing import CliRunner
 
-from rantune.compression.distill import DistillSettings
 from rantune.compression.edge import EdgeModel
 from rantune.compression.merge import ADAPTER_NAME, load_run
 from rantune.compression.pipeline import (
     DEFAULT_VARIANTS,
-    CompressSettings,
     compress,
     parse_variants,
 )
 from rantune.simulations.cli import app
 
-FAST = CompressSettings(
-    recover=DistillSettings(epochs=1, batch_size=32),
-    distill=DistillSettings(epochs=1, batch_size=32),
-    student_layers=1,
-    bench_warmup=1,
-    bench_repeats=3,
-    max_train=128,
-    max_calib=32,
-    max_eval=64,
-)
+FAST = replace(FAST_COMPRESS, max_train=128)
 
 
 @pytest.fixture(scope="module")
