@@ -1,35 +1,36 @@
-"""Federated LoRA benchmark (issue 4 acceptance) on the ``default`` preset.
+"""Federated LoRA benchmark (issue 13): FedAvg vs centralized vs local-only vs classical.
 
-Every run goes through the library's own entry points: federated runs through
+The ``default`` preset's natural split (one client per base station). ``beam-spatial``
+runs on all eight stations (4 Sionna RT + 4 TR 38.901); ``positioning`` on the four
+ray-traced ones only, through ``benchmarks/presets/default-rt.toml`` (the same site
+blocks, so the same cached channels and per-station splits): positioning has no target
+on a TR 38.901 row, and a run selects stations only through its preset.
+
+Every run goes through the library's own entry points: FedAvg through
 :func:`rantune.simulations.engine.run_simulation` (or ``flwr run`` through
-:func:`rantune.simulations.engine.flwr_cli.flwr_simulation`), centralized and
-local-only references through :func:`rantune.compression.merge.train_centralized_run`
-on the same run config. Timings come from outside the library (wall clock around
-a call) or from ``history.json`` (``wall-time-s`` and ``phase-s`` per round).
+:func:`rantune.simulations.engine.flwr_cli.flwr_simulation`), centralized and local-only
+references through :func:`rantune.compression.merge.train_centralized_run` on the same
+run config, the classical baselines through ``Task.baseline`` on the same test rows.
 
-Parts (each resumable: finished pieces are kept under ``--work`` and skipped):
+Parts (each resumable: every finished piece is kept under ``--work`` and skipped):
 
-``accuracy``     natural per-site split, LoS and beam, several seeds. Per (task, seed):
-                 FedAvg, FedAvg with int8 update compression, centralized LoRA on the
-                 pooled client training rows (rounds x local epochs epochs) and
-                 local-only training of each site alone (same epochs), all from the
-                 same initial adapters; metrics on the global test set (local-only
-                 also on each site's own test rows).
-``convergence``  a longer FedAvg run (resumed from the accuracy run) next to
-                 centralized runs of 1, 2, 4, ... epochs.
-``overhead``     where the in-process engine's wall time goes: the train / evaluate /
-                 server-evaluate phases of each round (``phase-s``) vs the rest
-                 (set-up, round 0, checkpoints, history).
-``ray``          ``flwr run .`` (Ray simulation): start-up and per-round wall time, next
-                 to the in-process engine on the same config.
-``scale``        the ``large`` preset (64 clients, a fraction per round); peak memory.
+``accuracy``     per (task, seed, method): FedAvg (R rounds x E local epochs, every client
+                 every round); centralized LoRA on the pooled client training rows
+                 (R x E epochs); local-only LoRA (each station alone, R x E epochs); the
+                 baselines. All learned runs start from the same initial adapters (the run
+                 seed). The seed is also the partition seed: it varies every station's
+                 split. Scored on the global test rows and on each station's own test rows.
+``convergence``  one longer FedAvg run per task (first seed): the curve that shows where
+                 FedAvg flattens (how R was chosen).
+``overhead``     where the in-process engine's wall time goes (``phase-s`` of each round).
+``ray``          ``flwr run .`` (Ray simulation) next to the in-process engine, same config.
 
-Writes ``benchmarks/results/federated.json`` and ``federated.md``.
+The ``scale`` part moved to ``benchmarks/scale.py`` (issue 14).
 
 Usage::
 
-    python benchmarks/federated.py all --workers 2          # everything (hours)
-    python benchmarks/federated.py accuracy --rounds 4 --seeds 0,1,2
+    python benchmarks/federated.py all --rounds 8 --workers 1
+    python benchmarks/federated.py accuracy --tasks beam-spatial --seeds 0,1,2
     python benchmarks/federated.py report                   # JSON + Markdown from --work
     python benchmarks/federated.py --render                 # Markdown from the committed JSON
 """
@@ -39,8 +40,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import os
-import resource
 import shutil
 import statistics
 import time
@@ -48,32 +47,47 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import common
+import numpy as np
 from federated_report import PHASES, markdown
+from federated_summary import summarize
 
 NAME = "federated"
 WORK = common.ROOT / "runs" / "bench-federated"
-PARTS = ("accuracy", "convergence", "overhead", "ray", "scale")
-# The run-config keys that describe an accuracy run in the report.
+PARTS = ("accuracy", "convergence", "overhead", "ray")
+RT_PRESET = common.ROOT / "benchmarks" / "presets" / "default-rt.toml"
+TASK_PRESET = {"beam-spatial": "default", "positioning": str(RT_PRESET), "los": "default"}
+"""The preset of each task's runs (``--preset`` replaces ``default``)."""
+HEAD = "token-mlp"
+"""Task head of every run: the tasks' own default head (as ``benchmarks/tasks.py``)."""
 CONFIG_KEYS = (
     "data.preset", "partition.scheme", "model.pretrained", "model.head", "lora.r",
     "lora.alpha", "lora.targets", "strategy.name", "fraction-train", "local-epochs",
     "batch-size", "lr",
 )
+"""The run-config keys that describe an accuracy run in the report."""
 
 
 def _quiet() -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
 
+def task_preset(args, task: str) -> str:
+    preset = TASK_PRESET.get(task, "default")
+    return args.preset if preset == "default" else preset
+
+
 def _base(args, task: str, seed: int, **extra) -> dict:
-    """Flat run-config overrides of one run of this benchmark."""
+    """Flat run-config overrides of one run of this benchmark (seed = run and split seed)."""
     return {
-        "data.preset": args.preset,
+        "data.preset": task_preset(args, task),
         "partition.scheme": "natural",
+        "partition.seed": seed,
         "task": task,
         "seed": seed,
         "num-server-rounds": args.rounds,
+        "local-epochs": args.local_epochs,
         "model.pretrained": args.pretrained,
+        "model.head": HEAD,
         "min-available-clients": 2,
         **extra,
     }
@@ -93,21 +107,25 @@ def _train_settings(flat: dict, epochs: int, seed: int):
     )
 
 
-def _save_part(path: Path, payload: dict) -> None:
+def _save_piece(path: Path, payload: dict) -> None:
     common.save_json(path, {**payload, "provenance": common.provenance()})
+
+
+def _overrides(flat: dict) -> dict:
+    return {k: v for k, v in flat.items() if k != "out-dir"}
 
 
 # ----------------------------------------------------------------- accuracy
 def fl_summary(history: dict) -> dict:
-    """Final metrics, curve, bytes and round time of one federated run's history."""
+    """Final metrics, curves, per-client metrics, bytes and round time of one FedAvg run."""
     primary = history["primary-metric"]
     last = history["rounds"][-1]
     rounds = [r for r in history["rounds"] if r["round"] > 0]
     return {
         "global": last["server"],
         "curve": [r["server"][primary] for r in history["rounds"]],
-        "client-mean": last["evaluate"].get("mean", {}).get(primary),
-        "client-worst": last["evaluate"].get("worst", {}).get(primary),
+        "client-mean-curve": [r["evaluate"]["mean"].get(primary) for r in rounds],
+        "clients": {c: e["evaluate"] for c, e in last["clients"].items() if "evaluate" in e},
         "up-per-client-round": statistics.mean(r["bytes"]["up-per-client"] for r in rounds),
         "down-per-client-round": statistics.mean(r["bytes"]["down-per-client"] for r in rounds),
         "full-model-bytes": history["full-model-bytes"],
@@ -116,105 +134,152 @@ def fl_summary(history: dict) -> dict:
     }
 
 
-def references(work: Path, flat: dict, epochs: int, num_clients: int) -> dict:
-    """Centralized LoRA on every client's training rows and local-only per client."""
-    from rantune.compression.merge import train_centralized_run
-    from rantune.tasks import get_task
+def per_client_test(run_dir: Path, num_clients: int) -> dict[str, dict]:
+    """Metrics of a trained run directory's model on each client's own test rows."""
+    from rantune.compression.data import pooled_split
+    from rantune.compression.merge import load_run
+    from rantune.federated.splits import FederatedData
+    from rantune.training import evaluate
 
-    overrides = {k: v for k, v in flat.items() if k != "out-dir"}
-    settings = _train_settings(flat, epochs, int(flat["seed"]))
-    start = time.perf_counter()
-    central = train_centralized_run(work / "central", overrides, settings)["test"]
-    central_s = time.perf_counter() - start
-    local = {}
-    for c in range(num_clients):
-        summary = train_centralized_run(work / f"local-{c}", overrides, settings, clients=[c])
-        local[str(c)] = {"global-test": summary["test"], "own-test": summary["own-test"]}
-    primary = get_task(flat["task"]).primary_metric
+    run = load_run(run_dir)
+    data = FederatedData.load(run.config.data, run.config.partition)
     return {
-        "centralized": central,
-        "centralized-s": central_s,
-        "local": local,
-        "local-mean-global-test": statistics.mean(v["global-test"][primary] for v in local.values()),
-        "local-mean-own-test": statistics.mean(v["own-test"][primary] for v in local.values()),
+        str(c): evaluate(run.model, run.task, *pooled_split(run.config, "test", clients=[c], data=data))
+        for c in range(num_clients)
     }
 
 
-def accuracy_unit(args, task: str, seed: int) -> dict:
-    """One (task, seed): FedAvg, FedAvg + int8, centralized, local-only."""
+def centralized(work: Path, flat: dict, epochs: int, num_clients: int) -> dict:
+    """Centralized LoRA on every client's training rows pooled, scored globally and per client."""
+    from rantune.compression.merge import train_centralized_run
+
+    settings = _train_settings(flat, epochs, int(flat["seed"]))
+    start = time.perf_counter()
+    summary = train_centralized_run(work / "central", _overrides(flat), settings)
+    return {
+        "global": summary["test"],
+        "clients": per_client_test(work / "central", num_clients),
+        "epochs": epochs,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def local_only(work: Path, flat: dict, epochs: int, client: int) -> dict:
+    """One station trained alone: scored on the global test rows and on its own test rows."""
+    from rantune.compression.merge import train_centralized_run
+
+    settings = _train_settings(flat, epochs, int(flat["seed"]))
+    summary = train_centralized_run(
+        work / f"local-{client}", _overrides(flat), settings, clients=[client]
+    )
+    return {"global": summary["test"], "own": summary["own-test"], "epochs": epochs}
+
+
+def baselines(flat: dict) -> dict:
+    """``Task.baseline`` on the global test rows (fitted on every client's training rows)
+    and on each client's own test rows (fitted on its own training rows)."""
+    from rantune.federated.run_config import resolve_run_config
+    from rantune.federated.splits import FederatedData
+    from rantune.tasks import get_task
+
+    cfg = resolve_run_config(_overrides(flat))
+    task = get_task(cfg.task, cfg.task_options)
+    data = FederatedData.load(cfg.data, cfg.partition)
+    train = {c: data.rows(c, "train") for c in range(data.num_clients)}
+    test = {c: data.rows(c, "test") for c in range(data.num_clients)}
+    held = data.rows(None, "test")
+    rows = np.unique(np.concatenate([*train.values(), *test.values(), held]))
+    chosen = data.take(rows)
+
+    def at(pooled: np.ndarray) -> np.ndarray:
+        return np.searchsorted(rows, pooled)
+
+    start = time.perf_counter()
+    pooled_train = at(np.concatenate(list(train.values())))
+    result = {
+        "global": task.baseline(chosen, pooled_train, at(held)),
+        "clients": {
+            str(c): task.baseline(chosen, at(train[c]), at(test[c])) for c in range(data.num_clients)
+        },
+    }
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def accuracy_unit(args, task: str, seed: int) -> None:
+    """Every method of one (task, seed); each piece is saved when done and skipped on rerun."""
     from rantune.simulations.engine import run_simulation
 
     _quiet()
-    out: dict = {}
-    for name, extra in (("fedavg", {}), ("fedavg-int8", {"update-compression.method": "int8"})):
-        run_dir = args.work / f"{task}-s{seed}-{name}"
-        history = run_simulation(_base(args, task, seed, **extra, **{"out-dir": str(run_dir)}))
-        out[name] = fl_summary(history)
-    flat = common.run_flat_config(args.work / f"{task}-s{seed}-fedavg")
-    out["config"] = {k: flat[k] for k in CONFIG_KEYS}
-    epochs = args.rounds * int(flat["local-epochs"])
-    out.update(references(args.work / f"{task}-s{seed}-ref", flat, epochs, history["num-clients"]))
-    return out
+    folder = args.work / "accuracy" / f"{task}-s{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def piece(name: str, compute) -> dict:
+        path = folder / f"{name}.json"
+        found = common.load_json(path)
+        if found is None:
+            started = time.perf_counter()
+            found = {"task": task, "seed": seed, "method": name, **compute()}
+            found["wall-s"] = time.perf_counter() - started
+            _save_piece(path, found)
+            print(f"accuracy {task} seed {seed} {name}: {found['wall-s']:.0f} s", flush=True)
+        return found
+
+    run_dir = args.work / "runs" / f"{task}-s{seed}-fedavg"
+    fed = piece(
+        "fedavg",
+        lambda: fl_summary(run_simulation(_base(args, task, seed, **{"out-dir": str(run_dir)}))),
+    )
+    flat = common.run_flat_config(run_dir)
+    epochs = int(flat["num-server-rounds"]) * int(flat["local-epochs"])
+    n = len(fed["clients"])
+    ref = args.work / "runs" / f"{task}-s{seed}-ref"
+    piece("config", lambda: {k: flat[k] for k in CONFIG_KEYS} | {"rounds": int(flat["num-server-rounds"])})
+    piece("centralized", lambda: centralized(ref, flat, epochs, n))
+    for c in range(n):
+        piece(f"local-{c}", lambda c=c: local_only(ref, flat, epochs, c))
+    piece("baselines", lambda: baselines(flat))
 
 
 def run_accuracy(args) -> None:
     units = [(t, s) for t in args.tasks for s in args.seeds]
-    todo = [(t, s) for t, s in units if common.load_json(args.work / f"acc-{t}-s{s}.json") is None]
-    print(f"accuracy: {len(units) - len(todo)} done, {len(todo)} to run", flush=True)
-
-    def finish(t: str, s: int, result: dict) -> None:
-        payload = {"task": t, "seed": s, "rounds": args.rounds, **result}
-        _save_part(args.work / f"acc-{t}-s{s}.json", payload)
-        print(f"accuracy {t} seed {s} done", flush=True)
-
     if args.workers <= 1:
-        for t, s in todo:
-            finish(t, s, accuracy_unit(args, t, s))
+        for t, s in units:
+            accuracy_unit(args, t, s)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
-        futures = {pool.submit(accuracy_unit, args, t, s): (t, s) for t, s in todo}
-        for future, (t, s) in futures.items():
-            finish(t, s, future.result())
+        for future in [pool.submit(accuracy_unit, args, t, s) for t, s in units]:
+            future.result()
 
 
 # -------------------------------------------------------------- convergence
 def run_convergence(args) -> None:
-    """A longer FedAvg run next to centralized runs of ``--central-epochs`` epochs."""
-    from rantune.compression.merge import train_centralized_run
+    """A longer FedAvg run per task (first seed), its curve per round from history.json."""
     from rantune.simulations.engine import run_simulation
 
     _quiet()
-    for task in args.long_tasks:
+    for task in args.tasks:
         seed = args.seeds[0]
         path = args.work / f"convergence-{task}-s{seed}.json"
         if common.load_json(path):
             print(f"convergence {task}: done", flush=True)
             continue
-        short, long = args.work / f"{task}-s{seed}-fedavg", args.work / f"{task}-s{seed}-long"
-        if not long.exists() and short.exists():
-            shutil.copytree(short, long)  # resume from the accuracy run's last round
-        overrides = {"num-server-rounds": args.long_rounds, "out-dir": str(long)}
+        out = args.work / "runs" / f"{task}-s{seed}-long"
+        overrides = {"num-server-rounds": args.long_rounds, "out-dir": str(out)}
+        started = time.perf_counter()
         history = run_simulation(_base(args, task, seed, **overrides))
-        flat = {k: v for k, v in common.run_flat_config(long).items() if k != "out-dir"}
-        central = []
-        for epochs in args.central_epochs:
-            settings = _train_settings(flat, epochs * int(flat["local-epochs"]), seed)
-            run_dir = args.work / f"{task}-s{seed}-central-e{epochs}"
-            central.append(train_centralized_run(run_dir, flat, settings)["test"])
-        primary = history["primary-metric"]
-        _save_part(
+        summary = fl_summary(history)
+        _save_piece(
             path,
             {
                 "task": task,
                 "seed": seed,
                 "rounds": args.long_rounds,
-                "fedavg": {"curve": [r["server"][primary] for r in history["rounds"]]},
-                "centralized": {
-                    "method": "a separate run from the initial adapters per epoch count",
-                    "epochs": list(args.central_epochs),
-                    "curve": [m[primary] for m in central],
-                },
+                "local-epochs": args.local_epochs,
+                "curve": summary["curve"],
+                "client-mean-curve": summary["client-mean-curve"],
+                "wall-s": time.perf_counter() - started,
             },
         )
         print(f"convergence {task}: done", flush=True)
@@ -230,8 +295,9 @@ def run_overhead(args) -> None:
     if common.load_json(path):
         print("overhead: done", flush=True)
         return
-    out_dir = args.work / "overhead-engine"
-    config = _base(args, "los", 0, **{"out-dir": str(out_dir)})
+    task = args.tasks[0]
+    out_dir = args.work / "runs" / "overhead-engine"
+    config = _base(args, task, 0, **{"out-dir": str(out_dir)})
     warm = {**config, "num-server-rounds": 1, "out-dir": str(out_dir) + "-warm"}
     shutil.rmtree(warm["out-dir"], ignore_errors=True)
     run_simulation(warm)  # data, model and import caches of this process
@@ -254,7 +320,7 @@ def run_overhead(args) -> None:
             }
         )
         print(f"overhead: {total:.1f} s, phases {sum(phases.values()):.1f} s", flush=True)
-    _save_part(path, {"rounds": args.overhead_rounds, "task": "los", "repeats": repeats})
+    _save_piece(path, {"rounds": args.overhead_rounds, "task": task, "repeats": repeats})
 
 
 # ---------------------------------------------------------------------- ray
@@ -266,10 +332,11 @@ def run_ray(args) -> None:
     if common.load_json(path):
         print("ray: done", flush=True)
         return
-    out_dir, engine_dir = args.work / "ray-run", args.work / "ray-engine"
+    task = args.tasks[0]
+    out_dir, engine_dir = args.work / "runs" / "ray-run", args.work / "runs" / "ray-engine"
     shutil.rmtree(out_dir, ignore_errors=True)
     shutil.rmtree(engine_dir, ignore_errors=True)
-    config = _base(args, "los", 0, **{"num-server-rounds": args.ray_rounds, "out-dir": str(out_dir)})
+    config = _base(args, task, 0, **{"num-server-rounds": args.ray_rounds, "out-dir": str(out_dir)})
     _quiet()
     # the in-process engine on the same config first: it also tells the number of clients
     t0 = time.perf_counter()
@@ -283,9 +350,10 @@ def run_ray(args) -> None:
         raise RuntimeError(f"flwr run failed:\n{result.output[-3000:]}")
     history = common.load_json(out_dir / "history.json")
     rounds = [r for r in history["rounds"] if r["round"] > 0]
-    _save_part(
+    _save_piece(
         path,
         {
+            "task": task,
             "engine-total-s": engine_total,
             "engine-round-s": [r["wall-time-s"] for r in engine["rounds"] if r["round"] > 0],
             "engine-final": engine["final"],
@@ -301,124 +369,10 @@ def run_ray(args) -> None:
     print(f"ray: rounds {[round(r['wall-time-s'], 1) for r in rounds]} s", flush=True)
 
 
-# -------------------------------------------------------------------- scale
-def _scale_entry(history: dict, total: float, peak: int) -> dict:
-    rounds = [r for r in history["rounds"] if r["round"] > 0]
-    return {
-        "clients": history["num-clients"],
-        "sampled-per-round": [len(r["train"]["sampled"]) for r in rounds],
-        "total-s": total,
-        "round-s": [r["wall-time-s"] for r in rounds],
-        "peak-rss-bytes": peak,
-        "final": history["final"],
-    }
-
-
-def run_scale(args) -> None:
-    from rantune.simulations.engine import run_simulation
-    from rantune.simulations.engine.flwr_cli import flwr_simulation
-
-    _quiet()
-    path = args.work / "scale.json"
-    result = common.load_json(path) or {}
-    result.pop("provenance", None)
-    extra = {
-        "data.preset": "large",
-        "fraction-train": args.scale_fraction,
-        "fraction-evaluate": args.scale_fraction,
-        "num-server-rounds": args.scale_rounds,
-    }
-    if "engine" not in result:
-        out_dir = args.work / "scale-engine"
-        shutil.rmtree(out_dir, ignore_errors=True)
-        with common.PeakSampler(os.getpid()) as sampler:
-            t0 = time.perf_counter()
-            history = run_simulation(_base(args, "los", 0, **extra, **{"out-dir": str(out_dir)}))
-            total = time.perf_counter() - t0
-        result["engine"] = _scale_entry(history, total, sampler.peak)
-        result["engine"]["ru-maxrss-bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        _save_part(path, result)
-    if args.scale_ray and "ray" not in result:
-        out_dir = args.work / "scale-ray"
-        shutil.rmtree(out_dir, ignore_errors=True)
-        config = _base(args, "los", 0, **extra, **{"out-dir": str(out_dir)})
-        clients = result["engine"]["clients"]
-        with flwr_simulation() as sim, common.PeakSampler(os.getpid()) as sampler:
-            res = sim.run(config, num_supernodes=clients, timeout=args.timeout)
-        if res.returncode != 0:
-            raise RuntimeError(f"flwr run (large) failed:\n{res.output[-3000:]}")
-        history = common.load_json(out_dir / "history.json")
-        result["ray"] = _scale_entry(history, res.total_s, sampler.peak)
-        _save_part(path, result)
-
-
 # ------------------------------------------------------------------- report
-def _mean_std(values: list[float | None]) -> list[float]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return [float("nan"), float("nan")]
-    return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
-
-
-def task_entry(rows: list[dict]) -> dict:
-    """Per-task aggregate over the seeds' accuracy units (``[mean, sample std]`` pairs)."""
-    from rantune.tasks import get_task
-
-    primary = get_task(rows[0]["task"]).primary_metric
-    fed = [u["fedavg"]["global"][primary] for u in rows]
-    q8 = [u["fedavg-int8"]["global"][primary] for u in rows]
-    cen = [u["centralized"][primary] for u in rows]
-    loc = [u["local-mean-global-test"] for u in rows]
-    first = rows[0]
-    return {
-        "metric": primary,
-        "seeds": [u["seed"] for u in rows],
-        "rounds": first["rounds"],
-        "config": first["config"],
-        "fedavg": _mean_std(fed),
-        "fedavg-int8": _mean_std(q8),
-        "centralized": _mean_std(cen),
-        "local-only-global-test": _mean_std(loc),
-        "local-only-own-test": _mean_std([u["local-mean-own-test"] for u in rows]),
-        "fedavg-client-mean": _mean_std([u["fedavg"]["client-mean"] for u in rows]),
-        "fedavg-client-worst": _mean_std([u["fedavg"]["client-worst"] for u in rows]),
-        "fed-over-central": statistics.mean(f / c for f, c in zip(fed, cen, strict=True)),
-        "int8-minus-fedavg-points": 100 * statistics.mean(q - f for q, f in zip(q8, fed, strict=True)),
-        "fed-minus-local-points": 100 * statistics.mean(f - lo for f, lo in zip(fed, loc, strict=True)),
-        "up-bytes-per-client-round": first["fedavg"]["up-per-client-round"],
-        "up-bytes-int8": first["fedavg-int8"]["up-per-client-round"],
-        "full-model-bytes": first["fedavg"]["full-model-bytes"],
-        "up-ratio": first["fedavg"]["up-ratio"],
-        "up-ratio-int8": first["fedavg-int8"]["up-ratio"],
-        "fedavg-round-s": statistics.mean(u["fedavg"]["round-s"] for u in rows),
-        "curves": {str(u["seed"]): u["fedavg"]["curve"] for u in rows},
-    }
-
-
 def report(args) -> dict:
-    """Collect the finished parts under ``--work`` into the results JSON and Markdown."""
-    units = [common.load_json(p) for p in sorted(args.work.glob("acc-*.json"))]
-    units = [u for u in units if u]
-    parts = [*units]
-    summary: dict = {"preset": args.preset, "pretrained": args.pretrained, "accuracy": {}}
-    for task in sorted({u["task"] for u in units}):
-        summary["accuracy"][task] = task_entry([u for u in units if u["task"] == task])
-    for path in sorted(args.work.glob("convergence-*.json")):
-        loaded = common.load_json(path)
-        parts.append(loaded)
-        summary.setdefault("convergence", {})[loaded["task"]] = loaded
-    for part in ("overhead", "ray", "scale"):
-        loaded = common.load_json(args.work / f"{part}.json")
-        if loaded:
-            parts.append(loaded)
-            summary[part] = loaded
-    provenance = []
-    for p in parts:
-        record = p.pop("provenance", None)
-        key = record and (record["command"], record["commit"], record["dirty"])
-        if record and key not in {(r["command"], r["commit"], r["dirty"]) for r in provenance}:
-            provenance.append(record)
-    summary["provenance"] = provenance
+    """Collect the finished pieces under ``--work`` into the results JSON and Markdown."""
+    summary = summarize(args.work, preset=args.preset, pretrained=args.pretrained)
     common.save_json(args.out / f"{NAME}.json", summary)
     common.save_text(args.out / f"{NAME}.md", markdown(summary))
     print(f"wrote {args.out / NAME}.json and .md", flush=True)
@@ -431,28 +385,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("part", nargs="?", choices=["all", *PARTS, "report"])
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--tasks", default="los,beam")
+    parser.add_argument("--tasks", default="beam-spatial,positioning")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--long-rounds", type=int, default=16)
-    parser.add_argument("--long-tasks", default="beam")
-    parser.add_argument("--central-epochs", default="1,2,4,8,16")
     parser.add_argument("--overhead-rounds", type=int, default=2)
-    parser.add_argument("--overhead-repeats", type=int, default=3)
+    parser.add_argument("--overhead-repeats", type=int, default=2)
     parser.add_argument("--ray-rounds", type=int, default=2)
-    parser.add_argument("--scale-rounds", type=int, default=3)
-    parser.add_argument("--scale-fraction", type=float, default=0.25)
-    parser.add_argument("--scale-ray", action="store_true")
     parser.add_argument("--timeout", type=float, default=3600.0)
     common.add_common_flags(parser, WORK)
     args = common.parse_args(parser, argv, NAME, markdown, part_required=True)
     if args is None:
         return
+    import torch
+
+    torch.set_num_threads(1)
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    args.long_tasks = [t for t in args.long_tasks.split(",") if t]
-    args.central_epochs = [int(e) for e in args.central_epochs.split(",") if e]
     args.work = args.work / args.pretrained
     args.work.mkdir(parents=True, exist_ok=True)
     for step in PARTS if args.part == "all" else [args.part]:
