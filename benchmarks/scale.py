@@ -232,6 +232,7 @@ def run_ray(args, stations: int, preset: Path) -> dict:
 
 
 def measure(args) -> None:
+    started = common.provenance()  # the code that runs: its state now, not at the end
     path = args.out / f"{NAME}.json"
     result = common.load_json(path) or {}
     result.pop("provenance", None)
@@ -253,19 +254,19 @@ def measure(args) -> None:
         for workers in (1, 2):
             print(f"{stations} stations, engine with {workers} worker(s) ...", flush=True)
             entry[f"engine-w{workers}"] = run_engine(args, stations, workers)
-            _save(path, result)
+            _save(path, result, started)
         if stations in args.ray_stations:
             print(f"{stations} stations, flwr run (Ray) ...", flush=True)
             try:
                 entry["ray"] = run_ray(args, stations, preset)
             except (RuntimeError, TimeoutError) as err:
                 entry["ray"] = {"error": str(err)[-500:]}
-            _save(path, result)
+            _save(path, result, started)
     common.render(path, args.out / f"{NAME}.md", markdown)
 
 
-def _save(path: Path, result: dict) -> None:
-    common.save_json(path, {**result, "provenance": common.provenance()})
+def _save(path: Path, result: dict, provenance: dict) -> None:
+    common.save_json(path, {**result, "provenance": provenance})
 
 
 def _ints(text: str) -> list[int]:
