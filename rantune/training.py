@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -13,6 +13,9 @@ from torch import Tensor, nn
 from rantune.errors import InputError
 from rantune.schema import check_settings, setting
 from rantune.tasks.base import Task, predict
+
+AfterEpoch = Callable[[int, float], bool]
+"""``after_epoch(epoch index, mean task loss of that epoch) -> stop training?``"""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ def train(
     y: Tensor,
     settings: TrainSettings,
     reference: dict[str, Tensor] | None = None,
+    after_epoch: AfterEpoch | None = None,
 ) -> dict[str, float]:
     """Train ``model``'s trainable parameters on ``(x, y)`` in place.
 
@@ -77,6 +81,8 @@ def train(
     settings : optimisation settings.
     reference : ``{parameter name: tensor}`` anchor of the proximal term (FedProx);
         defaults to the parameters at the start of this call.
+    after_epoch : called after each epoch with ``(epoch, mean task loss of that epoch)``;
+        returning True stops training (early stopping, :func:`fit`).
 
     Returns
     -------
@@ -96,7 +102,7 @@ def train(
         prox = sum((p - anchor[n]).pow(2).sum() for n, p in params.items())
         return loss, loss + 0.5 * settings.prox_mu * prox
 
-    return _optimise(model, list(params.values()), len(x), step, settings)
+    return _optimise(model, list(params.values()), len(x), step, settings, after_epoch)
 
 
 def _optimise(
@@ -105,18 +111,21 @@ def _optimise(
     num_rows: int,
     step: Callable[[Tensor], tuple[Tensor, Tensor]],
     settings: TrainSettings,
+    after_epoch: AfterEpoch | None = None,
 ) -> dict[str, float]:
     """The loop of :func:`train` and :func:`train_probe`: seeded shuffling, AdamW,
-    clipping, ``max_steps``; ``step(batch indices) -> (task loss, objective)``."""
+    clipping, ``max_steps``; ``step(batch indices) -> (task loss, objective)``;
+    ``after_epoch(epoch, epoch loss) -> stop?`` (the model is in eval mode during it)."""
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     model.train()
     total, steps = 0.0, 0
-    for _ in range(settings.epochs):
+    for epoch in range(settings.epochs):
         order = torch.randperm(num_rows, generator=generator)
+        epoch_total, epoch_steps = 0.0, 0
         for start in range(0, num_rows, settings.batch_size):
-            if settings.max_steps and steps >= settings.max_steps:
+            if settings.max_steps and steps + epoch_steps >= settings.max_steps:
                 break
             loss, objective = step(order[start : start + settings.batch_size])
             optimizer.zero_grad(set_to_none=True)
@@ -124,8 +133,17 @@ def _optimise(
             if settings.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
             optimizer.step()
-            total += float(loss.detach())
-            steps += 1
+            epoch_total += float(loss.detach())
+            epoch_steps += 1
+        total, steps = total + epoch_total, steps + epoch_steps
+        if after_epoch is not None:
+            model.eval()
+            stop = after_epoch(epoch, epoch_total / max(epoch_steps, 1))
+            model.train()
+            if stop:
+                break
+        if settings.max_steps and steps >= settings.max_steps:
+            break
     model.eval()
     return {"loss": total / max(steps, 1), "num_examples": int(num_rows), "steps": steps}
 
@@ -185,6 +203,7 @@ def train_probe(
     y: Tensor,
     settings: TrainSettings,
     features: tuple[Tensor, Tensor] | None = None,
+    after_epoch: AfterEpoch | None = None,
 ) -> dict[str, float]:
     """Linear probe: train only ``model.head`` on the frozen encoder's features.
 
@@ -202,7 +221,7 @@ def train_probe(
         return loss, loss
 
     model.eval()  # the encoder stays in eval mode (no dropout); only the head trains
-    return _optimise(model.head, params, len(x), step, settings)
+    return _optimise(model.head, params, len(x), step, settings, after_epoch)
 
 
 @torch.no_grad()
@@ -219,3 +238,132 @@ def predict_from_features(
             for i in range(0, len(x), batch_size)
         ]
     )
+
+
+# ------------------------------------------------------------------ early stopping
+@dataclass(frozen=True)
+class StoppingSettings:
+    """Early stopping on a validation share of the labelled rows (:func:`fit`).
+
+    Attributes
+    ----------
+    patience : epochs without a validation improvement before training stops
+        (0 = off: train ``max_epochs`` epochs on every labelled row, no validation).
+    max_epochs : epoch cap.
+    val_share : share of the labelled rows held out for validation (seeded; 0 = none:
+        the training loss is monitored).
+    min_val_rows : at least this many validation rows; with fewer than twice as many
+        labelled rows there is no validation split and the training loss is monitored.
+    """
+
+    patience: int = setting(5, "epochs without validation improvement before stopping (0 = off)", low=0)
+    max_epochs: int = setting(50, "epoch cap", low=1)
+    val_share: float = setting(
+        0.2, "share of the labelled rows that validates (0 = none: the training loss)",
+        low=0.0,
+        high=0.5,
+    )
+    min_val_rows: int = setting(4, "at least this many validation rows", low=1)
+    scope: ClassVar[str] = "early stopping"
+
+    def __post_init__(self) -> None:
+        check_settings(self, self.scope)
+
+
+def validation_split(
+    rows: np.ndarray, settings: StoppingSettings, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ``(training rows, validation rows)`` of the labelled ``rows``, both sorted.
+
+    ``max(min_val_rows, round(val_share * n))`` rows validate; with patience 0, val_share
+    0 or fewer than ``2 * min_val_rows`` labelled rows the validation part is empty (every
+    row trains and :func:`fit` monitors the training loss).
+    """
+    count = max(settings.min_val_rows, int(round(settings.val_share * len(rows))))
+    if not settings.patience or not settings.val_share or len(rows) < 2 * settings.min_val_rows:
+        return np.sort(rows), rows[:0]
+    chosen = np.zeros(len(rows), dtype=bool)
+    chosen[np.random.default_rng([seed, 11]).choice(len(rows), size=count, replace=False)] = True
+    return np.sort(rows[~chosen]), np.sort(rows[chosen])
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    train_xy: tuple[Tensor, Tensor],
+    val_xy: tuple[Tensor, Tensor] | None,
+    settings: TrainSettings,
+    stopping: StoppingSettings,
+    features: tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor] | None] | None = None,
+) -> dict:
+    """Train with early stopping: score ``val_xy`` after every epoch, keep the best state.
+
+    The monitor is the task's primary metric on the validation rows, ties broken by the
+    validation loss; the validation loss alone when the metric is NaN there (e.g. a
+    single LoS class among few rows); the epoch's training loss without validation rows
+    (``val_xy`` None or empty). Training stops after ``stopping.patience`` epochs without
+    improvement or at ``stopping.max_epochs`` (``settings.epochs`` is ignored); the
+    trainable parameters of the best epoch are restored.
+
+    Parameters
+    ----------
+    model, task, settings : as :func:`train`.
+    train_xy, val_xy : inputs and targets of the training and validation rows.
+    stopping : patience and epoch cap.
+    features : for a probe (:func:`train_probe`): the frozen encoder's features of the
+        training and validation inputs (see :func:`encode`).
+
+    Returns
+    -------
+    dict
+        :func:`train`'s log plus ``epochs`` (run), ``best_epoch`` (1-based),
+        ``stopped_early``, ``monitor`` (``"val:<metric>"``, ``"val:loss"`` or
+        ``"train:loss"``), ``best`` (the monitored value of the restored state) and
+        ``history`` (the monitored value after every epoch).
+    """
+    x, y = train_xy
+    has_val = val_xy is not None and len(val_xy[0]) > 0
+    params = trainable_parameters(model)
+
+    def val_scores() -> tuple[float, float]:
+        if features is not None:
+            output = predict_from_features(model, val_xy[0], features[1])
+        else:
+            output = predict(model, val_xy[0])
+        metric = task.metrics(output, val_xy[1])[task.primary_metric]
+        return float(metric), float(task.loss(output, val_xy[1]))
+
+    sign = 1.0 if task.higher_is_better else -1.0
+    use_metric = has_val and np.isfinite(val_scores()[0])
+    monitor = f"val:{task.primary_metric}" if use_metric else "val:loss" if has_val else "train:loss"
+    state: dict = {"best": None, "key": None, "epoch": 0, "history": [], "epochs": 0}
+
+    def after_epoch(epoch: int, train_loss: float) -> bool:
+        metric, loss = val_scores() if has_val else (float("nan"), train_loss)
+        value = metric if use_metric else loss
+        key = (sign * metric, -loss) if use_metric else (-loss,)  # larger is better
+        state["history"].append(value)
+        state["epochs"] = epoch + 1
+        if state["key"] is None or key > state["key"]:
+            state.update(key=key, best=value, epoch=epoch + 1)
+            state["params"] = {n: p.detach().clone() for n, p in params.items()}
+        return stopping.patience > 0 and epoch + 1 - state["epoch"] >= stopping.patience
+
+    epoch_settings = replace(settings, epochs=stopping.max_epochs)
+    if features is not None:
+        log = train_probe(model, task, x, y, epoch_settings, features[0], after_epoch)
+    else:
+        log = train(model, task, x, y, epoch_settings, after_epoch=after_epoch)
+    if "params" in state:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(state["params"][name])
+    return {
+        **log,
+        "epochs": state["epochs"],
+        "best_epoch": state["epoch"],
+        "stopped_early": state["epochs"] < stopping.max_epochs,
+        "monitor": monitor,
+        "best": state["best"],
+        "history": state["history"],
+    }

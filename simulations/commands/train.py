@@ -11,7 +11,6 @@ train), ``full`` (pretrained encoder, everything trains).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +25,13 @@ from rantune.lora import PROJECTION_NAMES, LoraSettings, shipped_targets
 from rantune.simulations.commands import set_torch_threads
 from rantune.simulations.errors import cli_errors, ensure_output_dir
 from rantune.tasks.settings import TaskSettings
+from rantune.training import StoppingSettings
 
 console = Console()
 MODES = ("scratch", "probe", "lora", "full")
 # Learning rates per mode that worked on the default preset (tiny model, batch 32).
 DEFAULT_LR = {"scratch": 1e-3, "probe": 3e-3, "lora": 5e-3, "full": 5e-4}
+STOPPING = StoppingSettings()  # the CLI's defaults (one source: the dataclass)
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,11 @@ class CentralizedSettings:
     seeds : one run per seed (seeds the budget subset, init and batch order).
     checkpoint : pretrained encoder, a shipped name or a ``.safetensors`` path.
     size : model size; the checkpoint must match it.
-    epochs, min_steps, max_steps : training length: ``epochs`` passes, but at least
-        ``min_steps`` optimizer steps (small budgets get more passes) and, if
-        ``max_steps`` > 0, at most ``max_steps`` (a compute cap for CPU benchmarks).
+    stopping : early stopping (:class:`rantune.training.StoppingSettings`): a seeded
+        ``val_share`` of the labelled rows validates after every epoch, training stops
+        after ``patience`` epochs without improvement or at ``max_epochs`` and keeps the
+        best epoch's weights.
+    max_steps : if > 0, at most this many optimizer steps (a compute cap).
     batch_size, lr, weight_decay : optimisation (``lr`` None = per-mode default).
     lora : LoRA settings for ``lora`` mode.
     partition_seed : seed of the natural split (fixed across runs so all share rows).
@@ -61,8 +64,7 @@ class CentralizedSettings:
     seeds: tuple[int, ...] = (0,)
     checkpoint: str = "tiny"
     size: str = "tiny"
-    epochs: int = 2
-    min_steps: int = 100
+    stopping: StoppingSettings = field(default_factory=StoppingSettings)
     max_steps: int = 0
     batch_size: int = 32
     lr: float | None = None
@@ -84,8 +86,11 @@ class CentralizedSettings:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if not self.seeds:
             raise InputError("give at least one seed")
-        if self.epochs < 1 or self.min_steps < 0 or self.max_steps < 0 or self.batch_size < 1:
-            raise InputError("epochs and batch_size must be >= 1, min_steps and max_steps >= 0")
+        if self.max_steps < 0 or self.batch_size < 1:
+            raise InputError(
+                f"--batch-size={self.batch_size} / --max-steps={self.max_steps} are invalid: "
+                "expected batch_size >= 1 and max_steps >= 0"
+            )
 
     @property
     def learning_rate(self) -> float:
@@ -140,12 +145,6 @@ def mode_model(mode: str, task, encoder, radio, lora: LoraSettings):
     return model
 
 
-def epochs_for(num_rows: int, batch_size: int, epochs: int, min_steps: int) -> int:
-    """``epochs``, raised so that training makes at least ``min_steps`` optimizer steps."""
-    per_epoch = max(1, math.ceil(num_rows / batch_size))
-    return max(epochs, math.ceil(min_steps / per_epoch))
-
-
 def run_one(
     settings: CentralizedSettings,
     seed: int,
@@ -167,20 +166,20 @@ def run_one(
     from rantune.training import (
         TrainSettings,
         encode,
+        fit,
         label_budget,
         predict_from_features,
-        train,
-        train_probe,
+        validation_split,
     )
 
     task = get_task(settings.task, settings.task_options)
     train_rows, test_rows = split
     rows = label_budget(train_rows, settings.budget, seed)
+    fit_rows, val_rows = validation_split(rows, settings.stopping, seed)
     torch.manual_seed(seed)
     encoder = load_encoder(settings.mode, settings.checkpoint, settings.size)
     model = mode_model(settings.mode, task, encoder, radio, settings.lora)
     train_settings = TrainSettings(
-        epochs=epochs_for(len(rows), settings.batch_size, settings.epochs, settings.min_steps),
         batch_size=settings.batch_size,
         lr=settings.learning_rate,
         weight_decay=settings.weight_decay,
@@ -189,20 +188,23 @@ def run_one(
     )
     x_test, y_test = task.tensors(data, test_rows)
     started = time.perf_counter()
+    train_xy = task.tensors(data, fit_rows)
+    val_xy = task.tensors(data, val_rows) if len(val_rows) else None  # None: train loss
     if settings.mode == "probe":
         cache = cache if cache is not None else {}
         if "train" not in cache:
-            x_all, _ = task.tensors(data, train_rows)
-            cache["train"] = encode(model.encoder, x_all)
+            cache["train"] = encode(model.encoder, task.tensors(data, train_rows)[0])
             cache["test"] = encode(model.encoder, x_test)
-        where = np.searchsorted(train_rows, rows)
-        x, y = task.tensors(data, rows)
-        features = (cache["train"][0][where], cache["train"][1][where])
-        log = train_probe(model, task, x, y, train_settings, features=features)
+
+        def cached(part: np.ndarray) -> tuple:
+            where = np.searchsorted(train_rows, part)
+            return cache["train"][0][where], cache["train"][1][where]
+
+        features = (cached(fit_rows), cached(val_rows) if len(val_rows) else None)
+        log = fit(model, task, train_xy, val_xy, train_settings, settings.stopping, features)
         output = predict_from_features(model, x_test, cache["test"])
     else:
-        x, y = task.tensors(data, rows)
-        log = train(model, task, x, y, train_settings)
+        log = fit(model, task, train_xy, val_xy, train_settings, settings.stopping)
         output = predict(model, x_test)
     metrics = task.metrics(output, y_test)
     metrics["loss"] = float(task.loss(output, y_test))
@@ -215,7 +217,12 @@ def run_one(
     return {
         "seed": seed,
         "num_train": int(len(rows)),
-        "epochs": train_settings.epochs,
+        "num_val": int(len(val_rows)),
+        "epochs": log["epochs"],
+        "best_epoch": log["best_epoch"],
+        "stopped_early": log["stopped_early"],
+        "monitor": log["monitor"],
+        "history": log["history"],
         "steps": log["steps"],
         "train_loss": log["loss"],
         "seconds": round(time.perf_counter() - started, 2),
@@ -247,6 +254,7 @@ def run_centralized(settings: CentralizedSettings, data=None, radio=None, cache=
     runs = [run_one(settings, seed, data, radio, split, cache, subsets) for seed in settings.seeds]
     result = asdict(settings)
     result["lora"] = {**asdict(settings.lora), "targets": list(settings.lora.targets)}
+    result["stopping"] = asdict(settings.stopping)
     result["lr"] = settings.learning_rate
     result.update(
         primary_metric=task.primary_metric,
@@ -316,8 +324,16 @@ def register(app: typer.Typer) -> None:
         seeds: str = typer.Option("0", help="Comma-separated seeds, one run each."),
         checkpoint: str = typer.Option("tiny", help="Shipped name or .safetensors path."),
         size: str = typer.Option("tiny", help="Model size (must match the checkpoint)."),
-        epochs: int = typer.Option(2, help="Passes over the labelled rows."),
-        min_steps: int = typer.Option(100, help="At least this many optimizer steps."),
+        patience: int = typer.Option(
+            STOPPING.patience,
+            help="Stop after this many epochs without validation improvement (0 = off).",
+        ),
+        max_epochs: int = typer.Option(STOPPING.max_epochs, help="Epoch cap."),
+        val_share: float = typer.Option(
+            STOPPING.val_share,
+            help=f"Share of the labelled rows that validates (at least {STOPPING.min_val_rows} "
+            "rows; with fewer labelled rows the training loss is monitored).",
+        ),
         max_steps: int = typer.Option(0, help="At most this many optimizer steps (0 = no cap)."),
         batch_size: int = typer.Option(32, help="Mini-batch size."),
         lr: float | None = typer.Option(None, help="Learning rate (default per mode)."),
@@ -350,8 +366,9 @@ def register(app: typer.Typer) -> None:
             seeds=parse_seeds(seeds),
             checkpoint=checkpoint,
             size=size,
-            epochs=epochs,
-            min_steps=min_steps,
+            stopping=StoppingSettings(
+                patience=patience, max_epochs=max_epochs, val_share=val_share
+            ),
             max_steps=max_steps,
             batch_size=batch_size,
             lr=lr,
@@ -369,7 +386,6 @@ __all__ = [
     "MODES",
     "CentralizedSettings",
     "mode_model",
-    "epochs_for",
     "load_encoder",
     "pooled_split",
     "register",

@@ -16,13 +16,12 @@ from rantune.simulations.commands import pretrain as pretrain_command
 from rantune.simulations.commands import train as train_command
 from rantune.simulations.commands.train import (
     CentralizedSettings,
-    epochs_for,
     load_encoder,
     mode_model,
     run_centralized,
 )
 from rantune.tasks import get_task, predict
-from rantune.training import TrainSettings, encode, label_budget, train_probe
+from rantune.training import StoppingSettings, TrainSettings, encode, label_budget, train_probe
 
 RADIO = RadioConfig(num_bs_antennas=16, num_subcarriers=32, num_beams=16, num_time_steps=6)
 runner = CliRunner()
@@ -70,6 +69,9 @@ def synthetic(n: int = 60, sites: int = 2) -> ChannelDataset:
         (["train", "--task", "los", "--budget", "0"], "budget"),
         (["train", "--task", "los", "--seeds", "a,b"], "seeds"),
         (["train", "--task", "los", "--lora-targets", "attn"], "lora targets"),
+        (["train", "--task", "los", "--patience", "-1"], "early stopping patience"),
+        (["train", "--task", "los", "--max-epochs", "0"], "early stopping max_epochs"),
+        (["train", "--task", "los", "--val-share", "0.9"], "early stopping val_share"),
         (["pretrain", "--mask-ratio", "1.5"], "mask_ratio"),
         (["pretrain", "--noise-snr-db", "loud"], "noise-snr-db"),
         (["pretrain", "--noise", "pink"], "noise"),
@@ -132,11 +134,6 @@ def test_label_budget_is_seeded_subset_of_the_rows():
         label_budget(rows, 1.5, 0)
 
 
-def test_epochs_for_gives_small_budgets_enough_steps():
-    assert epochs_for(num_rows=59, batch_size=32, epochs=1, min_steps=80) == 40
-    assert epochs_for(num_rows=5900, batch_size=32, epochs=2, min_steps=80) == 2
-
-
 def test_probe_on_cached_features_matches_the_full_forward():
     # Prepare
     torch.manual_seed(0)
@@ -167,8 +164,7 @@ def test_run_centralized_reports_seeds_summary_and_baseline(mode):
         mode=mode,
         budget=0.5,
         seeds=(0, 1),
-        epochs=1,
-        min_steps=1,
+        stopping=StoppingSettings(patience=0, max_epochs=1),
         max_steps=1,
         batch_size=8,
     )
