@@ -7,9 +7,10 @@
   station's own training rows, ``server`` from channels the server generates itself
   (:func:`server_channels`: a TR 38.901 drop with the run's radio block, or a named
   preset under a seed of its own), teacher outputs only; ``off``: no student is trained.
-- **Static-int8 calibration**: a seeded sample of client training rows in ``federated``
-  mode (unlabelled activation ranges; :func:`pooled_split`), the server's generated
-  rows in ``server`` mode.
+- **Static-int8 calibration** (:mod:`rantune.compression.calibrate`): in ``federated``
+  and ``off`` mode each station computes MinMax activation ranges on its own training
+  rows and only the ranges travel (no client row reaches the server); in ``server``
+  mode the server calibrates on its generated rows.
 
 Rows come from the run's own preset and partitioning
 (:class:`rantune.federated.splits.FederatedData`).
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from rantune.channels import ChannelDataset, load_sites
 from rantune.compression import federated_distill as fd
+from rantune.compression.calibrate import FEDERATED_RANGES, SERVER_ROWS, calibration_stations
 from rantune.config import DataConfig, RadioConfig, SiteConfig
 from rantune.errors import InputError
 from rantune.federated.run_config import RunConfig
@@ -61,8 +63,8 @@ def pooled_split(
 ) -> tuple[Tensor, Tensor]:
     """Inputs and targets of every client's ``split`` rows pooled (``train``/``val``/``test``).
 
-    For the centralized and local-only references and the calibration sample; students
-    never train on it. ``max_rows`` caps the count with a seeded random subset (every
+    For the centralized and local-only references and tests; students and calibration
+    never use it. ``max_rows`` caps the count with a seeded random subset (every
     client contributes in proportion to its size). ``clients`` (partition ids) pools
     only those clients' rows; default all. ``data``: the run's stations when loaded.
     Each client's rows are the ones it uses in the run (:meth:`FederatedData.rows`: the
@@ -149,9 +151,12 @@ class CompressionData:
     Attributes
     ----------
     eval_x, eval_y : global test rows: every variant is measured on them.
-    calib_x : static-quantization calibration rows (float32 numpy); may be ``None``,
-        then ``int8-static`` refuses to run.
-    calib_source : where ``calib_x`` comes from (for the manifest).
+    calib_x : static-quantization calibration rows the server holds (float32 numpy,
+        ``server`` mode); ``None`` otherwise.
+    calib_stations : stations that calibrate on their own rows (federated ranges,
+        :func:`rantune.compression.calibrate.calibration_stations`); used when
+        ``calib_x`` is ``None``. With neither, ``int8-static`` refuses to run.
+    calib_source : where calibration happens (the manifest's ``calib_source``).
     source : where students learn (:class:`~rantune.compression.federated_distill.
         DistillSource`); ``None``: distillation is off.
     """
@@ -159,8 +164,9 @@ class CompressionData:
     eval_x: Tensor
     eval_y: Tensor
     calib_x: np.ndarray | None = None
-    calib_source: str = "client training rows"
+    calib_source: str = FEDERATED_RANGES
     source: object | None = None
+    calib_stations: tuple = ()
 
     def __post_init__(self) -> None:
         if len(self.eval_x) == 0:
@@ -184,7 +190,8 @@ def run_data(
 
     ``max_train`` caps each station's rows (federated); ``distill`` is one of
     :data:`DISTILL_MODES`; ``server_rows`` / ``server_preset``: the server's drop
-    (:func:`server_channels`); ``calibrate``: load calibration rows.
+    (:func:`server_channels`); ``calibrate``: prepare static-int8 calibration
+    (``max_calib`` rows: the server's own, or the stations' in all).
     """
     if distill not in DISTILL_MODES:
         raise InputError(
@@ -199,11 +206,8 @@ def run_data(
         calib = _subsample(np.arange(len(x)), max_calib, seed + 1) if calibrate else None
         return CompressionData(
             eval_x, eval_y, None if calib is None else x[calib].numpy(),
-            "server-generated channels", fd.server_source(x, info),
+            SERVER_ROWS, fd.server_source(x, info),
         )  # fmt: skip
     source = fd.federated_source(cfg, data, task, max_train) if distill == "federated" else None
-    calib_x = None
-    if calibrate:
-        calib_x = pooled_split(cfg, "train", max_rows=max_calib, seed=seed + 1, data=data)[0]
-        calib_x = calib_x.numpy()
-    return CompressionData(eval_x, eval_y, calib_x, "client training rows", source)
+    stations = calibration_stations(data, task, max_calib, seed + 1) if calibrate else ()
+    return CompressionData(eval_x, eval_y, None, FEDERATED_RANGES, source, stations)

@@ -1,23 +1,16 @@
 """``compress(run_dir, out_dir, variants)``: every edge artifact of a run, measured.
 
-Variants (each in ``ART/<variant>/`` with ``model.onnx`` and ``manifest.json``):
+Variants (each in ``ART/<variant>/`` with ``model.onnx`` and ``manifest.json``) are
+listed in :mod:`rantune.compression.variants`: fp32, int8-dynamic, int8-static
+(calibrated without pooled rows, :mod:`rantune.compression.calibrate`: per-station
+MinMax ranges, or the server's generated channels under ``distill_mode="server"``),
+pruned-int8, distilled-fp32 / distilled-int8 and sparse-int8.
 
-``fp32``            merged teacher exported to ONNX (parity with PyTorch <= 1e-4).
-``int8-dynamic``    per-channel int8 weights, dynamic activations (onnxruntime).
-``int8-static``     per-channel int8 weights and activations (QDQ), calibrated on a
-                    sample of client training rows (the server's generated channels
-                    under ``distill_mode="server"``).
-``pruned-int8``     heads and FFN channels removed by importance, recovered by a short
-                    distillation, then dynamic int8.
-``distilled-int8``  smaller student distilled from the teacher, then dynamic int8.
-
-Students (the two above) learn without pooled data (``settings.distill_mode``,
+Students (pruned and distilled) learn without pooled data (``settings.distill_mode``,
 :mod:`rantune.compression.federated_distill`): ``federated`` (default) on each base
 station's own rows, averaged by the server; ``server`` on channels the server
 generates, teacher outputs only; ``off`` builds neither. Importance for pruning is
 summed over the same participants. Each such manifest's ``distillation`` says which.
-``sparse-int8``     (optional) magnitude-pruned weights + dynamic int8: size-only, the
-                    gain shows in the compressed (zip) size, not in latency.
 
 ``ART/report.json``, ``ART/report.md`` and ``ART/pareto.png`` compare them with the
 PyTorch eager fp32 teacher. With ``sign_key`` (an Ed25519 private key, PEM) every
@@ -38,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from rantune.compression.calibrate import calibrated_static_int8, check_source
 from rantune.compression.data import DISTILL_MODES, CompressionData, run_data
 from rantune.compression.distill import DistillSettings, build_student, student_config
 from rantune.compression.export import check_parity, describe_onnx, export_onnx, run_onnx
@@ -49,24 +43,21 @@ from rantune.compression.federated_distill import (
 )
 from rantune.compression.measure import TORCH_REFERENCE, latency_table
 from rantune.compression.merge import SourceRun, load_adapter, load_run
-from rantune.compression.prune import (
-    PruneSettings,
-    magnitude_prune,
-    shipped_encoder_only,
-    structured_prune,
-)
-from rantune.compression.quantize_edge import (
-    check_calibration,
-    preprocess,
-    quantize_dynamic_int8,
-    quantize_static_int8,
-)
+from rantune.compression.prune import PruneSettings, magnitude_prune, structured_prune
+from rantune.compression.quantize_edge import preprocess, quantize_dynamic_int8
 from rantune.compression.report import assess_targets, write_pareto, write_report_md
+from rantune.compression.variants import (  # noqa: F401 - re-exported
+    DEFAULT_VARIANTS,
+    STUDENT_VARIANTS,
+    VARIANTS,
+    encoder_variants,
+    parse_variants,
+    resolve_variants,
+)
 from rantune.errors import InputError
 from rantune.federated.rundir import json_safe
 from rantune.fileio import atomic_write_json, sha256_file
 from rantune.lora import count_parameters
-from rantune.model import ChannelEncoder
 from rantune.tasks import Task, predict
 from rantune_edge import signing
 from rantune_edge.manifest import (
@@ -76,11 +67,6 @@ from rantune_edge.manifest import (
     output_kind,
     write_manifest,
 )
-
-VARIANTS = ("fp32", "int8-dynamic", "int8-static", "pruned-int8", "distilled-int8", "sparse-int8")
-DEFAULT_VARIANTS = VARIANTS[:5]
-STUDENT_VARIANTS = ("pruned-int8", "distilled-int8")
-"""Variants that train a student (not built with ``distill_mode="off"``)."""
 
 
 @dataclass(frozen=True)
@@ -123,25 +109,6 @@ class CompressSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"{name.replace('_', '-')}={value!r} is invalid: expected >= 1")
-
-
-def parse_variants(variants: str | Iterable[str] | None) -> tuple[str, ...]:
-    """``"fp32,int8-dynamic"``, a list, ``"all"`` or ``None`` (defaults) -> variant names."""
-    if variants is None:
-        return DEFAULT_VARIANTS
-    if isinstance(variants, str):
-        variants = [variants]
-    names: list[str] = []
-    for item in variants:
-        names += [v.strip() for v in str(item).split(",") if v.strip()]
-    if names == ["all"]:
-        return VARIANTS
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown or not names:
-        raise InputError(
-            f"unknown variant(s) {unknown or names}: choose from {', '.join(VARIANTS)} (or all)"
-        )
-    return tuple(dict.fromkeys(names))
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -187,6 +154,7 @@ class _Job:
         self._teacher_onnx: Path | None = None
         self._teacher_pre: Path | None = None
         self._teacher_bytes: int | None = None
+        self._student: tuple | None = None
         self.built: dict[str, tuple[Path, Manifest]] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -301,15 +269,13 @@ class _Job:
 
     def int8_static(self) -> dict:
         _, pre = self.teacher_onnx()
-        method = self.settings.calibration_method
-        out = quantize_static_int8(
-            pre, self.work / "int8-static.onnx", self.data.calib_x, method=method
-        )
+        out, details = calibrated_static_int8(
+            pre, self.work / "int8-static.onnx", self.data.calib_x, self.data.calib_stations,
+            self.settings.calibration_method, self.log,
+        )  # fmt: skip
         details = {
             "quantization": "static QDQ: int8 per-channel weights, uint8 activations (U8S8)",
-            "calibration_rows": int(len(self.data.calib_x)),
-            "calibration_method": method,
-            "calibration_source": self.data.calib_source,
+            **details,
         }
         return self.finish("int8-static", out, count_parameters(self.teacher), details)
 
@@ -332,26 +298,39 @@ class _Job:
         summary["parity_max_abs"] = error
         return self.finish("pruned-int8", out, count_parameters(pruned), summary, recovery)
 
+    def student(self) -> tuple[nn.Module, dict, dict, Path]:
+        """The distilled student (trained once per job): ``(model, details, history,
+        fp32 ONNX path)``."""
+        if self._student is None:
+            s, source = self.settings, self.source()
+            cfg = student_config(
+                self.teacher.encoder.config, s.student_layers, ffn_dim=s.student_ffn_dim
+            )
+            self.log(f"distilling a {cfg.num_layers}-layer student ({source.mode})")
+            radio = _radio(self.run)
+            student, init = build_student(self.teacher, self.task, radio, cfg, seed=s.distill.seed)
+            history = run_distillation(
+                self.teacher, student, self.task, source, s.distill, s.distill_rounds,
+                self.teacher_bytes(), self.log,
+            )  # fmt: skip
+            pre, error = self.export(student, "student")
+            details = {
+                "student_config": cfg.to_dict(),
+                "init": init,
+                "distill": {**asdict(s.distill), **history},
+                "parity_max_abs": error,
+            }
+            self._student = (student, details, history, pre)
+        return self._student
+
+    def distilled_fp32(self) -> dict:
+        student, details, history, _ = self.student()
+        onnx_path = self.work / "student.onnx"  # the export before pre-processing
+        return self.finish("distilled-fp32", onnx_path, count_parameters(student), details, history)
+
     def distilled_int8(self) -> dict:
-        s, source = self.settings, self.source()
-        cfg = student_config(
-            self.teacher.encoder.config, s.student_layers, ffn_dim=s.student_ffn_dim
-        )
-        self.log(f"distilling a {cfg.num_layers}-layer student ({source.mode})")
-        radio = _radio(self.run)
-        student, init = build_student(self.teacher, self.task, radio, cfg, seed=s.distill.seed)
-        history = run_distillation(
-            self.teacher, student, self.task, source, s.distill, s.distill_rounds,
-            self.teacher_bytes(), self.log,
-        )  # fmt: skip
-        pre, error = self.export(student, "student")
+        student, details, history, pre = self.student()
         out = quantize_dynamic_int8(pre, self.work / "distilled-int8.onnx")
-        details = {
-            "student_config": cfg.to_dict(),
-            "init": init,
-            "distill": {**asdict(s.distill), **history},
-            "parity_max_abs": error,
-        }
         return self.finish("distilled-int8", out, count_parameters(student), details, history)
 
     def sparse_int8(self) -> dict:
@@ -367,38 +346,6 @@ def _manifest_record(history: dict | None) -> dict:
     if not history:
         return {}
     return {k: v for k, v in history.items() if k != "per_round"}
-
-
-def resolve_variants(variants: str | Iterable[str] | None, distill_mode: str) -> tuple[str, ...]:
-    """:func:`parse_variants`; with distillation ``off`` the default leaves the student
-    variants out, and asking for one is an error."""
-    names = parse_variants(variants)
-    if distill_mode != "off":
-        return names
-    if variants is None:
-        return tuple(n for n in names if n not in STUDENT_VARIANTS)
-    asked = [n for n in names if n in STUDENT_VARIANTS]
-    if asked:
-        raise InputError(
-            f"{', '.join(asked)} train(s) a student, but distillation is off: pass "
-            "--distill federated or --distill server, or leave them out of --variants"
-        )
-    return names
-
-
-def encoder_variants(
-    names: tuple[str, ...], model: nn.Module, explicit: bool, log: Callable[[str], None]
-) -> tuple[str, ...]:
-    """The variants ``model``'s encoder supports: a custom ``model.encoder`` has no
-    student variants (they slice the shipped architecture); asking for one is an error,
-    the default leaves them out."""
-    asked = [n for n in names if n in STUDENT_VARIANTS]
-    if not asked or isinstance(model.encoder, ChannelEncoder):
-        return names
-    if explicit:
-        shipped_encoder_only(model, ", ".join(asked))
-    log(f"custom encoder: {', '.join(asked)} left out (they need the shipped encoder)")
-    return tuple(n for n in names if n not in STUDENT_VARIANTS)
 
 
 # Tasks whose output is not class logits (every other task is a classification).
@@ -493,7 +440,7 @@ def compress(
         )
     if "int8-static" in names:
         shape = ["batch", *data.eval_x.shape[1:]]
-        check_calibration(data.calib_x, shape)
+        check_source(data.calib_x, data.calib_stations, shape, settings.calibration_method)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:

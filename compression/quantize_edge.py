@@ -2,13 +2,16 @@
 
 torchao has no ONNX path, so edge artifacts are quantized here on the exported fp32
 graph. Weights are int8 per output channel; dynamic quantization computes activation
-scales at run time, static quantization fixes them from calibration data (client
-channels, never the test set) and stores QuantizeLinear/DequantizeLinear pairs.
+scales at run time, static quantization fixes them from calibration data (never the
+test set: rows the server holds, or activation ranges the stations computed on their
+own rows, :mod:`rantune.compression.calibrate`) and stores QuantizeLinear/DequantizeLinear
+pairs.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +20,10 @@ from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
     QuantType,
+    TensorsData,
     quantize_dynamic,
     quantize_static,
+    save_tensors_data,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -114,8 +119,10 @@ def quantize_static_int8(
     per_channel: bool = True,
     method: str = "minmax",
     batch_size: int = 32,
+    ranges: TensorsData | None = None,
 ) -> Path:
-    """Static int8 in QDQ format, activation ranges calibrated on ``calibration``.
+    """Static int8 in QDQ format, activation ranges calibrated on ``calibration`` (or
+    given as ``ranges``).
 
     Activations are uint8 (asymmetric) and weights int8 per channel: U8S8 is
     onnxruntime's fast x86 path (S8S8 measured 4x slower at batch 1 on this CPU
@@ -125,10 +132,14 @@ def quantize_static_int8(
     ----------
     src : pre-processed fp32 model (:func:`preprocess`).
     dst : output model.
-    calibration : float32 model inputs ``[N, ...]`` from client data.
+    calibration : float32 model inputs ``[N, ...]``; ignored (may be ``None``) with
+        ``ranges``.
     per_channel : per-output-channel weight scales.
     method : ``minmax``, ``percentile`` or ``entropy``.
     batch_size : calibration batch size.
+    ranges : MinMax activation ranges computed elsewhere (merged per-station ranges,
+        :func:`rantune.compression.calibrate.federated_ranges`); onnxruntime reads them
+        as its calibration cache (``calibration_cache_path``) and runs no calibration.
 
     Raises
     ------
@@ -141,19 +152,30 @@ def quantize_static_int8(
         raise InputError(
             f"calibration method {method!r} is unknown: choose one of {sorted(CALIBRATION_METHODS)}"
         )
-    calibration = check_calibration(calibration, describe_onnx(src)["input"]["shape"])
+    if ranges is not None and method != "minmax":
+        raise InputError(f"given activation ranges are MinMax ranges, not {method!r}")
+    if ranges is None:
+        calibration = check_calibration(calibration, describe_onnx(src)["input"]["shape"])
 
     def build(tmp: Path) -> None:
-        quantize_static(
-            str(src),
-            str(tmp),
-            ArrayCalibrationReader(calibration, batch_size),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=list(INT8_OPS),
-            calibrate_method=CALIBRATION_METHODS[method],
-        )
+        with tempfile.TemporaryDirectory(prefix="rantune-ranges-") as folder:
+            cache, reader = None, None
+            if ranges is not None:  # onnxruntime's calibration cache: no rows, no inference
+                cache = Path(folder) / "ranges.json"
+                save_tensors_data(ranges, cache)
+            else:
+                reader = ArrayCalibrationReader(calibration, batch_size)
+            quantize_static(
+                str(src),
+                str(tmp),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=list(INT8_OPS),
+                calibrate_method=CALIBRATION_METHODS[method],
+                calibration_cache_path=cache,
+            )
 
     return write_onnx(dst, build, graph_level=False)

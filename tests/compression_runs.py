@@ -87,9 +87,9 @@ def smoke_onnx(root: Path | str, task: str = "los") -> dict:
     if key in _EXPORTS:
         return _EXPORTS[key]
     run = load_run(smoke_run(root, task, epochs=2 if task != "prediction" else 1))
-    data = run_data(run.config, max_calib=64, max_eval=128, distill="off")
-    # rows for the unit tests of prune/distill functions (the pipeline's students learn
-    # from rantune.compression.federated_distill sources, never from pooled rows)
+    data = run_data(run.config, max_eval=128, distill="off", calibrate=False)
+    # rows for the unit tests of prune/distill/quantize functions (the pipeline's students
+    # and calibration use rantune.compression.federated_distill / calibrate, never pooled rows)
     train_x, train_y = pooled_split(run.config, "train", max_rows=256)
     path = root / f"{task}-fp32.onnx"
     export_onnx(run.model, data.eval_x[:2], path)
@@ -100,7 +100,7 @@ def smoke_onnx(root: Path | str, task: str = "los") -> dict:
         "pre": pre,
         "x": data.eval_x,
         "y": data.eval_y,
-        "calib": data.calib_x,
+        "calib": train_x[:64].numpy(),
         "train_x": train_x,
         "train_y": train_y,
     }

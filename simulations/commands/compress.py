@@ -62,8 +62,9 @@ def register(app: typer.Typer) -> None:
             None,
             "--variants",
             help="Comma list of fp32, int8-dynamic, int8-static, pruned-int8, "
-            "distilled-int8, sparse-int8, or 'all' [default: the first five; without the "
-            "two students under --distill off].",
+            "distilled-fp32, distilled-int8, sparse-int8, or 'all' [default: fp32 to "
+            "pruned-int8 and distilled-int8; without the "
+            "students under --distill off].",
         ),
         distill: str = typer.Option(
             "federated",

@@ -94,7 +94,8 @@ def test_server_generated_mode_never_touches_client_rows(run_dir, tmp_path, monk
     assert record["stations"] == [] and record["bytes"]["total"] == 0
     assert record["rows"] == {"server": 96} and record["server_data"]["preset"] == "server-distill"
     static = read_manifest(tmp_path / "ART" / "int8-static")
-    assert static.details["calibration_source"] == "server-generated channels"
+    assert static.details["calib_source"] == "server-generated channels"
+    assert static.details["calibration_rows"] == FAST.max_calib
     assert read_manifest(tmp_path / "ART" / "pruned-int8").details["importance"] == "activation"
 
 

@@ -73,7 +73,10 @@ def test_report_compares_variants_with_the_teacher(compressed):
     assert by_name["pruned-int8"]["parameters"] < by_name["fp32"]["parameters"]
     assert by_name["distilled-int8"]["parameters"] < by_name["pruned-int8"]["parameters"]
     assert by_name["fp32"]["details"]["parity_max_abs"] <= 1e-4
-    assert by_name["int8-static"]["details"]["calibration_rows"] == 32
+    static = by_name["int8-static"]["details"]
+    assert static["calib_source"] == "federated MinMax ranges"
+    assert static["calibration_rows"] == sum(static["calibration"]["rows"].values())
+    assert abs(static["calibration_rows"] - 32) <= len(static["calibration"]["stations"])
     assert stored["reference"]["variant"] == "torch-fp32-teacher"
     assert {t["variant"] for t in stored["targets"]} == {
         "int8-dynamic", "int8-static", "distilled-int8",
@@ -86,6 +89,7 @@ def test_report_compares_variants_with_the_teacher(compressed):
 def test_variant_names_are_parsed_and_checked():
     assert parse_variants("fp32, int8-dynamic") == ("fp32", "int8-dynamic")
     assert parse_variants("all")[-1] == "sparse-int8"
+    assert "distilled-fp32" in parse_variants("all") and "distilled-fp32" not in DEFAULT_VARIANTS
     with pytest.raises(ValueError, match="unknown variant"):
         parse_variants("fp32,int3")
 
@@ -114,7 +118,7 @@ def test_static_quantization_without_calibration_writes_nothing(run_dir, tmp_pat
     from rantune.compression.data import run_data
 
     data = run_data(load_run(run_dir).config, max_train=16, max_calib=8, max_eval=16)
-    data.calib_x = None
+    data.calib_x, data.calib_stations = None, ()
     # Execute / Assert
     with pytest.raises(ValueError, match="needs calibration data"):
         compress(run_dir, tmp_path / "ART", "int8-static", FAST, data=data)
@@ -139,7 +143,7 @@ def test_failure_midway_leaves_no_partial_output(run_dir, tmp_path, monkeypatch)
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(pipeline, "quantize_static_int8", crash)
+    monkeypatch.setattr(pipeline, "calibrated_static_int8", crash)
     # Execute / Assert
     with pytest.raises(RuntimeError, match="disk full"):
         compress(run_dir, tmp_path / "ART", "fp32,int8-static", FAST)
