@@ -55,8 +55,8 @@ NAME = "federated"
 WORK = common.ROOT / "runs" / "bench-federated"
 PARTS = ("accuracy", "convergence", "overhead", "ray")
 RT_PRESET = common.ROOT / "benchmarks" / "presets" / "default-rt.toml"
-TASK_PRESET = {"beam-spatial": "default", "positioning": str(RT_PRESET), "los": "default"}
-"""The preset of each task's runs (``--preset`` replaces ``default``)."""
+RT_TASKS = ("positioning",)
+"""Tasks that run on the ray-traced stations only (``--rt-preset``)."""
 HEAD = "token-mlp"
 """Task head of every run: the tasks' own default head (as ``benchmarks/tasks.py``)."""
 CONFIG_KEYS = (
@@ -72,8 +72,8 @@ def _quiet() -> None:
 
 
 def task_preset(args, task: str) -> str:
-    preset = TASK_PRESET.get(task, "default")
-    return args.preset if preset == "default" else preset
+    """``--rt-preset`` for the ray-traced-only tasks, ``--preset`` for the others."""
+    return args.rt_preset if task in RT_TASKS else args.preset
 
 
 def _base(args, task: str, seed: int, **extra) -> dict:
@@ -107,8 +107,12 @@ def _train_settings(flat: dict, epochs: int, seed: int):
     )
 
 
+_PROVENANCE: dict = {}
+"""``common.provenance()`` recorded when this run started (:func:`main`)."""
+
+
 def _save_piece(path: Path, payload: dict) -> None:
-    common.save_json(path, {**payload, "provenance": common.provenance()})
+    common.save_json(path, {**payload, "provenance": _PROVENANCE or common.provenance()})
 
 
 def _overrides(flat: dict) -> dict:
@@ -385,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("part", nargs="?", choices=["all", *PARTS, "report"])
     parser.add_argument("--preset", default="default")
+    parser.add_argument(
+        "--rt-preset", default=str(RT_PRESET), help="preset of the ray-traced-only tasks"
+    )
     parser.add_argument("--tasks", default="beam-spatial,positioning")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rounds", type=int, default=8)
@@ -402,9 +409,11 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    _PROVENANCE.clear()
+    _PROVENANCE.update(common.provenance(argv))
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
-    args.work = args.work / args.pretrained
+    args.work = args.work / Path(args.pretrained).stem  # one folder per encoder
     args.work.mkdir(parents=True, exist_ok=True)
     for step in PARTS if args.part == "all" else [args.part]:
         if step != "report":
