@@ -1,24 +1,31 @@
-"""Strategy comparison benchmark (issue 5 acceptance) on the ``default`` preset.
+"""Strategy comparison benchmark (issue 16 part 4) on the ``default`` preset, natural split.
 
-Parts (each resumable: finished runs are recorded under ``--work`` and skipped):
+Every strategy runs at a learning rate tuned on validation, for a fixed round budget,
+over seeds that also draw their own split (``partition.seed`` = the run seed), through
+:func:`rantune.simulations.compare.grid.run_grid` (the engine behind ``rantune compare``),
+one worker process, one torch thread. Same data, rows, rounds, local epochs, batch and
+evaluation rows for every strategy; only the lr differs, and it is chosen the same way.
 
-``main``    >= 10 strategies x {natural, dirichlet-0.1, dirichlet-1.0} x seeds x
-            {los, beam}, homogeneous LoRA rank, through :func:`simulations.compare.grid.run_grid`
-            (the engine behind ``rantune compare``).
-``robust``  20 % Byzantine clients (2 of 8 sites) on ``beam``/natural: FedAvg vs
-            FedMedian / FedTrimmedAvg / Krum / MultiKrum, without attack and under a
-            sign-flip (x10) and a Gaussian-noise attack.
-``hetero``  heterogeneous ranks (partitions train r = 2, 4, 8 in turn; global r = 8):
-            FLoRA vs HetLoRA, natural split, both tasks.
-``report``  rebuild the grid reports under ``--work``, copy the plots to
-            ``benchmarks/results/strategies/plots/`` and write ``benchmarks/results/
-            strategies.json`` (every run's row) and ``strategies.md`` (generated from it;
-            ``--render`` rewrites the Markdown from the committed JSON).
+Parts (each resumable: a finished run is recorded under ``--work`` and skipped):
+
+``tune``    seed 0, every strategy at every lr of its grid (:func:`lr_grid`), with
+            ``client-validation`` on: each client also scores the model its station
+            uses (the global one, or the personalized one where the strategy keeps
+            parameters local) on its own validation rows. The lr with the best client
+            mean validation metric in the last round wins (:func:`select_lr`); the test
+            sets play no part in the choice.
+``main``    seeds 1 and 2 at each strategy's tuned lr (seed 1 of every strategy first;
+            with ``all``, task after task: a task is tuned and run before the next);
+            seed 0 is the tuning run at that lr (the same config: its record is reused).
+``report``  targets (:data:`TARGET_FRACTION` of FedAvg's mean final metric), the grid's
+            ``results.csv`` / plots, ``benchmarks/results/strategies.json`` (every run's
+            row, the tuning table, chance levels, provenance) and ``strategies.md``
+            generated from it (``--render`` rewrites it from the committed JSON).
 
 Usage::
 
-    python benchmarks/strategies.py all --workers 2            # ~40 min on a loaded 2-core box
-    python benchmarks/strategies.py main --rounds 3 --seeds 0,1,2
+    python benchmarks/strategies.py all          # tune + main + report (~50 CPU-minutes)
+    python benchmarks/strategies.py tune
     python benchmarks/strategies.py report
     python benchmarks/strategies.py --render
 """
@@ -26,7 +33,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
+import math
 import shutil
 import time
 from datetime import UTC, datetime
@@ -41,33 +48,51 @@ WORK = common.ROOT / "runs" / "bench-strategies"
 
 STRATEGIES = (
     "fedavg",
+    "fedprox",
     "fedadam",
-    "fedmedian",
-    "krum",
     "qfedavg",
+    "multikrum",
     "ffa-lora",
     "fedsa-lora",
     "flora",
     "hetlora",
     "fedex-lora",
+    "fed-sb",
+    "lora-fair",
 )
-PARTITIONS = ("natural", "dirichlet-0.1", "dirichlet-1.0")
-TASKS = ("los", "beam")
-# LoS accuracy sits at the majority class (NLoS) for weak models, so AUC ranks the
-# strategies; beam uses its primary metric.
-METRICS = {"los": "auc", "beam": "top1"}
-ROBUST_STRATEGIES = ("fedavg", "fedmedian", "fedtrimmedavg", "krum")
-ATTACKS = {
-    "none": {"attack.fraction": 0.0},
-    "sign-flip-x10": {"attack.fraction": 0.2, "attack.kind": "sign-flip", "attack.factor": 10.0},
-    "gaussian-0.5": {"attack.fraction": 0.2, "attack.kind": "gaussian", "attack.factor": 0.5},
-}
-ROBUST_PARAMS = {"strategy.num-malicious-nodes": 2, "strategy.trim-beta": 0.25}
-HETERO_STRATEGIES = ("flora", "hetlora")
-HETERO_PARAMS = {"lora.r": 8, "lora.client-ranks": "2,4,8"}
+"""The compared strategies. Krum and FedMedian (robust rules whose point is an attack,
+not clean data) are left out for the CPU budget; MultiKrum stands for them."""
+TASKS = ("los", "beam-spatial")
+METRICS = {"los": "auc", "beam-spatial": "top1"}
+"""The compared metric per task (LoS is imbalanced: AUC, not accuracy)."""
+LR_GRID = (0.003, 0.01, 0.03)
+"""Local AdamW learning rates tried per strategy (the run default is 0.003)."""
+LR_GRIDS: dict[str, tuple[float, ...]] = {}
+"""Per-strategy grids replacing :data:`LR_GRID` (none: every strategy gets the same one)."""
+STRATEGY_PARAMS: dict[str, dict] = {"multikrum": {"strategy.num-malicious-nodes": 2}}
+"""Strategy keys other than the registry defaults: Multi-Krum with f = 0 keeps every
+update (FedAvg); f = 2 of 8 keeps the n - f = 6 best-scored updates."""
+TUNE_SEED = 0
+MAIN_SEEDS = (1, 2)
+TARGET_FRACTION = 0.95
+"""Rounds-to-target: the first round whose ranked metric reaches this fraction of
+FedAvg's mean final global metric (same task)."""
+BASE = "fedavg"
+
+
+def lr_grid(strategy: str) -> tuple[float, ...]:
+    return LR_GRIDS.get(strategy, LR_GRID)
+
+
+def chance_levels(preset: str) -> dict[str, float]:
+    """Metric of a predictor without information: AUC 0.5; top-1 1 / codebook size."""
+    from rantune.presets import load_preset
+
+    return {"los": 0.5, "beam-spatial": 1.0 / load_preset(preset).radio.num_beams}
 
 
 def overrides(args) -> dict:
+    """Run-config keys every run shares (the lr is added per grid)."""
     return {
         "model.pretrained": args.pretrained,
         "data.max-train-rows": args.train_rows,
@@ -75,7 +100,7 @@ def overrides(args) -> dict:
         "data.max-global-test-rows": args.global_test_rows,
         "local-epochs": args.local_epochs,
         "batch-size": args.batch_size,
-        "lr": args.lr,
+        "client-validation": True,
     }
 
 
@@ -88,108 +113,228 @@ def progress(outcome: dict, done: int, total: int) -> None:
     log(f"{done}/{total} {outcome['job']} {status} ({outcome['seconds']:.1f} s)")
 
 
-def _grid(args, folder: str, tasks, strategies, partitions, extra: dict | None = None) -> None:
-    """One strategy grid through :func:`rantune.simulations.compare.grid.run_grid`."""
-    from rantune.simulations.compare.grid import GridSpec, run_grid
+def _spec(args, tasks, strategies, seeds, lr: float):
+    from rantune.simulations.compare.grid import GridSpec
 
-    spec = GridSpec(
+    return GridSpec(
         preset=args.preset,
         tasks=tuple(tasks),
         strategies=tuple(strategies),
-        partitions=tuple(partitions),
-        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        partitions=("natural",),
+        seeds=tuple(seeds),
         rounds=args.rounds,
-        overrides={**overrides(args), **(extra or {})},
+        overrides={
+            **overrides(args),
+            **{k: v for s in strategies for k, v in STRATEGY_PARAMS.get(s, {}).items()},
+            "lr": lr,
+        },
         metric=METRICS,
-    )
-    result = run_grid(spec, args.work / folder, workers=args.workers, progress=progress)
-    log(
-        f"{folder}: ran {len(result.ran)}, skipped {len(result.skipped)}, "
-        f"failed {len(result.failed)}"
+        split_seed=True,
     )
 
 
-def run_main(args) -> None:
-    _grid(args, "main", TASKS, args.strategies.split(","), PARTITIONS)
+def tune_dir(work: Path, lr: float) -> Path:
+    return work / "tune" / f"lr-{lr:g}"
 
 
-def run_robust(args) -> None:
-    for name, attack in ATTACKS.items():
-        _grid(args, f"robust-{name}", ("beam",), ROBUST_STRATEGIES, ("natural",),
-              {**ROBUST_PARAMS, **attack})
+def _run(spec, out: Path) -> None:
+    from rantune.simulations.compare.grid import run_grid
+
+    result = run_grid(spec, out, workers=1, plots=False, progress=progress)
+    if result.failed:
+        log(f"{out}: {len(result.failed)} run(s) failed: {result.failed}")
 
 
-def run_hetero(args) -> None:
-    _grid(args, "hetero", TASKS, HETERO_STRATEGIES, ("natural",), HETERO_PARAMS)
+def run_tune(args, tasks) -> None:
+    """Every lr of every (task, strategy), one cell after the other (a cell's grid is
+    complete before the next starts)."""
+    for task in tasks:
+        for strategy in args.strategies:
+            for lr in lr_grid(strategy):
+                spec = _spec(args, (task,), (strategy,), (TUNE_SEED,), lr)
+                _run(spec, tune_dir(args.work, lr))
 
 
-# ---------------------------------------------------------------------------- report
-def _read_rows(path: Path) -> list[dict]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
+# ------------------------------------------------------------------ lr selection
+def tuning_table(args) -> dict:
+    """``{task: {strategy: {"grid": {lr: {val, final}}, "lr": chosen}}}`` from the tune records.
 
-
-def refresh_grid_reports(args) -> None:
-    """Rebuild each grid's results.csv / report.md / plots from its run records."""
+    ``val`` is the client mean validation metric of the last round (the selection
+    criterion), ``final`` the final global test metric (shown, never used to choose).
+    """
     from rantune.simulations.compare.records import load_runs
-    from rantune.simulations.compare.report import write_report as grid_report
+    from rantune.simulations.compare.report import run_row
 
-    for name in ("main", "hetero", *(f"robust-{a}" for a in ATTACKS)):
-        folder = args.work / name
-        runs = load_runs(folder) if (folder / "runs").exists() else []
-        if runs:
-            grid_report(runs, folder, plots=name == "main")
+    table: dict = {}
+    for task in args.tasks:
+        for strategy in args.strategies:
+            grid = {}
+            for lr in lr_grid(strategy):
+                folder = tune_dir(args.work, lr)
+                runs = [
+                    r
+                    for r in (load_runs(folder) if (folder / "runs").exists() else [])
+                    if (r.task, r.strategy, r.seed) == (task, strategy, TUNE_SEED)
+                ]
+                if runs:
+                    row = run_row(runs[0])
+                    grid[f"{lr:g}"] = {
+                        "val": _finite(row["mean_client_val_metric"]),
+                        "final": _finite(row["final_metric"]),
+                        "rank": _finite(row["rank_metric"]),
+                    }
+            if grid:
+                chosen = select_lr(grid)
+                table.setdefault(task, {})[strategy] = {
+                    "grid": grid,
+                    "lr": chosen,
+                    "complete": len(grid) == len(lr_grid(strategy)),
+                    "at-edge": chosen is not None
+                    and float(chosen) in (min(lr_grid(strategy)), max(lr_grid(strategy))),
+                }
+    return table
 
 
-def _run_settings(work: Path) -> dict:
-    """LoRA / head keys of one finished run (of the main grid if it ran), from its
-    ``config.json``."""
-    config = next((work / "main").glob("**/config.json"), None) or next(
-        work.glob("**/config.json"), None
-    )
-    if config is None:
-        return {}
-    flat = common.run_flat_config(config.parent)
-    return {k: flat[k] for k in ("lora.r", "lora.alpha", "lora.targets", "model.head")}
+def _finite(value) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else float(value)
+
+
+def select_lr(grid: dict[str, dict]) -> str | None:
+    """The lr (key of ``grid``) with the highest validation metric; a tie goes to the
+    smaller lr; ``None`` when no lr has a validation value."""
+    scored = [(v["val"], -float(lr), lr) for lr, v in grid.items() if v["val"] is not None]
+    return max(scored)[2] if scored else None
+
+
+# ------------------------------------------------------------------------ main runs
+def run_main(args, tasks) -> None:
+    """Seeds 1 then 2 of every (task, strategy) at its tuned lr; seed 0's record is the
+    tuning run's at that lr."""
+    from rantune.simulations.compare.records import record_path
+
+    table = tuning_table(args)
+    main = args.work / "main"
+    for upto in range(1, len(MAIN_SEEDS) + 1):
+        seeds = (TUNE_SEED, *MAIN_SEEDS[:upto])
+        for task in tasks:
+            for strategy in args.strategies:
+                entry = table.get(task, {}).get(strategy)
+                if not entry or not entry["complete"] or entry["lr"] is None:
+                    log(f"main {task}/{strategy}: tuning unfinished, skipped")
+                    continue
+                lr = float(entry["lr"])
+                source = record_path(tune_dir(args.work, lr), task, strategy, "natural", TUNE_SEED)
+                target = record_path(main, task, strategy, "natural", TUNE_SEED)
+                if source.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source, target)  # same config: the grid skips seed 0
+                _run(_spec(args, (task,), (strategy,), seeds, lr), main)
+
+
+# --------------------------------------------------------------------------- report
+def targets_from(rows: list[dict]) -> dict[str, float]:
+    """:data:`TARGET_FRACTION` x FedAvg's mean final global metric, per task."""
+    out = {}
+    for task in {r["task"] for r in rows}:
+        finals = [r["final_metric"] for r in rows if (r["task"], r["strategy"]) == (task, BASE)]
+        finals = [v for v in finals if v is not None and math.isfinite(v)]
+        if finals:
+            out[task] = TARGET_FRACTION * sum(finals) / len(finals)
+    return out
+
+
+def main_rows(args) -> tuple[list[dict], dict[str, float]]:
+    """The main grid's rows (targets filled) and targets; rewrites its report and plots."""
+    from rantune.simulations.compare.records import load_runs
+    from rantune.simulations.compare.report import build_rows, write_report
+
+    folder = args.work / "main"
+    runs = load_runs(folder) if (folder / "runs").exists() else []
+    if not runs:
+        return [], {}
+    targets = targets_from(build_rows(runs))
+    write_report(runs, folder, targets, plots=True)
+    rows = [
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        for row in build_rows(runs, targets)
+    ]
+    plots = folder / "plots"
+    if plots.exists():
+        shutil.copytree(plots, args.out / PLOTS, dirs_exist_ok=True)
+    return rows, targets
+
+
+def curves(args, rows: list[dict]) -> dict:
+    """Per task and strategy: the ranked metric per round, mean over the main seeds
+    (to show where FedAvg's curve flattens)."""
+    from rantune.simulations.compare.records import load_runs
+
+    folder = args.work / "main"
+    runs = load_runs(folder) if (folder / "runs").exists() else []
+    out: dict = {}
+    for run in runs:
+        personalized = bool(run.extra.get("personalized"))
+        for r in run.history:
+            if personalized:
+                values = [v for v in r.client_metrics.values() if math.isfinite(v)]
+                value = sum(values) / len(values) if values else math.nan
+            else:
+                value = r.global_metric
+            cell = out.setdefault(run.task, {}).setdefault(run.strategy, {})
+            cell.setdefault(str(r.round), []).append(value)
+    return {
+        task: {
+            s: [_finite(sum(v) / len(v)) for _, v in sorted(c.items(), key=lambda kv: int(kv[0]))]
+            for s, c in cells.items()
+        }
+        for task, cells in out.items()
+    }
+
+
+def _provenance_log(work: Path) -> list[dict]:
+    return common.load_json(work / "provenance.json") or []
 
 
 def write_report(args, timing: dict) -> None:
-    """``strategies.json`` (every run's row, settings, provenance) and ``strategies.md``."""
-    refresh_grid_reports(args)
     path = args.out / f"{NAME}.json"
     previous = common.load_json(path) or {}
-    grid = {
-        name: _read_rows(args.work / name / "results.csv")
-        for name in ("main", "hetero", *(f"robust-{a}" for a in ATTACKS))
-        if (args.work / name / "results.csv").exists()
-    }
-    plots = args.work / "main" / "plots"
-    if plots.exists():
-        shutil.copytree(plots, args.out / PLOTS, dirs_exist_ok=True)
-    settings = {
-        "preset": args.preset,
-        "rounds": args.rounds,
-        "seeds": args.seeds,
-        "local-epochs": args.local_epochs,
-        "data.max-train-rows": args.train_rows,
-        "data.max-eval-rows": args.eval_rows,
-        "data.max-global-test-rows": args.global_test_rows,
-        "batch-size": args.batch_size,
-        "lr": args.lr,
-        "model.pretrained": args.pretrained,
-        "lora": _run_settings(args.work),
-        "metrics": METRICS,
-        "robust": {"attacks": ATTACKS, "params": ROBUST_PARAMS, "task": "beam", "partition": "natural"},
-        "hetero": {"params": HETERO_PARAMS},
-        "workers": args.workers,
-    }
+    rows, targets = main_rows(args)
+    config = next((args.work / "main").glob("work/**/config.json"), None)
+    lora = {}
+    if config is not None:
+        flat = common.run_flat_config(config.parent)
+        lora = {k: flat[k] for k in ("lora.r", "lora.alpha", "lora.targets", "model.head")}
     summary = {
-        "settings": settings,
-        "main": grid.get("main", []),
-        "robust": {a: grid[f"robust-{a}"] for a in ATTACKS if f"robust-{a}" in grid},
-        "hetero": grid.get("hetero", []),
+        "settings": {
+            "preset": args.preset,
+            "partition": "natural",
+            "tasks": list(args.tasks),
+            "strategies": list(args.strategies),
+            "rounds": args.rounds,
+            "tune-seed": TUNE_SEED,
+            "main-seeds": list(MAIN_SEEDS),
+            "split-seed": "partition.seed = seed",
+            "local-epochs": args.local_epochs,
+            "data.max-train-rows": args.train_rows,
+            "data.max-eval-rows": args.eval_rows,
+            "data.max-global-test-rows": args.global_test_rows,
+            "batch-size": args.batch_size,
+            "lr-grid": {s: list(lr_grid(s)) for s in args.strategies},
+            "strategy-params": {s: STRATEGY_PARAMS[s] for s in args.strategies if s in STRATEGY_PARAMS},
+            "model.pretrained": args.pretrained,
+            "lora": lora,
+            "metrics": METRICS,
+            "target-fraction": TARGET_FRACTION,
+            "target-base": BASE,
+            "workers": 1,
+        },
+        "chance": chance_levels(args.preset),
+        "targets": targets,
+        "tuning": tuning_table(args),
+        "main": rows,
+        "curves": curves(args, rows),
         "wall-s": [*previous.get("wall-s", []), timing] if timing else previous.get("wall-s", []),
-        "provenance": common.provenance(),
+        "provenance": _provenance_log(args.work) or [common.provenance()],
     }
     common.save_json(path, summary)
     common.save_text(args.out / f"{NAME}.md", markdown(summary))
@@ -200,32 +345,39 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("part", nargs="?", choices=("all", "main", "robust", "hetero", "report"))
+    parser.add_argument("part", nargs="?", choices=("all", "tune", "main", "report"))
     parser.add_argument("--preset", default="default")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--local-epochs", type=int, default=1)
-    parser.add_argument("--train-rows", type=int, default=48)
+    parser.add_argument("--train-rows", type=int, default=64)
     parser.add_argument("--eval-rows", type=int, default=32)
-    parser.add_argument("--global-test-rows", type=int, default=192)
+    parser.add_argument("--global-test-rows", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--workers", type=int, default=2)
     common.add_common_flags(parser, WORK)
     args = common.parse_args(parser, argv, NAME, markdown, part_required=True)
     if args is None:
         return
+    args.strategies = tuple(args.strategies.split(","))
+    args.tasks = tuple(args.tasks.split(","))
     args.work.mkdir(parents=True, exist_ok=True)
     import logging
 
+    import torch
+
+    torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    timing = {}
-    for part, run in (("main", run_main), ("robust", run_robust), ("hetero", run_hetero)):
-        if args.part in ("all", part):
-            t = time.perf_counter()
-            run(args)
-            timing[part] = time.perf_counter() - t
+    timing: dict = {}
+    if args.part in ("all", "tune", "main"):  # the commit that measures, at the start
+        common.save_json(args.work / "provenance.json", [*_provenance_log(args.work), common.provenance()])
+    # Task after task (the first, LoS, is complete before the next starts), tuning first.
+    for task in args.tasks:
+        for part, run in (("tune", run_tune), ("main", run_main)):
+            if args.part in ("all", part):
+                t = time.perf_counter()
+                run(args, (task,))
+                timing[part] = timing.get(part, 0.0) + time.perf_counter() - t
     if timing:  # one entry per invocation (finished runs are skipped by later ones)
         timing = {"finished": datetime.now(UTC).isoformat(timespec="seconds"), **timing}
     write_report(args, timing)

@@ -1,8 +1,9 @@
 """Markdown of the strategy benchmark, generated from ``benchmarks/results/strategies.json``.
 
 Every number below comes from that JSON (one row per run, as the grid's
-``results.csv`` writes it); ``python benchmarks/strategies.py --render`` rewrites
-``strategies.md`` from it without measuring.
+``results.csv`` writes it, the tuning table, chance levels and mean curves);
+``python benchmarks/strategies.py --render`` rewrites ``strategies.md`` from it
+without measuring.
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ import statistics
 import common
 
 PLOTS = "strategies/plots"  # relative to benchmarks/results/
+RANKED_BY = {False: "global", True: "personalized client mean"}
 
 
 def _num(value) -> float:
-    return float(value) if value not in ("", None) else math.nan
+    if value in ("", None):
+        return math.nan
+    if isinstance(value, str):
+        return {"true": 1.0, "false": 0.0}.get(value.lower(), float(value) if value else math.nan)
+    return float(value)
+
+
+def _flag(value) -> bool:
+    return value is True or str(value).lower() == "true"
 
 
 def _mean(values) -> float:
@@ -28,181 +38,184 @@ def _ci(rows: list[dict], key: str) -> str:
     return common.fmt_ci([_num(r.get(key)) for r in rows])
 
 
-def _sorted_partitions(rows: list[dict]) -> list[str]:
-    return sorted({r["partition"] for r in rows}, key=lambda p: (p != "natural", p))
-
-
 def _seeds(rows: list[dict]) -> int:
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["task"], r["strategy"], r["partition"]), set()).add(r["seed"])
+        groups.setdefault((r["task"], r["strategy"]), set()).add(r["seed"])
     return min((len(v) for v in groups.values()), default=0)
 
 
 def settings_lines(s: dict) -> list[str]:
     st = s["settings"]
-    partitions = _sorted_partitions(s["main"])
-    lora = st["lora"]
-    metrics = ", ".join(f"{task} {metric}" for task, metric in st["metrics"].items())
-    return [
-        f"- preset `{st['preset']}`"
-        + (f", partitions {', '.join(f'`{p}`' for p in partitions)}" if partitions else "")
-        + ", every client in every round",
-        f"- {st['rounds']} rounds, {st['local-epochs']} local epoch(s), at most "
-        f"{st['data.max-train-rows']} training rows per client, {st['data.max-eval-rows']} rows "
-        f"per client validation/test split and {st['data.max-global-test-rows']} global test "
-        "rows (`data.max-train-rows`, `data.max-eval-rows`, `data.max-global-test-rows`: "
-        f"seeded subsets), batch {st['batch-size']}, lr {st['lr']:g}, seeds {st['seeds']}",
-        f"- encoder `model.pretrained = {st['model.pretrained']}`, LoRA r = {lora['lora.r']}, "
-        f"alpha = {lora['lora.alpha']:g} on `{lora['lora.targets']}`, `{lora['model.head']}` "
-        "head trained (main grid); strategy hyper-parameters at their registry defaults",
-        f"- metrics: {metrics} of the global model on the global test subset (LoS accuracy "
-        "sits at the NLoS majority class for weak models, so AUC ranks LoS). MB = 10^6 bytes "
-        "of `ArrayRecord.count_bytes()` over all rounds and clients (training messages; "
-        "evaluation downlink excluded)",
-        f"- {st['workers']} worker processes, 1 torch thread each",
+    lora = st.get("lora") or {}
+    metrics = ", ".join(f"`{task}` {metric}" for task, metric in st["metrics"].items())
+    grids = {tuple(g) for g in st["lr-grid"].values()}
+    grid = (
+        "lr grid " + ", ".join(f"{x:g}" for x in next(iter(grids))) + " for every strategy"
+        if len(grids) == 1
+        else "lr grids " + "; ".join(f"{k}: {v}" for k, v in st["lr-grid"].items())
+    )
+    lines = [
+        f"- preset `{st['preset']}`, partition `{st['partition']}` (one client per base "
+        "station), every client in every round; tasks "
+        + ", ".join(f"`{t}`" for t in st["tasks"]),
+        f"- {st['rounds']} rounds, {st['local-epochs']} local epoch(s), batch {st['batch-size']}, "
+        f"at most {st['data.max-train-rows']} training rows per client, "
+        f"{st['data.max-eval-rows']} validation and {st['data.max-eval-rows']} test rows per "
+        f"client, {st['data.max-global-test-rows']} global test rows (seeded subsets); the same "
+        "for every strategy",
+        f"- seeds: {st['tune-seed']} (tuning) and {', '.join(str(x) for x in st['main-seeds'])}; "
+        f"each seed draws its own split ({st['split-seed']}: every client's train/validation/"
+        "test rows and the global test set change with it)",
+        f"- {grid}, chosen per task and strategy on seed {st['tune-seed']} by the client mean "
+        "validation metric in the last round (each station's own validation rows, scored with "
+        "the model that station uses); the seed-"
+        f"{st['tune-seed']} run at the chosen lr is that seed's result",
+        f"- metrics: {metrics}; chance: "
+        + ", ".join(f"`{t}` {v:.4g}" for t, v in s["chance"].items())
+        + ". MB = 10^6 bytes of `ArrayRecord.count_bytes()` over all rounds and clients "
+        "(training messages; evaluation downlink excluded)",
+        f"- rounds to target: the first round whose ranked metric reaches "
+        f"{st['target-fraction']:g} x {st['target-base']}'s mean final global metric ("
+        + ", ".join(f"`{t}` {v:.3f}" for t, v in sorted(s["targets"].items()))
+        + ")",
     ]
-
-
-def _ranks(rows: list[dict], strategies: list[str], partitions: list[str]) -> dict[str, float]:
-    ranks: dict[str, list[int]] = {s: [] for s in strategies}
-    for p in partitions:
-        means = {
-            s: _mean([_num(r["final_metric"]) for r in rows if (r["strategy"], r["partition"]) == (s, p)])
-            for s in strategies
-        }
-        order = sorted(strategies, key=lambda s: -means[s] if not math.isnan(means[s]) else math.inf)
-        for i, s in enumerate(order, start=1):
-            ranks[s].append(i)
-    return {s: _mean([float(x) for x in v]) for s, v in ranks.items()}
-
-
-def main_lines(rows: list[dict]) -> list[str]:
-    lines = []
-    for task in sorted({r["task"] for r in rows}):
-        task_rows = [r for r in rows if r["task"] == task]
-        metric = task_rows[0]["metric"]
-        partitions = _sorted_partitions(task_rows)
-        strategies = sorted({r["strategy"] for r in task_rows})
-        ranks = _ranks(task_rows, strategies, partitions)
-        body = []
-        for s in sorted(strategies, key=lambda s: (ranks[s], s)):
-            mine = [r for r in task_rows if r["strategy"] == s]
-            first = [r for r in mine if r["partition"] == partitions[0]]
-            body.append(
-                [
-                    s,
-                    *(_ci([r for r in mine if r["partition"] == p], "final_metric") for p in partitions),
-                    _ci(first, "worst_client_metric"),
-                    _ci(first, "mean_client_metric"),
-                    f"{ranks[s]:.1f}",
-                    f"{_mean([_num(r['mb_up']) for r in mine]):.2f}",
-                    f"{_mean([_num(r['mb_down']) for r in mine]):.2f}",
-                ]
+    if lora:
+        lines.append(
+            f"- encoder `model.pretrained = {st['model.pretrained']}`, LoRA r = {lora['lora.r']}, "
+            f"alpha = {lora['lora.alpha']:g} on `{lora['lora.targets']}`, `{lora['model.head']}` "
+            "head trained; strategy hyper-parameters other than the lr at their registry defaults"
+            + "".join(
+                f", {name}: " + ", ".join(f"`{k} = {v}`" for k, v in params.items())
+                for name, params in (st.get("strategy-params") or {}).items()
             )
-        header = [
-            "strategy", *(f"{metric} `{p}`" for p in partitions),
-            f"worst client (`{partitions[0]}`)", f"client mean (`{partitions[0]}`)",
-            "mean rank", "MB up / run", "MB down / run",
-        ]
+        )
+    lines.append(f"- {st['workers']} worker process, 1 torch thread")
+    return lines
+
+
+def tuning_lines(s: dict) -> list[str]:
+    lines = []
+    for task, cells in s["tuning"].items():
+        metric = s["settings"]["metrics"][task]
+        lrs = sorted({lr for c in cells.values() for lr in c["grid"]}, key=float)
+        body = []
+        for strategy, cell in cells.items():
+            values = []
+            for lr in lrs:
+                v = (cell["grid"].get(lr) or {}).get("val")
+                text = common.fmt(v)
+                values.append(f"**{text}**" if lr == cell["lr"] else text)
+            chosen = cell["lr"] or "—"
+            note = " (grid edge)" if cell.get("at-edge") else ""
+            note += "" if cell.get("complete") else " (grid unfinished)"
+            body.append([strategy, *values, f"{chosen}{note}"])
         lines += common.section(
-            f"Task `{task}`: final global {metric} (higher is better)",
-            common.table(header, body),
+            f"`{task}`: client mean validation {metric} (seed {s['settings']['tune-seed']}, last round)",
+            common.table(["strategy", *(f"lr {lr}" for lr in lrs), "chosen lr"], body),
             level=3,
         )
     return lines
 
 
-def partition_lines(rows: list[dict]) -> list[str]:
-    """Per task and partition: every strategy's final/best/worst/mean, bytes and wall time."""
-    lines = []
-    keys = ("final_metric", "best_metric", "worst_client_metric", "mean_client_metric",
-            "rounds_to_target", "mb_up", "mb_down", "wall_time_s")
+def ranking_lines(s: dict) -> list[str]:
+    rows, lines = s["main"], []
+    tuned = s["tuning"]
     for task in sorted({r["task"] for r in rows}):
-        for p in _sorted_partitions([r for r in rows if r["task"] == task]):
-            mine = [r for r in rows if (r["task"], r["partition"]) == (task, p)]
-            strategies = sorted(
-                {r["strategy"] for r in mine},
-                key=lambda s: -_mean([_num(r["final_metric"]) for r in mine if r["strategy"] == s]),
+        mine = [r for r in rows if r["task"] == task]
+        metric = mine[0]["metric"]
+        strategies = sorted({r["strategy"] for r in mine})
+        ranked = {st: _mean([_num(r["rank_metric"]) for r in mine if r["strategy"] == st]) for st in strategies}
+        order = sorted(strategies, key=lambda st: (-ranked[st] if not math.isnan(ranked[st]) else math.inf, st))
+        body = []
+        for rank, st in enumerate(order, start=1):
+            runs = [r for r in mine if r["strategy"] == st]
+            personalized = any(_flag(r.get("personalized")) for r in runs)
+            reached = [r for r in runs if r.get("rounds_to_target") not in ("", None)]
+            target = (
+                f"{common.fmt_ci([_num(r['rounds_to_target']) for r in reached], 1)} ({len(reached)}/{len(runs)})"
+                if reached
+                else f"never (0/{len(runs)})"
             )
-            body = []
-            for rank, s in enumerate(strategies, start=1):
-                runs = [r for r in mine if r["strategy"] == s]
-                body.append([str(rank), s, str(len(runs)), *(_ci(runs, k) for k in keys)])
-            header = ["rank", "strategy", "seeds", "final", "best", "worst client", "client mean",
-                      "rounds to target", "MB up", "MB down", "wall s"]
-            lines += common.section(f"`{task}`, partition `{p}`", common.table(header, body, "rl" + "r" * 9), level=4)
+            body.append(
+                [
+                    str(rank),
+                    f"**{st}**" if rank == 1 else st,
+                    (tuned.get(task, {}).get(st) or {}).get("lr") or "—",
+                    RANKED_BY[personalized],
+                    _ci(runs, "rank_metric"),
+                    _ci(runs, "final_metric"),
+                    _ci(runs, "mean_client_metric"),
+                    _ci(runs, "worst_client_metric"),
+                    target,
+                    f"{_mean([_num(r['mb_up']) for r in runs]):.2f}",
+                    f"{_mean([_num(r['mb_down']) for r in runs]):.2f}",
+                    str(len(runs)),
+                ]
+            )
+        header = [
+            "rank", "strategy", "lr", "ranked by", f"ranked {metric}", f"global {metric}",
+            "client mean", "worst client", "rounds to target", "MB up / run", "MB down / run",
+            "seeds",
+        ]
+        lines += common.section(
+            f"Task `{task}`: {metric} (higher is better; chance {s['chance'][task]:.4g})",
+            [
+                "'global': the global model on the global test rows. 'client mean' / 'worst "
+                "client': each station's own test rows scored with the model it uses (the "
+                "global one, or its personalized one where the strategy keeps parameters on the "
+                "station), last round. A strategy that keeps parameters local is ranked by its "
+                "personalized client mean (its global model is what no station uses)."
+            ],
+            common.table(header, body, "rllllrrrrrrr"),
+            level=3,
+        )
     return lines
 
 
-def robust_lines(s: dict) -> list[str]:
-    robust = s["robust"]
-    if not robust:
-        return []
-    attacks = s["settings"]["robust"]["attacks"]
-    names = sorted(robust, key=lambda a: (attacks[a].get("attack.fraction", 0.0) > 0, a))
-    clean, attacked = names[0], names[1:]
-    strategies = sorted({r["strategy"] for rows in robust.values() for r in rows})
-    body = []
-    for strategy in strategies:
-        values = {a: [_num(r["final_metric"]) for r in robust[a] if r["strategy"] == strategy] for a in names}
-        base = _mean(values[clean])
-        body.append(
-            [
-                strategy,
-                *(common.fmt_ci(values[a]) for a in names),
-                *(f"{base - _mean(values[a]):+.3f}" if values[a] else "—" for a in attacked),
-            ]
+def convergence_lines(s: dict) -> list[str]:
+    """Where the ranked curves flatten: mean over seeds at a few rounds, and the change
+    over the last quarter of the rounds."""
+    lines = []
+    for task, cells in sorted((s.get("curves") or {}).items()):
+        rounds = max(len(c) for c in cells.values())
+        if rounds < 2:
+            continue
+        marks = sorted({1, rounds // 4, rounds // 2, 3 * rounds // 4, rounds} - {0})
+        tail = max(1, rounds // 4)
+        body = []
+        for strategy, curve in sorted(cells.items()):
+            values = [math.nan if v is None else v for v in curve]
+            change = values[-1] - values[-1 - tail] if len(values) > tail else math.nan
+            body.append([strategy, *(common.fmt(values[m - 1]) for m in marks), common.fmt(change)])
+        lines += common.section(
+            f"`{task}`: ranked metric by round (mean over seeds)",
+            common.table(
+                ["strategy", *(f"round {m}" for m in marks), f"change over the last {tail} rounds"],
+                body,
+            ),
+            level=3,
         )
-    params = s["settings"]["robust"]["params"]
-    described = "; ".join(
-        f"`{a}`: " + ", ".join(f"{k} = {v}" for k, v in attacks[a].items()) for a in names
-    )
-    header = ["strategy", *(f"`{a}`" for a in names), *(f"drop under `{a}`" for a in attacked)]
-    return common.section(
-        f"Robustness: {s['settings']['robust']['task']}, partition "
-        f"`{s['settings']['robust']['partition']}`",
-        [
-            f"Final global {s['settings']['metrics'][s['settings']['robust']['task']]}. "
-            + ", ".join(f"`{k}` = {v}" for k, v in params.items())
-            + f". Attacks: {described} (attackers train honestly, then replace their update: "
-            "sign-flip sends `-factor x update`, gaussian sends N(0, factor^2) noise)."
-        ],
-        common.table(header, body),
-    )
+    return lines
 
 
-def hetero_lines(s: dict) -> list[str]:
-    rows = s["hetero"]
-    if not rows:
-        return []
-    tasks = sorted({r["task"] for r in rows})
-    metrics = s["settings"]["metrics"]
-    body = []
-    for strategy in sorted({r["strategy"] for r in rows}):
-        mine = [r for r in rows if r["strategy"] == strategy]
-        body.append(
-            [
-                strategy,
-                *(_ci([r for r in mine if r["task"] == t], "final_metric") for t in tasks),
-                f"{_mean([_num(r['mb_up']) for r in mine]):.2f}",
-                f"{_mean([_num(r['mb_down']) for r in mine]):.2f}",
-            ]
-        )
-    params = s["settings"]["hetero"]["params"]
-    return common.section(
-        "Heterogeneous ranks",
-        [
-            f"Partitions train the ranks `lora.client-ranks = {params['lora.client-ranks']}` in "
-            f"turn, global `lora.r = {params['lora.r']}`, natural split. FLoRA stacks the "
-            "mixed-rank adapters exactly and folds them into the base (dense downlink); HetLoRA "
-            "zero-pads to the global rank, norm-weights and truncates back to each rank."
-        ],
-        common.table(
-            ["strategy", *(f"{metrics[t]} `{t}`" for t in tasks), "MB up / run", "MB down / run"],
-            body,
-        ),
-    )
+def chance_lines(s: dict) -> list[str]:
+    """Every (task, strategy) whose mean ranked or global metric is below chance."""
+    found = []
+    for task in sorted({r["task"] for r in s["main"]}):
+        chance = s["chance"][task]
+        for st in sorted({r["strategy"] for r in s["main"] if r["task"] == task}):
+            runs = [r for r in s["main"] if (r["task"], r["strategy"]) == (task, st)]
+            for key, what in (("rank_metric", "ranked"), ("final_metric", "global")):
+                value = _mean([_num(r[key]) for r in runs])
+                if value < chance:
+                    note = (s.get("below-chance-notes") or {}).get(f"{task}/{st}/{what}", "")
+                    found.append(
+                        f"- `{task}` {st}: {what} {runs[0]['metric']} {value:.3f} < chance {chance:.4g}"
+                        + (f". {note}" if note else "")
+                    )
+    body = found or ["None: every strategy's mean ranked and global metric is at or above chance."]
+    return common.section("Below chance", body)
 
 
 def wall_lines(s: dict) -> list[str]:
@@ -210,10 +223,7 @@ def wall_lines(s: dict) -> list[str]:
     parts = sorted({k for e in entries for k in e if isinstance(e[k], (int, float))})
     if not parts:
         return []
-    body = [
-        [e.get("finished") or e.get("started") or "—", *(common.fmt(e.get(p), 0) for p in parts)]
-        for e in entries
-    ]
+    body = [[e.get("finished") or "—", *(common.fmt(e.get(p), 0) for p in parts)] for e in entries]
     return common.section(
         "Wall time per invocation (s; finished runs are skipped by later invocations)",
         common.table(["invocation", *parts], body),
@@ -222,24 +232,28 @@ def wall_lines(s: dict) -> list[str]:
 
 def markdown(s: dict) -> str:
     """The whole ``strategies.md`` from the results JSON."""
-    plots = [
-        f"![{name.replace('_', ' ')}]({PLOTS}/{name}.png)"
-        for name in ("metric_vs_round_beam", "metric_vs_mb_beam", "metric_vs_round_los")
-    ]
     main = s["main"]
+    tasks = sorted({r["task"] for r in main})
+    plots = [
+        f"![{kind} {task}]({PLOTS}/{kind}_{task}.png)"
+        for task in tasks
+        for kind in ("metric_vs_round", "metric_vs_mb")
+    ]
     lines = [
         "# Strategy comparison",
         "",
         *common.provenance_lines(s["provenance"]),
         "",
         *common.section("Settings", settings_lines(s)),
+        *common.section("Learning rate tuning (validation only)", []),
+        *tuning_lines(s),
     ]
     if main:
-        lines += common.section("Main comparison", [common.ci_note(_seeds(main))])
-        lines += [*main_lines(main), *("\n\n".join(plots).split("\n")), ""]
-    lines += [*robust_lines(s), *hetero_lines(s)]
-    if main:
-        lines += common.section("Per partition", ["Rank by mean final metric."])
-        lines += partition_lines(main)
+        lines += common.section("Ranking", [common.ci_note(_seeds(main))])
+        lines += ranking_lines(s)
+        lines += common.section("Convergence", [])
+        lines += convergence_lines(s)
+        lines += chance_lines(s)
+        lines += common.section("Plots", ["\n\n".join(plots)])
     lines += wall_lines(s)
     return "\n".join(lines).rstrip() + "\n"

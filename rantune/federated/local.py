@@ -279,22 +279,30 @@ class LocalJob:
 
         With ``personalized`` in the config, also evaluates the model with this node's
         locally held tensors (``keep-local``) and reports those as ``personalized-<m>``.
+        With ``client-validation`` in the run config, the same model(s) on the local
+        validation split as ``val-<m>`` (``personalized-val-<m>``).
         """
         apply_threads(self.cfg.torch_threads)
         received_state, model = self._received(received, config)
+        splits = {"": self.test_xy}
+        if self.cfg.client_validation:
+            splits["val-"] = self.val_xy
 
-        def run(held):
+        def run(held, prefix: str) -> dict:
             _load(model, self.compose(received_state, held))
-            return evaluate(model, self.task, *self.test_xy)
+            out = {}
+            for split, xy in splits.items():
+                result = evaluate(model, self.task, *xy)
+                count = int(result.pop("num_examples"))
+                if not split:
+                    out[NUM_EXAMPLES] = count
+                out.update({prefix + split + k: float(v) for k, v in result.items()})
+            return out
 
-        result = run(None)
-        metrics: dict[str, float | int] = {
-            NUM_EXAMPLES: int(result.pop("num_examples")),
-            PARTITION_ID: self.node.partition_id,
-        }
-        metrics.update({k: float(v) for k, v in result.items()})
+        metrics: dict[str, float | int] = {PARTITION_ID: self.node.partition_id}
+        metrics.update(run(None, ""))
         if bool(config.get(PERSONALIZED, False)):
-            personal = run(_held(node_state))
-            personal.pop("num_examples")
-            metrics.update({PERSONALIZED_PREFIX + k: float(v) for k, v in personal.items()})
+            personal = run(_held(node_state), PERSONALIZED_PREFIX)
+            personal.pop(NUM_EXAMPLES)
+            metrics.update(personal)
         return metrics

@@ -248,6 +248,12 @@ class RunConfig:
         "evaluate the global model on the server's global test set each round "
         "(false: the server opens no channel data, e.g. in deployment)",
     )
+    client_validation: bool = setting(
+        False,
+        "clients also evaluate the received (and personalized) model on their validation "
+        "split each evaluation round (val-<metric>, e.g. to tune the lr without the test set)",
+        identity=False,
+    )
     data: DataSection = section(DataSection, "data.")
     partition: PartitionConfig = section(PartitionConfig, "partition.")
     model: ModelSection = section(ModelSection, "model.")

@@ -53,6 +53,9 @@ class GridSpec:
     overrides : extra flat run-config keys for every run (``{"local-epochs": 2}``).
     metric : the compared metric: one name for every task, ``{task: name}``, or
         ``None`` for each task's primary metric.
+    split_seed : ``partition.seed`` = the run seed, so each seed also draws its own
+        split (train/validation/test rows of every client and the global test set);
+        off: every seed shares ``partition.seed`` (default 0).
     """
 
     preset: str
@@ -63,6 +66,7 @@ class GridSpec:
     rounds: int
     overrides: Mapping[str, Scalar] = field(default_factory=dict)
     metric: str | Mapping[str, str] | None = None
+    split_seed: bool = False
 
     def metric_for(self, task: str) -> str | None:
         if isinstance(self.metric, Mapping):
@@ -150,6 +154,8 @@ def plan(spec: GridSpec, out: Path) -> list[tuple[RunJob, RunConfig]]:
     for name in spec.strategies:
         get_spec(name)  # unknown -> lists the valid ones
     reserved = {"data.preset", "task", "strategy.name", "partition.scheme", "seed", "out-dir"}
+    if spec.split_seed:
+        reserved.add("partition.seed")
     clash = sorted(reserved & set(spec.overrides))
     if clash:
         raise InputError(f"--run-config may not set {clash}: they are the grid's own axes/flags")
@@ -167,6 +173,8 @@ def plan(spec: GridSpec, out: Path) -> list[tuple[RunJob, RunConfig]]:
                         "seed": seed,
                         "num-server-rounds": spec.rounds,
                     }
+                    if spec.split_seed:
+                        flat["partition.seed"] = seed
                     job = RunJob(task, strategy, partition, seed, tuple(sorted(flat.items())))
                     flat["out-dir"] = str(job.work_dir(out).resolve())
                     try:
@@ -183,8 +191,10 @@ def history_to_record(history: dict, job: RunJob, cfg: RunConfig, metric: str | 
     ``global_metric``: the global model on the global test set (server side).
     ``client_metrics``: each client's local test metric of the last evaluation, the
     personalized one (``personalized-<metric>``) where the strategy keeps local
-    parameters (FedSA-LoRA). ``bytes_up``/``bytes_down``: training messages, all
-    clients (``count_bytes``); evaluation downlink is kept in ``bytes-down-evaluate``.
+    parameters (FedSA-LoRA). ``client_val_metrics``: the same models on each client's
+    validation split (``val-<metric>``, run config ``client-validation``).
+    ``bytes_up``/``bytes_down``: training messages, all clients (``count_bytes``);
+    evaluation downlink is kept in ``bytes-down-evaluate``.
     """
     name = metric or history["primary-metric"]
     higher = history["higher-is-better"] if metric is None else not lower_is_better(name)
@@ -192,14 +202,15 @@ def history_to_record(history: dict, job: RunJob, cfg: RunConfig, metric: str | 
     for rec in history["rounds"]:
         if rec["round"] < 1:
             continue
-        clients = {}
+        clients, val = {}, {}
         for cid, entry in (rec.get("clients") or {}).items():
             values = entry.get("evaluate") or {}
-            if "personalized-" + name in values:
-                personalized = True
-                clients[cid] = values["personalized-" + name]
-            elif name in values:
-                clients[cid] = values[name]
+            for key, out in ((name, clients), ("val-" + name, val)):
+                if "personalized-" + key in values:
+                    personalized = True
+                    out[cid] = values["personalized-" + key]
+                elif key in values:
+                    out[cid] = values[key]
         value = (rec.get("server") or {}).get(name)
         if value is not None and not math.isfinite(value):
             value = None
@@ -210,6 +221,7 @@ def history_to_record(history: dict, job: RunJob, cfg: RunConfig, metric: str | 
                 "round": rec["round"],
                 "global_metric": value,
                 "client_metrics": clients,
+                "client_val_metrics": val,
                 "bytes_up": int(size.get("up", 0)),
                 "bytes_down": int(size.get("down", 0)),
                 "wall_time": float(rec.get("wall-time-s", 0.0)),

@@ -1,7 +1,9 @@
 """PNG plots of a strategy comparison (matplotlib, Agg backend), one set per task.
 
-- ``metric_vs_round_<task>.png``: global metric per round, mean over seeds with a
-  ±1 std band, one panel per partition, one line per strategy;
+- ``metric_vs_round_<task>.png``: ranked metric per round (the global metric, or the
+  personalized client mean for a strategy that keeps parameters on the stations,
+  labelled so), mean over seeds with a ±1 std band, one panel per partition, one line
+  per strategy;
 - ``metric_vs_mb_<task>.png``: the same mean against cumulative MB uploaded;
 - ``client_spread_<task>.png``: per-client metrics of the last evaluated round
   (pooled over seeds), a box per strategy, one panel per partition.
@@ -37,8 +39,9 @@ def _save(fig, path: Path) -> Path:
 def mean_curve(runs: Sequence[RunRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per round over seeds: ``(rounds [R], mean metric [R], std [R], mean cumulative MB up [R])``.
 
-    Rounds missing in some seeds are averaged over the seeds that have them; ``nan``
-    metrics are ignored.
+    The metric is the ranked one (:mod:`~rantune.simulations.compare.report`): the
+    global metric, or the client mean of a ``personalized`` run. Rounds missing in some
+    seeds are averaged over the seeds that have them; ``nan`` metrics are ignored.
     """
     by_round: dict[int, list[float]] = {}
     mb_by_round: dict[int, list[float]] = {}
@@ -47,8 +50,12 @@ def mean_curve(runs: Sequence[RunRecord]) -> tuple[np.ndarray, np.ndarray, np.nd
         for r in run.history:
             cumulative += r.bytes_up / MB
             mb_by_round.setdefault(r.round, []).append(cumulative)
-            if not math.isnan(r.global_metric):
-                by_round.setdefault(r.round, []).append(r.global_metric)
+            value = r.global_metric
+            if run.extra.get("personalized"):
+                finite = [v for v in r.client_metrics.values() if not math.isnan(v)]
+                value = float(np.mean(finite)) if finite else math.nan
+            if not math.isnan(value):
+                by_round.setdefault(r.round, []).append(value)
     rounds = np.array(sorted(by_round), dtype=np.int64)
     mean = np.array([np.mean(by_round[r]) for r in rounds])
     std = np.array([np.std(by_round[r], ddof=1) if len(by_round[r]) > 1 else 0.0 for r in rounds])
@@ -110,7 +117,7 @@ def plot_task(runs: Sequence[RunRecord], out_dir: Path, target: float | None = N
                 ax.plot(
                     x,
                     mean,
-                    label=strategy,
+                    label=strategy + (" (personalized)" if group[0].extra.get("personalized") else ""),
                     color=color,
                     linestyle=linestyle,
                     marker="o" if x.size < 3 else None,

@@ -10,6 +10,7 @@ scripts share one format::
       "history": [
         {"round": 1, "global_metric": 0.81,                # null if not evaluated
          "client_metrics": {"site-0": 0.78, "site-1": 0.84},  # or a list, or {}
+         "client_val_metrics": {"site-0": 0.80},            # optional: validation split
          "bytes_up": 120000, "bytes_down": 240000,          # this round, all clients
          "wall_time": 1.9},                                 # seconds this round
         ...
@@ -43,9 +44,12 @@ class RoundRecord:
     ----------
     round : 1-based server round.
     global_metric : metric of the global model (``nan`` when not evaluated).
-    client_metrics : ``{client id: metric}`` from federated evaluation (may be empty).
+    client_metrics : ``{client id: metric}`` from federated evaluation on each client's
+        test split (may be empty).
     bytes_up, bytes_down : payload bytes this round, summed over clients.
     wall_time : seconds this round took.
+    client_val_metrics : ``{client id: metric}`` of the same models on each client's
+        validation split (run config ``client-validation``; empty when not evaluated).
     """
 
     round: int
@@ -54,6 +58,7 @@ class RoundRecord:
     bytes_up: int
     bytes_down: int
     wall_time: float
+    client_val_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,8 @@ def _check_keys(raw: object, required: tuple[str, ...], what: str) -> None:
 
 def _round_from_dict(raw: Mapping, where: str) -> RoundRecord:
     _check_keys(raw, REQUIRED_ROUND_KEYS, f"{where}: a history entry")
-    clients = raw.get("client_metrics") or {}
-    if isinstance(clients, list | tuple):
-        clients = {str(i): v for i, v in enumerate(clients)}
-    if not isinstance(clients, Mapping):
-        raise InputError(f"{where}: client_metrics must be a mapping or a list")
+    clients = _client_values(raw, "client_metrics", where)
+    val = _client_values(raw, "client_val_metrics", where)
     rnd = raw["round"]
     if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0:
         raise InputError(f"{where}: round={rnd!r} is not an integer >= 0")
@@ -126,7 +128,21 @@ def _round_from_dict(raw: Mapping, where: str) -> RoundRecord:
         bytes_up=int(up),
         bytes_down=int(down),
         wall_time=wall,
+        client_val_metrics={
+            str(k): _number(v, f"{where}.client_val_metrics[{k}]", allow_none=True)
+            for k, v in val.items()
+        },
     )
+
+
+def _client_values(raw: Mapping, key: str, where: str) -> Mapping:
+    """``raw[key]`` as ``{client id: value}`` (a list is numbered; missing = empty)."""
+    clients = raw.get(key) or {}
+    if isinstance(clients, list | tuple):
+        clients = {str(i): v for i, v in enumerate(clients)}
+    if not isinstance(clients, Mapping):
+        raise InputError(f"{where}: {key} must be a mapping or a list")
+    return clients
 
 
 def run_from_dict(raw: Mapping) -> RunRecord:
@@ -184,6 +200,7 @@ def run_to_dict(run: RunRecord) -> dict:
                 "round": r.round,
                 "global_metric": num(r.global_metric),
                 "client_metrics": {k: num(v) for k, v in r.client_metrics.items()},
+                "client_val_metrics": {k: num(v) for k, v in r.client_val_metrics.items()},
                 "bytes_up": r.bytes_up,
                 "bytes_down": r.bytes_down,
                 "wall_time": r.wall_time,

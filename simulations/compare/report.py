@@ -5,6 +5,13 @@
 statistic honours the metric direction (``higher_is_better``): "best", "worst
 client", "rounds to target" and the ranking flip for lower-is-better metrics such
 as NMSE in dB.
+
+Ranking: a strategy is ranked by the model its stations use. For one that shares the
+whole model that is the global model (``final_metric``, on the global test set); for
+one that keeps parameters on each station (a record with ``personalized``: FedSA-LoRA
+keeps B) the global model is what no station uses, so it is ranked by the client mean
+of its personalized models on each station's own test rows (``mean_client_metric``).
+Both are shown; ``rank_metric`` is the one ranked, and "rounds to target" follows it.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ CSV_COLUMNS = (
     "best_round",
     "worst_client_metric",
     "mean_client_metric",
+    "mean_client_val_metric",
+    "personalized",
+    "rank_metric",
     "target",
     "rounds_to_target",
     "mb_up",
@@ -63,12 +73,21 @@ def _worst(values: Iterable[float], higher_is_better: bool) -> float:
     return min(finite) if higher_is_better else max(finite)
 
 
+def _client_mean(values: Mapping[str, float]) -> float:
+    finite = [v for v in values.values() if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def run_row(run: RunRecord, target: float | None = None) -> dict:
     """One ``results.csv`` row: final/best global metric, worst client, rounds to target, MB, time.
 
-    ``final_metric`` is the last evaluated round's; ``worst_client_metric`` is the worst
-    client in the last round that has client metrics; ``rounds_to_target`` is the first
-    round that reaches ``target`` (``>=`` or ``<=`` by direction), ``None`` if never.
+    ``final_metric`` is the last evaluated round's; ``worst_client_metric`` /
+    ``mean_client_metric`` are over the clients of the last round that has client
+    metrics (``mean_client_val_metric`` likewise on their validation splits);
+    ``personalized`` is the record's flag and ``rank_metric`` the ranked value (module
+    docstring); ``rounds_to_target`` is the first round whose ranked value (the global
+    metric, or the personalized client mean) reaches ``target`` (``>=`` or ``<=`` by
+    direction), ``None`` if never.
     """
     evaluated = [r for r in run.history if not math.isnan(r.global_metric)]
     final = evaluated[-1].global_metric if evaluated else math.nan
@@ -89,11 +108,19 @@ def run_row(run: RunRecord, target: float | None = None) -> dict:
         else []
     )
     client_mean = float(np.mean(last_clients)) if last_clients else math.nan
+    with_val = [r for r in run.history if r.client_val_metrics]
+    val_mean = _client_mean(with_val[-1].client_val_metrics) if with_val else math.nan
+    personalized = bool(run.extra.get("personalized", False))
+    curve = (
+        [(r.round, _client_mean(r.client_metrics)) for r in with_clients]
+        if personalized
+        else [(r.round, r.global_metric) for r in evaluated]
+    )
     reached = None
     if target is not None:
-        for r in evaluated:
-            if (r.global_metric >= target) if run.higher_is_better else (r.global_metric <= target):
-                reached = r.round
+        for rnd, value in curve:
+            if (value >= target) if run.higher_is_better else (value <= target):
+                reached = rnd
                 break
     return {
         "task": run.task,
@@ -108,6 +135,9 @@ def run_row(run: RunRecord, target: float | None = None) -> dict:
         "best_round": best_round,
         "worst_client_metric": worst,
         "mean_client_metric": client_mean,
+        "mean_client_val_metric": val_mean,
+        "personalized": personalized,
+        "rank_metric": client_mean if personalized else final,
         "target": target,
         "rounds_to_target": reached,
         "mb_up": sum(r.bytes_up for r in run.history) / MB,
@@ -180,6 +210,9 @@ class Summary:
     best: Stat
     worst_client: Stat
     mean_client: Stat
+    mean_client_val: Stat
+    personalized: bool
+    rank: Stat
     rounds_to_target: Stat  # over the seeds that reached it
     target: float | None
     mb_up: Stat
@@ -187,8 +220,8 @@ class Summary:
     wall_time: Stat
 
     def sort_key(self) -> tuple:
-        """Ascending = better first; ``nan`` last, then less upload."""
-        mean = self.final.mean
+        """Ascending = better first (by ``rank``); ``nan`` last, then less upload."""
+        mean = self.rank.mean
         if math.isnan(mean):
             return (1, 0.0, self.mb_up.mean)
         return (0, -mean if self.higher_is_better else mean, self.mb_up.mean)
@@ -218,6 +251,9 @@ def summarise(rows: list[dict]) -> list[Summary]:
                 best=Stat.of(r["best_metric"] for r in group),
                 worst_client=Stat.of(r["worst_client_metric"] for r in group),
                 mean_client=Stat.of(r.get("mean_client_metric") for r in group),
+                mean_client_val=Stat.of(r.get("mean_client_val_metric") for r in group),
+                personalized=any(r.get("personalized") for r in group),
+                rank=Stat.of(r.get("rank_metric", r["final_metric"]) for r in group),
                 rounds_to_target=Stat.of(r["rounds_to_target"] for r in group),
                 target=group[0]["target"],
                 mb_up=Stat.of(r["mb_up"] for r in group),
@@ -226,6 +262,15 @@ def summarise(rows: list[dict]) -> list[Summary]:
             )
         )
     return sorted(out, key=lambda s: (s.task, s.partition, s.sort_key(), s.strategy))
+
+
+RANKED_BY = {False: "global", True: "personalized client mean"}
+"""What a strategy is ranked by, by whether it keeps parameters on the stations."""
+
+
+def _ranked(s: Summary) -> str:
+    """The ranked value of a cell, marked ``(personalized)`` where it is the client mean."""
+    return s.rank.format() + (" (personalized)" if s.personalized else "")
 
 
 def _direction(higher_is_better: bool) -> str:
@@ -256,7 +301,9 @@ def render_markdown(
         "Values are mean ± sample std over seeds; MB = 10^6 bytes summed over all rounds and clients. "
         "'final'/'best': the global model; 'worst client'/'client mean': each client's local test "
         "metric in the last evaluated round (its personalized model where the strategy keeps "
-        "local parameters, e.g. FedSA-LoRA)."
+        "local parameters, e.g. FedSA-LoRA). Ranked by the model the stations use: the final "
+        "global metric, or the personalized client mean for a strategy that keeps parameters "
+        "on the stations ('ranked by' says which)."
     )
     for task in tasks:
         cells = [s for s in summaries if s.task == task]
@@ -278,7 +325,7 @@ def render_markdown(
         header = [
             "rank",
             "strategy",
-            *[f"final `{p}`" for p in partitions],
+            *[f"ranked value `{p}`" for p in partitions],
             "mean rank",
             "MB up",
             "MB down",
@@ -291,7 +338,7 @@ def render_markdown(
                 [
                     str(i),
                     f"**{strategy}**" if i == 1 else strategy,
-                    *[s.final.format() if s else "—" for s in own],
+                    *[_ranked(s) if s else "—" for s in own],
                     f"{np.mean(ranks[strategy]):.2f}",
                     f"{np.mean([s.mb_up.mean for s in present]):.3g}",
                     f"{np.mean([s.mb_down.mean for s in present]):.3g}",
@@ -306,10 +353,12 @@ def render_markdown(
                 "rank",
                 "strategy",
                 "seeds",
+                "ranked by",
                 "final",
                 "best",
                 "worst client",
                 "client mean",
+                "client val mean",
                 target_col,
                 "MB up",
                 "MB down",
@@ -331,10 +380,12 @@ def render_markdown(
                         str(i),
                         s.strategy,
                         str(s.seeds),
+                        RANKED_BY[s.personalized],
                         s.final.format(),
                         s.best.format(),
                         s.worst_client.format(),
                         s.mean_client.format(),
+                        s.mean_client_val.format(),
                         reached,
                         s.mb_up.format(3),
                         s.mb_down.format(3),
