@@ -1,21 +1,29 @@
-"""Compression benchmark: every edge variant per task on models from the `default` preset.
+"""Compression benchmark: every edge variant per task, from a federated run on `default`.
 
-For each task (los, beam, prediction) the script takes a fine-tuning run directory
-(``--run task=PATH``, else a finished federated run found under ``runs/`` whose
-config says this task and the default preset, else it trains a centralized LoRA run
-in the same format with :func:`compression.merge.train_centralized_run`), runs
-``compress`` on it and benchmarks every artifact with the edge runtime (p50/p95 at
-batch 1/64 with 1/2 threads). Writes ``benchmarks/results/compression.{md,json}``.
+Per task (``los``, ``beam-spatial``, ``prediction``) the script trains its own teacher
+(a FedAvg run on the ``default`` preset through the library's engine,
+:func:`rantune.simulations.engine.run_simulation`; ``--run task=PATH`` uses a given run
+directory instead), then per distillation mode (``federated``: each station distils on
+its own rows, the server averages; ``server``: teacher outputs on channels the server
+generates) runs :func:`rantune.compression.pipeline.compress` with every variant the
+pipeline makes. Within one ``compress`` call the PyTorch eager fp32 teacher and every
+artifact are timed back to back (interleaved, 1 thread), so their ratios are meaningful;
+the edge-runtime grid (batch 1/64, 1/2 threads) follows per artifact.
 
-    python benchmarks/compression.py                 # all tasks
-    python benchmarks/compression.py --tasks los --epochs 1
-    python benchmarks/compression.py --server        # add torchao server-core timings
-    python benchmarks/compression.py --render        # compression.md from the committed JSON
+Resumable: the teacher run and each (task, mode) piece are saved under ``--work`` as
+soon as they finish, and a rerun with the same settings skips them. Writes
+``benchmarks/results/compression.{json,md}``.
+
+    python benchmarks/compression.py                           # everything (~20 CPU-min)
+    python benchmarks/compression.py --tasks los --modes federated
+    python benchmarks/compression.py --render                  # Markdown from the JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import resource
 import time
 from pathlib import Path
 
@@ -27,137 +35,99 @@ from compression_report import markdown
 
 from rantune.compression.distill import DistillSettings
 from rantune.compression.edge import EdgeModel
-from rantune.compression.merge import ADAPTER_NAME, load_run, read_run_config, train_centralized_run
-from rantune.compression.pipeline import DEFAULT_VARIANTS, CompressSettings, compress
+from rantune.compression.merge import ADAPTER_NAME
+from rantune.compression.pipeline import VARIANTS, CompressSettings, compress
 from rantune.federated.rundir import json_safe
-from rantune.training import TrainSettings
 
 NAME = "compression"
-TASKS = ("los", "beam", "prediction")
-SERVER_EVAL_ROWS = 512  # at most this many test rows for the server-core timing and error check
+TASKS = ("los", "beam-spatial", "prediction")
+MODES = ("federated", "server")
+TEACHER = {
+    "data.preset": "default",
+    "partition.scheme": "natural",
+    "strategy.name": "fedavg",
+    "batch-size": 32,
+    "data.max-eval-rows": 256,
+    "data.max-global-test-rows": 1024,
+}
+"""Run-config overrides every teacher shares (the demo's federated settings)."""
 
 
-def find_federated_run(task: str, search: Path, notes: list[str]) -> Path | None:
-    """A finished run under ``search`` of ``task`` on the default preset that loads with
-    the current model code. Preference: no update compression, a pretrained base, the
-    natural partition, FedAvg, seed 0, most rounds, newest. Runs that do not load are
-    skipped with a note."""
-    found = []
-    for adapter in search.glob(f"**/{ADAPTER_NAME}"):
-        try:
-            cfg, raw = read_run_config(adapter.parent)
-        except ValueError:
-            continue
-        if cfg.task != task or cfg.data.preset != "default" or raw.get("mode") == "centralized":
-            continue
-        rank = (
-            cfg.compression.method != "none",
-            cfg.model.is_random,
-            cfg.partition.scheme != "natural",
-            cfg.strategy.name != "fedavg",
-            cfg.seed,
-            -cfg.num_server_rounds,
-            -adapter.stat().st_mtime,
-        )
-        found.append((rank, str(adapter.parent)))
-    for _, run_dir in sorted(found):
-        try:
-            load_run(run_dir)
-        except ValueError as err:
-            notes.append(f"- skipped federated run `{run_dir}`: {str(err)[:200]}")
-            continue
-        return Path(run_dir)
-    return None
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children."""
+    return sum(
+        u.ru_utime + u.ru_stime
+        for u in (resource.getrusage(resource.RUSAGE_SELF),
+                  resource.getrusage(resource.RUSAGE_CHILDREN))
+    )  # fmt: skip
 
 
-def centralized_run(task: str, work: Path, args) -> tuple[Path, dict]:
-    run_dir = work / "runs" / task
-    pretrained = args.pretrained
-    overrides = {
+def teacher_overrides(task: str, args) -> dict:
+    return {
+        **TEACHER,
         "task": task,
         "seed": 0,
-        "data.preset": "default",
-        "model.pretrained": pretrained,
-        "model.size": "tiny",
-        "lora.r": 8,
-        "lora.alpha": 16.0,
-        "lora.targets": "q_proj,v_proj,fc1,fc2",
+        "model.pretrained": args.pretrained,
+        "num-server-rounds": args.rounds,
+        "local-epochs": args.local_epochs,
+        "data.max-train-rows": args.max_train_rows,
     }
-    info = {"kind": "centralized LoRA (rantune.training)", "overrides": overrides}
-    if (run_dir / ADAPTER_NAME).exists() and not args.retrain:
-        cfg, raw = read_run_config(run_dir)
-        flat = raw.get("flat", {})
-        same = all(flat.get(k) == v for k, v in overrides.items())
-        try:
-            load_run(run_dir)  # still fits the current model code
-        except ValueError:
-            same = False
-        if same:
-            info["summary"] = raw.get("centralized", {}).get("summary")
-            return run_dir, info
-    settings = TrainSettings(epochs=args.epochs, batch_size=32, lr=args.lr, seed=0)
-    start = time.time()
-    info["summary"] = train_centralized_run(run_dir, overrides, settings, args.max_train_rows)
-    info["train_seconds"] = time.time() - start
-    info["train_settings"] = {"epochs": args.epochs, "lr": args.lr, "batch_size": 32}
-    return run_dir, info
+
+
+def federated_teacher(task: str, args) -> dict:
+    """The task's FedAvg run (made once, then reused while its settings stay the same)."""
+    from rantune.simulations.engine import run_simulation
+
+    overrides = teacher_overrides(task, args)
+    run_dir = args.work / "teachers" / task
+    piece = args.work / f"teacher-{task}.json"
+    done = common.load_json(piece)
+    if done and done["overrides"] == overrides and (run_dir / ADAPTER_NAME).exists():
+        return done
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    start, cpu = time.time(), _cpu_seconds()
+    history = run_simulation({**overrides, "out-dir": str(run_dir)})
+    primary = history["primary-metric"]
+    last = history["rounds"][-1]
+    record = {
+        "kind": "federated run (FedAvg, rantune.simulations.engine.run_simulation)",
+        "run_dir": str(run_dir),
+        "overrides": overrides,
+        "num_clients": history.get("num-clients"),
+        "primary_metric": primary,
+        "server_final": last["server"],
+        "curve": [r["server"].get(primary) for r in history["rounds"]],
+        "seconds": time.time() - start,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "provenance": common.provenance(),
+    }
+    common.save_json(piece, json_safe(record))
+    return record
+
+
+def given_teacher(path: str) -> dict:
+    return {"kind": "given run directory", "run_dir": str(Path(path).resolve())}
+
+
+def settings_for(mode: str, args) -> CompressSettings:
+    return CompressSettings(
+        distill=DistillSettings(epochs=args.distill_epochs),
+        distill_rounds=args.distill_rounds,
+        recover_rounds=args.recover_rounds,
+        distill_mode=mode,
+        server_rows=args.server_rows,
+        student_layers=args.student_layers,
+        bench_repeats=args.repeats,
+        bench_warmup=10,
+        max_train=None,  # each station's rows as the run capped them (data.max-train-rows)
+    )
 
 
 def edge_grid(art: Path, variants: list[str], repeats: int) -> dict:
-    grid = {}
-    for name in variants:
-        result = EdgeModel(art / name).bench((1, 64), (1, 2), warmup=5, repeats=repeats)
-        grid[name] = result["results"]
-    return grid
-
-
-def server_modes(run_dir: Path, compile_modes: bool, repeats: int) -> tuple[list[dict], int]:
-    """torchao server core on this CPU: eager fp32 vs int8 modes (+ torch.compile),
-    all built first and then timed side by side in interleaved rounds; also returns the
-    number of test rows the error check used."""
-    from torch._dynamo.utils import counters
-
-    from rantune.compression.data import run_data
-    from rantune.compression.measure import interleaved
-    from rantune.compression.quantize_server import quantize_for_server
-
-    run = load_run(run_dir)
-    data = run_data(run.config, max_train=8, max_calib=8, max_eval=SERVER_EVAL_ROWS)
-    x = data.eval_x
-    with torch.no_grad():
-        reference = run.model(x)
-    spread = float(reference.max() - reference.min())
-    combos = [(m, False) for m in ("fp32", "int8-weight-only", "int8-dynamic")]
-    if compile_modes:
-        combos += [("fp32", True), ("int8-weight-only", True), ("int8-dynamic", True)]
-    rows, modules = [], {}
-    for mode, compiled in combos:
-        graphs = counters["stats"]["unique_graphs"]
-        start = time.time()
-        served = quantize_for_server(run.model, mode, "cpu", compile=compiled)
-        out = served(x)  # the first call compiles
-        for batch in (x[:1], x[:64]):
-            served(batch)  # and the batch sizes timed below
-        key = f"{mode}{'+compile' if compiled else ''}"
-        modules[key] = served.module
-        rows.append(
-            {
-                "mode": mode,
-                "compiled": compiled,
-                "setup_s": time.time() - start,
-                "graphs_compiled": counters["stats"]["unique_graphs"] - graphs,
-                "max_abs_err_rel": float((out - reference).abs().max()) / spread,
-            }
-        )
-    with torch.inference_mode():
-        for label, batch in (("b1", x[:1]), ("b64", x[:64])):
-            calls = {k: (lambda m=m, b=batch: m(b)) for k, m in modules.items()}
-            stats = interleaved(calls, repeats, 3)
-            for row, key in zip(rows, modules, strict=True):
-                row[label] = stats[key]["p50_ms"]
-    for row in rows:
-        print(f"server {row}", flush=True)
-    return rows, int(len(x))
+    return {
+        name: EdgeModel(art / name).bench((1, 64), (1, 2), warmup=5, repeats=repeats)["results"]
+        for name in variants
+    }
 
 
 def overhead_share(path: Path) -> float:
@@ -167,54 +137,32 @@ def overhead_share(path: Path) -> float:
     return 1.0 - int8 / path.stat().st_size
 
 
-def validation_drop(report: dict, art: Path, variant: str) -> str:
-    """The same drop measured on the clients' validation rows (not the test set)."""
-    from rantune.compression.data import pooled_split
-
-    run = load_run(report["source"]["run_dir"])
-    x, y = pooled_split(run.config, "val", max_rows=2048, seed=7)
-    key = report["primary_metric"]
-    with torch.no_grad():
-        teacher = run.task.metrics(run.model(x), y)[key]
-    output = torch.from_numpy(EdgeModel(art / variant).predict(x.numpy()))
-    value = run.task.metrics(output, y)[key]
-    drop = (teacher - value) * 100 if report["higher_is_better"] else value - teacher
-    unit = "points" if report["higher_is_better"] else "dB"
-    return f"; on {len(x)} client validation rows the drop is {drop:+.2f} {unit}"
-
-
 def miss_reasons(report: dict, art: Path) -> list[str]:
+    """Why a target was missed, from the measurements (size split, rows behind a drop)."""
     reasons = []
-    unit = "points" if report["higher_is_better"] else "dB"
     for check in report["targets"]:
         if check["met"]:
             continue
-        name = check["variant"]
+        name, unit = check["variant"], check["drop_unit"]
         if check["size_ratio"] > check["max_size_ratio"]:
             share = overhead_share(art / name / "model.onnx")
             params = report["reference"]["parameters"] / 1e6
             reasons.append(
                 f"{name}: size {check['size_ratio']:.3f}x > {check['max_size_ratio']}x: "
-                f"{share:.0%} of the int8 file is not int8 weights (fp32 LayerNorm/bias/"
-                f"positional parameters, per-channel scales, graph); at {params:.1f}M parameters "
-                "this fixed part weighs more than in large models"
+                f"{share:.0%} of the file is not int8 weights (fp32 LayerNorm/bias/positional "
+                f"parameters, per-channel scales, graph); at {params:.1f}M parameters this "
+                "fixed part weighs more than in large models"
             )
         if check["drop"] > check["max_drop"]:
             variant = next(v for v in report["variants"] if v["variant"] == name)
             detail = ""
-            if report["higher_is_better"]:
-                rows = round(check["drop"] / 100 * report["eval_rows"])
-                agree = variant.get("agreement_with_teacher")
-                detail = (
-                    f" = {rows} of {report['eval_rows']} test rows; top-1 agreement with the "
-                    f"teacher {agree:.1%}"
-                )
-            try:
-                detail += validation_drop(report, art, name)
-            except (ValueError, OSError) as err:
-                detail += f" (validation check unavailable: {err})"
+            if report["higher_is_better"] and "agreement_with_teacher" in variant:
+                detail = f"; top-1 agreement with the teacher {variant['agreement_with_teacher']:.1%}"
+            elif "nmse_vs_teacher_db" in variant:
+                detail = f"; NMSE to the teacher's output {variant['nmse_vs_teacher_db']:.1f} dB"
             reasons.append(
-                f"{name}: drop {check['drop']:+.2f} {unit} > {check['max_drop']:g} {unit}{detail}"
+                f"{name}: drop {check['drop']:+.2f} {unit} > {check['max_drop']:g} {unit} on "
+                f"{report['eval_rows']} test rows{detail}"
             )
         if check.get("speedup_b1", 1e9) < check.get("min_speedup_b1", 0):
             reasons.append(
@@ -224,85 +172,107 @@ def miss_reasons(report: dict, art: Path) -> list[str]:
     return reasons
 
 
+def piece_settings(mode: str, teacher: dict, args) -> dict:
+    s = settings_for(mode, args)
+    return {
+        "teacher": teacher["run_dir"],
+        "teacher_overrides": teacher.get("overrides"),
+        "variants": list(VARIANTS),
+        "distill_mode": mode,
+        "distill_rounds": s.distill_rounds,
+        "distill_local_epochs": s.distill.epochs,
+        "recover_rounds": s.recover_rounds,
+        "recover_local_epochs": s.recover.epochs,
+        "student_layers": s.student_layers,
+        "server_rows": s.server_rows if mode == "server" else None,
+        "max_calib": s.max_calib,
+        "max_eval": s.max_eval,
+        "bench_repeats": s.bench_repeats,
+        "grid_repeats": args.grid_repeats,
+    }
+
+
+def compress_piece(task: str, mode: str, teacher: dict, args) -> dict:
+    """One (task, mode): every variant built, measured and its targets checked."""
+    path = args.work / f"piece-{task}-{mode}.json"
+    wanted = piece_settings(mode, teacher, args)
+    done = common.load_json(path)
+    if done and done["settings"] == wanted:
+        print(f"[{task}/{mode}] done before, kept", flush=True)
+        return done
+    start, cpu = time.time(), _cpu_seconds()
+    provenance = common.provenance()
+    art = args.work / "art" / task / mode
+    report = compress(
+        teacher["run_dir"], art, "all", settings_for(mode, args), overwrite=True,
+        log=lambda m: print(f"[{task}/{mode}] {m}", flush=True),
+    )  # fmt: skip
+    piece = {
+        "task": task,
+        "mode": mode,
+        "settings": wanted,
+        "artifacts": str(art),
+        "report": report,
+        "misses": miss_reasons(report, art),
+        "edge_grid": edge_grid(art, [v["variant"] for v in report["variants"]], args.grid_repeats),
+        "seconds": time.time() - start,
+        "cpu_seconds": _cpu_seconds() - cpu,
+        "provenance": provenance,
+    }
+    common.save_json(path, json_safe(piece))
+    print(f"[{task}/{mode}] done in {piece['seconds']:.0f} s", flush=True)
+    return piece
+
+
 def save(results: dict, out: Path) -> None:
     common.save_json(out / f"{NAME}.json", json_safe(results))
     common.save_text(out / f"{NAME}.md", markdown(results))
 
 
-def add_server_timings(args) -> None:
-    """torchao server-core timings for the committed results' run directories."""
-    results = common.load_json(args.out / f"{NAME}.json")
-    torch.set_num_threads(args.torch_threads)
-    for entry in results["tasks"].values():
-        if Path(entry["artifacts"]).is_dir():
-            entry["misses"] = miss_reasons(entry["report"], Path(entry["artifacts"]))
-        entry["server"], entry["server_eval_rows"] = server_modes(
-            Path(entry["run_dir"]), args.server_compile, args.repeats
-        )
-    results["provenance"].append(common.provenance())
-    save(results, args.out)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--run", action="append", default=[], help="task=RUN_DIR")
-    parser.add_argument("--search", type=Path, default=common.ROOT / "runs")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--max-train-rows", type=int, default=None)
-    parser.add_argument("--retrain", action="store_true")
-    parser.add_argument("--distill-epochs", type=int, default=6)
+    parser.add_argument("--modes", default=",".join(MODES), help="distillation modes")
+    parser.add_argument("--run", action="append", default=[], help="task=RUN_DIR (no training)")
+    parser.add_argument("--rounds", type=int, default=6, help="teacher: FedAvg rounds")
+    parser.add_argument("--local-epochs", type=int, default=2, help="teacher: local epochs")
+    parser.add_argument(
+        "--max-train-rows", type=int, default=256, help="teacher: training rows per station"
+    )
+    parser.add_argument(
+        "--distill-epochs", type=int, default=1, help="local epochs per distillation round"
+    )
+    parser.add_argument("--distill-rounds", type=int, default=4)
+    parser.add_argument("--recover-rounds", type=int, default=2, help="pruning recovery rounds")
+    parser.add_argument("--server-rows", type=int, default=2048, help="--distill server: rows")
     parser.add_argument("--student-layers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=100)
-    parser.add_argument(
-        "--torch-threads", type=int, default=1, help="torch threads for training (1: shared CPUs)"
-    )
-    parser.add_argument(
-        "--server", action="store_true", help="add torchao server timings to the JSON"
-    )
-    parser.add_argument("--server-compile", action="store_true", help="also torch.compile")
+    parser.add_argument("--repeats", type=int, default=100, help="latency calls per model")
+    parser.add_argument("--grid-repeats", type=int, default=50, help="edge-grid calls")
     common.add_common_flags(parser, common.ROOT / "runs" / "bench-compression")
     args = common.parse_args(parser, argv, NAME, markdown)
     if args is None:
         return
-    if args.server:
-        add_server_timings(args)
-        return
-    torch.set_num_threads(args.torch_threads)
+    torch.set_num_threads(1)
+    start, cpu = time.time(), _cpu_seconds()
     given = dict(item.split("=", 1) for item in args.run)
-    results = {"versions": {"onnxruntime": ort.__version__}, "tasks": {}, "notes": []}
-    results["provenance"] = [common.provenance(argv)]
-    settings = CompressSettings(
-        distill=DistillSettings(epochs=args.distill_epochs),
-        student_layers=args.student_layers,
-        bench_repeats=args.repeats,
-        bench_warmup=10,
-    )
-    for task in args.tasks.split(","):
-        start = time.time()
-        if task in given:
-            run_dir, source = Path(given[task]), {"kind": "given run directory"}
-        elif (found := find_federated_run(task, args.search, results["notes"])) is not None:
-            run_dir, source = found, {"kind": "federated run"}
-        else:
-            run_dir, source = centralized_run(task, args.work, args)
-        print(f"[{task}] run {run_dir} ({source['kind']})", flush=True)
-        art = args.work / "art" / task
-        variants = [*DEFAULT_VARIANTS, "sparse-int8"]
-        report = compress(run_dir, art, variants, settings, overwrite=True, log=print)
-        entry = {
-            "run_dir": str(run_dir),
-            "source": source,
-            "artifacts": str(art),
-            "report": report,
-            "misses": miss_reasons(report, art),
-            "edge_grid": edge_grid(art, variants, max(20, args.repeats // 2)),
-            "seconds": time.time() - start,
-        }
+    tasks, modes = args.tasks.split(","), args.modes.split(",")
+    results = {
+        "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
+        "provenance": [common.provenance(argv)],
+        "tasks": {},
+    }
+    for task in tasks:
+        teacher = given_teacher(given[task]) if task in given else federated_teacher(task, args)
+        print(f"[{task}] teacher {teacher['run_dir']} ({teacher['kind']})", flush=True)
+        entry = {"teacher": teacher, "modes": {}}
         results["tasks"][task] = entry
-        save(results, args.out)
-        print(f"[{task}] done in {entry['seconds']:.0f} s", flush=True)
+        for mode in modes:
+            entry["modes"][mode] = compress_piece(task, mode, teacher, args)
+            results["wall_seconds"] = time.time() - start
+            results["cpu_seconds"] = _cpu_seconds() - cpu
+            save(results, args.out)
+    results["complete"] = set(tasks) == set(TASKS) and set(modes) == set(MODES)
+    save(results, args.out)
 
 
 if __name__ == "__main__":

@@ -178,40 +178,64 @@ def _compression_headlines(results: Results) -> list[str]:
     tasks = (results.get("compression") or {}).get("tasks")
     if not tasks:
         return []
+    by_mode: dict[str, list[dict]] = {}
+    for entry in tasks.values():
+        for mode, piece in (entry.get("modes") or {}).items():
+            by_mode.setdefault(mode, []).append(piece)
     out = []
-    for name in ("int8-dynamic", "int8-static"):
-        found = [c for t in tasks.values() if (c := _variant_changes(t, name))]
-        if found:
-            out.append(
-                f"the {name} ONNX artifact is {_span([r for r, _ in found], lambda x: f'{x:.2f}', 'x')} "
-                f"the fp32 size ({', '.join(c for _, c in found)} vs the fp32 teacher)"
-            )
-    student = [(t, c) for t in tasks.values() if (c := _variant_changes(t, "distilled-int8"))]
-    if student:
-        speed = []
-        for task, _ in student:
-            report = task["report"]
-            variant = next(v for v in report["variants"] if v["variant"] == "distilled-int8")
-            speed.append(report["reference"]["latency"]["b1"]["p50_ms"] / variant["latency"]["b1"]["p50_ms"])
-        trained = _distillation_data(student[0][0])
+    first = next(iter(by_mode.values()), [])  # int8-dynamic: the same file in every mode
+    found = [c for p in first if (c := _variant_changes(p, "int8-dynamic"))]
+    if found:
         out.append(
-            f"the distilled int8 student is {_span([1 / r for _, (r, _) in student], lambda x: f'{x:.1f}', 'x')} "
-            f"smaller than fp32 and {_span(speed, lambda x: f'{x:.0f}', 'x')} faster at batch 1 "
-            f"(1 thread) than the PyTorch eager teacher ({', '.join(c for _, (_, c) in student)}"
-            f"{'; ' + trained if trained else ''})"
+            f"the int8-dynamic ONNX artifact is {_span([r for r, _ in found], lambda x: f'{x:.2f}', 'x')} "
+            f"the fp32 size ({', '.join(c for _, c in found)} vs the fp32 teacher; "
+            f"{_target_text(first, 'int8-dynamic')})"
         )
+    for mode, group in by_mode.items():
+        found = [(p, c) for p in group if (c := _variant_changes(p, "int8-static"))]
+        if found:
+            source = _static_source(found[0][0])
+            out.append(
+                f"`{mode}` mode: the int8-static artifact, calibrated on {source}, is "
+                f"{_span([r for _, (r, _) in found], lambda x: f'{x:.2f}', 'x')} the fp32 size "
+                f"({', '.join(c for _, (_, c) in found)}; {_target_text(group, 'int8-static')})"
+            )
+        student = [(p, c) for p in group if (c := _variant_changes(p, "distilled-int8"))]
+        if student:
+            speed = []
+            for piece, _ in student:
+                report = piece["report"]
+                variant = next(v for v in report["variants"] if v["variant"] == "distilled-int8")
+                speed.append(report["reference"]["latency"]["b1"]["p50_ms"] / variant["latency"]["b1"]["p50_ms"])
+            out.append(
+                f"`{mode}` mode: the distilled int8 student is "
+                f"{_span([1 / r for _, (r, _) in student], lambda x: f'{x:.1f}', 'x')} smaller than "
+                f"fp32 and {_span(speed, lambda x: f'{x:.0f}', 'x')} faster at batch 1 (1 thread) than "
+                f"the PyTorch eager teacher ({', '.join(c for _, (_, c) in student)}; "
+                f"{_target_text(group, 'distilled-int8')})"
+            )
     return out
 
 
-def _distillation_data(task: dict) -> str:
-    """What the distilled student learned from, as the result file records it."""
-    variant = next(v for v in task["report"]["variants"] if v["variant"] == "distilled-int8")
-    record = (variant.get("details") or {}).get("distill") or {}
-    if record.get("mode"):
-        return f"distillation mode `{record['mode']}`"
-    if record.get("labelled"):
-        return f"trained with labels on {record['labelled']} client training rows"
-    return ""
+def _target_text(pieces: list[dict], variant: str) -> str:
+    """Which tasks met the report's target for ``variant`` and which missed it."""
+    met, missed = [], []
+    for piece in pieces:
+        check = next((t for t in piece["report"].get("targets", []) if t["variant"] == variant), None)
+        if check is not None:
+            (met if check["met"] else missed).append(piece["report"]["task"])
+    parts = [f"target met for {', '.join(met)}" if met else "", f"missed for {', '.join(missed)}" if missed else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def _static_source(piece: dict) -> str:
+    """Where the int8-static artifact of a result piece was calibrated."""
+    variant = next(v for v in piece["report"]["variants"] if v["variant"] == "int8-static")
+    details = variant.get("details") or {}
+    source = details.get("calib_source", "?")
+    if details.get("calibration"):
+        source += f" of {len(details['calibration']['stations'])} stations"
+    return source
 
 
 def _privacy_headlines(results: Results) -> list[str]:

@@ -37,7 +37,7 @@ def test_a_changed_result_changes_the_rendered_readme(readme, tmp_path):
     folder = tmp_path / "results"
     shutil.copytree(RESULTS, folder, ignore=shutil.ignore_patterns("*.md", "*.png", "strategies"))
     payload = json.loads((folder / "compression.json").read_text())
-    report = payload["tasks"]["beam"]["report"]
+    report = payload["tasks"]["beam-spatial"]["modes"]["federated"]["report"]
     variant = next(v for v in report["variants"] if v["variant"] == "int8-dynamic")
     variant["top1"] = report["reference"]["top1"] - 0.0121
     (folder / "compression.json").write_text(json.dumps(payload))
@@ -48,7 +48,7 @@ def test_a_changed_result_changes_the_rendered_readme(readme, tmp_path):
 
     # Assert: only the changed claim moves, and it states the new drop
     assert rendered != text
-    assert "beam top1 -1.21 points, los accuracy" in rendered.split("int8-dynamic ONNX")[1]
+    assert "beam-spatial top1 -1.21 points" in rendered.split("int8-dynamic ONNX")[1].split("\n")[0]
     assert rendered.split("<!-- results:begin -->")[0] == text.split("<!-- results:begin -->")[0]
 
 
