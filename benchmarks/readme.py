@@ -108,7 +108,7 @@ def _encoder_headline(results: Results) -> list[str]:
 
 def _task_headlines(results: Results) -> list[str]:
     tasks = results.get("tasks")
-    if not tasks or "task_info" not in tasks:
+    if not tasks or "pieces" not in tasks:
         return []
     import tasks_report
 
@@ -116,24 +116,25 @@ def _task_headlines(results: Results) -> list[str]:
     budget = "0.1" if "0.1" in budgets else budgets[-1]
     out = []
     for task, info in tasks["task_info"].items():
-        runs = [r for r in tasks["runs"] if r["task"] == task]
-        table = tasks_report.summarize(task, info["primary_metric"], runs, tasks["baseline_runs"][task])
-        metric = HEADLINE_METRIC.get(task, info["primary_metric"])
-        if metric not in table["lora"][budget]:
-            metric = info["primary_metric"]
-        higher = info["higher_is_better"] if metric == info["primary_metric"] else True
-        value = {m: table[m][budget][metric][0] for m in ("lora", "scratch", "baseline")}
-        learned = [table[m][b][metric][0] for m in ("lora", "scratch", "probe") for b in budgets]
-        best_learned = max(learned) if higher else min(learned)
-        classical_wins = value["baseline"] > best_learned if higher else value["baseline"] < best_learned
-        line = (
-            f"`{task}` {metric} with {float(budget):.0%} of the labels: pretrained + LoRA "
-            f"{value['lora']:.3f}, from scratch {value['scratch']:.3f}, classical baseline "
-            f"{value['baseline']:.3f}"
-        )
-        if classical_wins:
-            line += f" (the classical baseline beats every learned model, best {best_learned:.3f})"
-        out.append(line)
+        for group in info["groups"]:
+            pieces = [p for p in tasks["pieces"] if p["task"] == task and p["group"] == group]
+            metric, higher = info["primary_metric"], info["higher_is_better"]
+            cells = tasks_report.Cells(pieces, metric, higher)
+            best = cells.best_baseline(budget)
+            if best is None:
+                continue
+            value = {m: cells.cell(m, budget, metric)[0] for m in (*tasks_report.MODES, best)}
+            learned = [value[m] for m in tasks_report.MODES]
+            best_learned = max(learned) if higher else min(learned)
+            line = (
+                f"`{task}` on the {tasks_report.GROUP_LABELS[group]}, {metric} with "
+                f"{float(budget):.0%} of the labels: pretrained + LoRA {value['lora']:.3f}, from "
+                f"scratch {value['scratch']:.3f}, probe {value['probe']:.3f}, best classical "
+                f"baseline ({best}) {value[best]:.3f}"
+            )
+            if cells.better(value[best], best_learned):
+                line += " (the classical baseline beats every learned model)"
+            out.append(line)
     return out
 
 

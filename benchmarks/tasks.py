@@ -1,25 +1,31 @@
-"""Downstream tasks: pretrained+LoRA vs from-scratch vs probe vs classical baseline.
+"""Downstream tasks: pretrained+LoRA vs from-scratch vs frozen probe vs every classical baseline.
 
-For each task (``los``, ``beam``, ``prediction``) on the ``default`` preset (base
-stations never seen in pretraining), at labelled budgets of 1%, 10% and 100% of the
-pooled training rows (natural split, union of client train rows), over 3 seeds:
+Tasks ``los``, ``beam-spatial``, ``beam-temporal``, ``prediction`` and ``positioning`` with
+their default options (``task-options.*``) on the ``default`` preset's ray-traced stations
+(Sionna RT; base stations never seen in pretraining); ``los`` and ``prediction`` also on
+its TR 38.901 stations, as a separate group (trained and scored on those stations only).
 
-- ``lora``: the shipped pretrained ``tiny`` encoder + LoRA (``rantune train`` defaults) + head;
-- ``scratch``: the same architecture, random init, everything trains;
-- ``probe``: the shipped encoder frozen, only the head trains;
-- ``baseline``: the task's classical method on the same test rows (the LoS threshold
-  is fitted on the same labelled rows as the learned models).
+Per (task, station group, seed): the natural split with ``partition_seed = seed``
+(``rantune train``'s ``pooled_split``), the training pool and test rows restricted to
+the group's stations; labelled budgets of 1%, 10% and 100% of the pool (seeded by the
+seed). Per budget:
 
-All learned methods share one compute schedule per task (optimizer steps per budget,
-see ``SCHEDULE``): this is a CPU benchmark and the step caps are reported. Also
-reported: the shipped model's masked-reconstruction NMSE on held-out base stations
-(the pretrain preset's held-out sites, from the card, and the default preset's global
-test rows, with an LMMSE-interpolation reference) and its pretraining throughput.
+- ``lora``: the shipped ``tiny`` encoder + LoRA (``rantune train`` defaults) + the task head;
+- ``scratch``: the same architecture from a random init, everything trains;
+- ``probe``: the shipped encoder frozen, the head trains (features computed once);
+- every classical baseline of the task (``Task.baseline``), fitted baselines fitted on the
+  same labelled rows; all methods scored on the same test rows.
+
+Learned models train with early stopping (``rantune.training.fit``): a seeded 20% of the
+labelled rows validates after every epoch, training stops after ``patience`` epochs
+without improvement of the task's primary metric or at the epoch cap (:data:`STOPPING`,
+per budget), and the best epoch's weights are scored. Every finished piece (one task,
+group, method, budget, seed) is saved under ``--work`` at once; a rerun skips it.
 
 Usage::
 
-    python benchmarks/tasks.py                    # writes benchmarks/results/tasks.{json,md}
-    python benchmarks/tasks.py --workers 2 --out /tmp/bench
+    python benchmarks/tasks.py --workers 1        # writes benchmarks/results/tasks.{json,md}
+    python benchmarks/tasks.py --smoke --out /tmp/bench   # tiny caps, 1 seed, 1% labels
     python benchmarks/tasks.py --render           # tasks.md from the committed JSON
 """
 
@@ -27,177 +33,139 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict
 from multiprocessing import get_context
+from pathlib import Path
 
 import common
-import numpy as np
-from tasks_report import MODES, markdown
+from tasks_report import markdown
 
 NAME = "tasks"
-TASKS = ("los", "beam", "prediction")
+TASKS = ("los", "beam-spatial", "beam-temporal", "prediction", "positioning")
+GROUPS = {"rt": ("rt",), "tr38901": ("umi", "uma", "rma")}
+"""Station group -> the site scenarios it holds."""
+TASK_GROUPS = {"los": ("rt", "tr38901"), "prediction": ("rt", "tr38901")}
+"""Groups of a task (default: ``rt`` only)."""
+MODES = ("lora", "scratch", "probe")
 BUDGETS = (0.01, 0.1, 1.0)
 SEEDS = (0, 1, 2)
-# Per task: batch size, at least min_steps, at most max_steps optimizer steps, 1 epoch
-# otherwise. Prediction encodes 4 slots per sample, hence the smaller batch and cap.
-SCHEDULE = {
-    "los": {"batch_size": 32, "epochs": 1, "min_steps": 60, "max_steps": 120},
-    "beam": {"batch_size": 32, "epochs": 1, "min_steps": 60, "max_steps": 120},
-    "prediction": {"batch_size": 8, "epochs": 1, "min_steps": 50, "max_steps": 80},
+STOPPING = {
+    0.01: {"patience": 10, "max_epochs": 40},
+    0.1: {"patience": 4, "max_epochs": 12},
+    1.0: {"patience": 2, "max_epochs": 3},
 }
-# Share of the global test rows scored (a fixed seeded subset, the same for every method
-# and baseline): the CPU this benchmark runs on is shared.
-TEST_SHARE = 0.5
-SUBSETS = {
-    "los": {"snr < 5 dB": ("snr_db", -99.0, 5.0), "snr >= 15 dB": ("snr_db", 15.0, 99.0)},
-    "beam": {"snr < 5 dB": ("snr_db", -99.0, 5.0), "snr >= 15 dB": ("snr_db", 15.0, 99.0)},
-    "prediction": {
-        "speed >= 20 m/s": ("speed", 20.0, 1e9),
-        "speed < 3 m/s": ("speed", -1.0, 3.0),
-    },
-}
+"""Early stopping per label budget. The caps are the CPU budget (about 35 CPU-minutes for
+the grid on a shared 2-core machine): a single beam-spatial LoRA run on every labelled
+row, patience 4, stopped after 17 epochs (best 13), so at 100% the cap binds."""
+SMOKE_STOPPING = {"patience": 1, "max_epochs": 1}
 _STATE: dict = {}
 
 
-def _init_worker(preset: str) -> None:
+def load(preset: str) -> None:
+    """The preset's pooled data and radio block into this process's state."""
     import torch
 
     from rantune.channels import load_pooled
     from rantune.presets import load_preset
-    from rantune.simulations.commands.train import pooled_split
 
     torch.set_num_threads(1)
     cfg = load_preset(preset)
-    data = load_pooled(cfg, progress=False)
-    train_rows, test_rows = pooled_split(data)
-    keep = np.random.default_rng(2024).random(len(test_rows)) < TEST_SHARE
-    _STATE.update(cfg=cfg, data=data, split=(train_rows, test_rows[keep]))
+    _STATE.update(cfg=cfg, data=load_pooled(cfg, progress=False))
 
 
-def subset_masks(task: str, data, test_rows: np.ndarray) -> dict[str, np.ndarray]:
-    masks = {}
-    for name, (field, low, high) in SUBSETS[task].items():
-        values = data[field][test_rows]
-        masks[name] = (values >= low) & (values < high)
-    return masks
+def group_split(group: str, seed: int):
+    """Training pool and test rows of the natural split (``partition_seed = seed``) on the
+    group's stations; ``None`` when the preset has none."""
+    import numpy as np
+
+    from rantune.simulations.commands.train import pooled_split
+
+    cfg, data = _STATE["cfg"], _STATE["data"]
+    sites = [i for i, s in enumerate(cfg.sites) if s.scenario in GROUPS[group]]
+    if not sites:
+        return None
+    train, test = pooled_split(data, partition_seed=seed)
+    keep = lambda rows: rows[np.isin(data["site_index"][rows], sites)]  # noqa: E731
+    return keep(train), keep(test)
 
 
-def _run_job(job: tuple[str, str, tuple[float, ...]]) -> list[dict]:
-    """One (task, mode) over the given budgets, 3 seeds each (probe shares its features)."""
+def piece_path(work: Path, task: str, group: str, method: str, budget: float, seed: int) -> Path:
+    return work / task / group / f"{method}-budget{budget:g}-seed{seed}.json"
+
+
+def run_unit(unit: tuple) -> list[dict]:
+    """Every missing piece of one (task, group, seed): baselines and learned modes."""
     from rantune.simulations.commands.train import CentralizedSettings, run_one
-
-    task, mode, budgets = job
-    data, split, cfg = _STATE["data"], _STATE["split"], _STATE["cfg"]
-    subsets = subset_masks(task, data, split[1])
-    cache: dict = {}
-    results = []
-    for budget in budgets:
-        settings = CentralizedSettings(
-            task=task, mode=mode, budget=budget, seeds=SEEDS, **SCHEDULE[task]
-        )
-        started = time.perf_counter()
-        runs = [
-            run_one(settings, seed, data, cfg.radio, split, cache=cache, subsets=subsets)
-            for seed in SEEDS
-        ]
-        results.append(
-            {
-                "task": task,
-                "mode": mode,
-                "budget": budget,
-                "lr": settings.learning_rate,
-                "runs": runs,
-                "seconds": round(time.perf_counter() - started, 1),
-            }
-        )
-        print(f"  done {task}/{mode}/{budget:g} in {results[-1]['seconds']} s", flush=True)
-    return results
-
-
-def baselines(data, split) -> dict:
-    """Classical baselines per task and budget (LoS threshold fitted on the budget rows)."""
     from rantune.tasks import get_task
-    from rantune.training import label_budget
+    from rantune.training import StoppingSettings, label_budget
 
-    train_rows, test_rows = split
-    out: dict = {}
-    for name in TASKS:
-        task = get_task(name)
-        masks = subset_masks(name, data, test_rows)
-        out[name] = {}
-        for budget in BUDGETS:
-            per_seed = []
-            for seed in SEEDS:
-                rows = label_budget(train_rows, budget, seed)
-                result = {"metrics": task.baseline(data, rows, test_rows)}
-                result["subset_metrics"] = {
-                    s: task.baseline(data, rows, test_rows[m]) for s, m in masks.items() if m.any()
-                }
-                per_seed.append(result)
-            out[name][str(budget)] = per_seed
-    return out
+    task_name, group, seed, work, stopping, commit = unit
+    split = group_split(group, seed)
+    if split is None:
+        return []
+    data, cfg = _STATE["data"], _STATE["cfg"]
+    task = get_task(task_name)
+    subsets = task.subsets(data, split[1])
+    cache: dict = {}
+    pieces = []
+    for budget in BUDGETS:
+        for method in ("baselines", *MODES):
+            path = piece_path(work, task_name, group, method, budget, seed)
+            found = common.load_json(path)
+            if found is not None:
+                pieces.append(found)
+                continue
+            started = time.perf_counter()
+            if method == "baselines":
+                rows = label_budget(split[0], budget, seed)
+                result = {"metrics": task.baseline(data, rows, split[1]), "num_train": len(rows)}
+            else:
+                settings = CentralizedSettings(
+                    task=task_name,
+                    mode=method,
+                    budget=budget,
+                    seeds=(seed,),
+                    stopping=StoppingSettings(**stopping[budget]),
+                )
+                result = run_one(settings, seed, data, cfg.radio, split, cache, subsets)
+                result["lr"] = settings.learning_rate
+            result.update(
+                task=task_name, group=group, method=method, budget=budget, seed=seed,
+                num_test=int(len(split[1])), commit=commit,
+                piece_seconds=round(time.perf_counter() - started, 2),
+            )
+            common.save_json(path, result)
+            pieces.append(result)
+            print(f"  {task_name}/{group}/{method}/{budget:g}/seed {seed}: "
+                  f"{result['piece_seconds']} s", flush=True)
+    return pieces
 
 
-def masked_reconstruction(data, split, limit: int | None = None) -> dict:
-    """Shipped model's masked NMSE on the default preset's test rows, with an LMMSE reference.
+def settings_record(stopping: dict) -> dict:
+    """What the learned runs shared: LoRA, learning rates, batch size, early stopping,
+    task options and primary metrics."""
+    from dataclasses import asdict
 
-    LMMSE: masked entries estimated from the visible ones with the channel covariance
-    of the pretraining sites, ``h_m = C_mv C_vv^-1 h_v``, on the same masks.
-    """
-    import torch
+    from rantune.simulations.commands.train import DEFAULT_LR, CentralizedSettings
+    from rantune.tasks import get_task
+    from rantune.training import StoppingSettings
 
-    from rantune.channels import load_pooled
-    from rantune.model.checkpoint import shipped_card
-    from rantune.model.encoder import csi_to_real
-    from rantune.model.masking import masked_nmse, random_mask
-    from rantune.presets import load_preset
-    from rantune.pretraining import load_masked_model
-
-    card = shipped_card("tiny")
-    model = load_masked_model("tiny")
-    ratio = card["pretraining"]["mask_ratio"]
-    pre_cfg = load_preset(card["data"]["preset"])
-    pre = load_pooled(pre_cfg, progress=False)
-    train_sites = len(pre_cfg.sites) - card["pretraining"]["held_out_sites"]
-    h_pre = pre["csi"][pre["site_index"] < train_sites].reshape(-1, 16 * 32).astype(np.complex128)
-    cov = h_pre.T @ h_pre.conj() / len(h_pre)  # E[h h^H]
-    rows = split[1]
-    if limit is not None and len(rows) > limit:  # the LMMSE costs one solve per row
-        rows = rows[np.linspace(0, len(rows) - 1, limit).astype(int)]  # every site
-    csi = data["csi"][rows]
-    antennas, subcarriers = csi.shape[1:]
-    patch_of = (
-        (np.arange(antennas)[:, None] // model.encoder.config.patch_antennas)
-        * (subcarriers // model.encoder.config.patch_subcarriers)
-        + np.arange(subcarriers)[None, :] // model.encoder.config.patch_subcarriers
-    ).reshape(-1)
-    rows, cols = model.encoder.grid(antennas, subcarriers)
-    generator = torch.Generator().manual_seed(0)
-    model_nmse, lmmse_nmse = [], []
-    for start in range(0, len(csi), 256):
-        batch = csi[start : start + 256]
-        x = csi_to_real(batch)
-        mask = random_mask(len(batch), rows * cols, ratio, generator)
-        with torch.no_grad():
-            model_nmse.append(masked_nmse(model(x, mask), model.target(x), mask))
-        for h, m in zip(batch.reshape(len(batch), -1), mask.numpy(), strict=True):
-            hidden = m[patch_of]
-            c_mv = cov[np.ix_(hidden, ~hidden)]
-            c_vv = cov[np.ix_(~hidden, ~hidden)]
-            estimate = c_mv @ np.linalg.solve(c_vv + 1e-9 * np.eye(len(c_vv)), h[~hidden])
-            err = np.sum(np.abs(estimate - h[hidden]) ** 2) / np.sum(np.abs(h[hidden]) ** 2)
-            lmmse_nmse.append(err)
+    central = CentralizedSettings(task="los", mode="lora")
+    lora = asdict(central.lora)
     return {
-        "mask_ratio": ratio,
-        "pretrain_held_out_sites": card["data"]["held_out_sites"],
-        "masked_nmse_db_pretrain_held_out_sites": card["results"]["masked_nmse_db_held_out_sites"],
-        "masked_nmse_db_default_test": float(10 * np.log10(float(torch.cat(model_nmse).mean()))),
-        "lmmse_masked_nmse_db_default_test": float(10 * np.log10(np.mean(lmmse_nmse))),
-        "num_default_test": int(len(csi)),
-        "throughput_samples_per_s": card["results"]["throughput_samples_per_s"],
-        "pretrain_seconds": card["results"]["train_seconds"],
-        "pretrain_threads": card["results"]["torch_threads"],
-        "reproduce": card["reproduce"],
+        "lr": {m: DEFAULT_LR[m] for m in MODES},
+        "batch_size": central.batch_size,
+        "checkpoint": central.checkpoint,
+        "lora": {**lora, "targets": list(lora["targets"])},
+        "stopping": {str(b): asdict(StoppingSettings(**s)) for b, s in stopping.items()},
+        "task_options": asdict(central.task_options),
+        "task_info": {
+            t: {
+                "primary_metric": get_task(t).primary_metric,
+                "higher_is_better": get_task(t).higher_is_better,
+                "groups": list(TASK_GROUPS.get(t, ("rt",))),
+            }
+            for t in TASKS
+        },
     }
 
 
@@ -205,63 +173,51 @@ def main(argv: list[str] | None = None) -> None:
     global BUDGETS, SEEDS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="processes (1 torch thread each)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset")
     parser.add_argument(
-        "--smoke", action="store_true", help="2 steps, 1 seed, budget 1%%: checks the pipeline"
+        "--smoke", action="store_true", help="1 epoch, 1 seed, 1%% labels: checks the pipeline"
     )
-    common.add_common_flags(parser)
+    common.add_common_flags(parser, work=common.ROOT / "runs" / "bench-tasks")
     args = common.parse_args(parser, argv, NAME, markdown)
     if args is None:
         return
+    stopping = STOPPING
     if args.smoke:
         BUDGETS, SEEDS = (0.01,), (0,)
-        for schedule in SCHEDULE.values():
-            schedule.update(min_steps=2, max_steps=2)
+        stopping = {0.01: SMOKE_STOPPING}
+        args.work = args.work.with_name(args.work.name + "-smoke")
+    load(args.preset)  # sets torch to 1 thread before provenance records it
+    provenance = common.provenance(argv)  # at the start: the commit that runs
     started = time.perf_counter()
-    _init_worker(args.preset)
-    data, split = _STATE["data"], _STATE["split"]
-    print("baselines and masked reconstruction ...", flush=True)
-    base = baselines(data, split)
-    recon = masked_reconstruction(data, split, limit=64 if args.smoke else 512)
-    print(f"  masked NMSE default test {recon['masked_nmse_db_default_test']:.2f} dB", flush=True)
-    # Most expensive first so the two workers finish together.
-    jobs = [
-        (t, m, (b,))
-        for t in ("prediction", "los", "beam")
-        for m in ("lora", "scratch")
-        for b in sorted(BUDGETS, reverse=True)
+    tasks = [t for t in args.tasks.split(",") if t]
+    units = [  # seed outermost: an interrupted run has every task at its first seeds
+        (t, g, s, args.work, stopping, provenance["commit"])
+        for s in SEEDS
+        for t in tasks
+        for g in TASK_GROUPS.get(t, ("rt",))
     ]
-    jobs += [(t, "probe", BUDGETS) for t in TASKS]
-    context = get_context("fork")
-    with context.Pool(args.workers, initializer=_init_worker, initargs=(args.preset,)) as pool:
-        results = [item for chunk in pool.imap_unordered(_run_job, jobs) for item in chunk]
-    results.sort(key=lambda r: (TASKS.index(r["task"]), MODES.index(r["mode"]), r["budget"]))
-    from rantune.simulations.commands.train import DEFAULT_LR, CentralizedSettings
-    from rantune.tasks import get_task
-
-    lora = asdict(CentralizedSettings(task="los", mode="lora").lora)
+    if args.workers > 1:
+        with get_context("fork").Pool(args.workers, load, (args.preset,)) as pool:
+            pieces = [p for chunk in pool.imap_unordered(run_unit, units) for p in chunk]
+    else:
+        pieces = [p for unit in units for p in run_unit(unit)]
+    cfg = _STATE["cfg"]
     report = {
-        "provenance": common.provenance(argv),
+        "provenance": provenance,
         "wall_seconds": time.perf_counter() - started,
         "workers": args.workers,
         "preset": args.preset,
-        "num_train_pool": int(len(split[0])),
-        "num_test": int(len(split[1])),
-        "test_share": TEST_SHARE,
+        "groups": {
+            g: [s.name for s in cfg.sites if s.scenario in kinds] for g, kinds in GROUPS.items()
+        },
         "budgets": list(BUDGETS),
         "seeds": list(SEEDS),
-        "schedule": SCHEDULE,
-        "lr": {m: DEFAULT_LR[m] for m in MODES},
-        "lora": {"r": lora["r"], "alpha": lora["alpha"], "targets": list(lora["targets"])},
-        "task_info": {
-            t: {"primary_metric": get_task(t).primary_metric,
-                "higher_is_better": get_task(t).higher_is_better}
-            for t in TASKS
-        },
-        "subsets": {t: {k: list(v) for k, v in s.items()} for t, s in SUBSETS.items()},
-        "masked_reconstruction": recon,
-        "runs": results,
-        "baseline_runs": base,
+        "tasks": tasks,
+        **settings_record(stopping),
+        "pieces": sorted(
+            pieces, key=lambda p: (p["task"], p["group"], p["method"], p["budget"], p["seed"])
+        ),
     }
     common.save_json(args.out / f"{NAME}.json", report)
     common.save_text(args.out / f"{NAME}.md", markdown(report))

@@ -1,7 +1,8 @@
 """Markdown of the downstream-task benchmark, generated from ``benchmarks/results/tasks.json``.
 
-The tables are computed here from the per-seed runs in the JSON (mean ± 95% Student-t
-interval over seeds); ``python benchmarks/tasks.py --render`` rewrites ``tasks.md``.
+Every table cell is the mean ± 95% Student-t interval over the seeds of the per-piece
+results in the JSON; the targets of issue 13 and whether each was met are computed here.
+``python benchmarks/tasks.py --render`` rewrites ``tasks.md``.
 """
 
 from __future__ import annotations
@@ -9,163 +10,249 @@ from __future__ import annotations
 import common
 
 MODES = ("lora", "scratch", "probe")
-LABELS = {
-    "lora": "pretrained + LoRA",
-    "scratch": "from scratch",
-    "probe": "probe (frozen encoder)",
-    "baseline": "classical baseline",
+LABELS = {"lora": "pretrained + LoRA", "scratch": "from scratch", "probe": "probe (frozen encoder)"}
+SECONDARY = {
+    "los": ("accuracy",),
+    "beam-spatial": ("top3", "gain_loss_db", "gain_loss_db_p90"),
+    "beam-temporal": ("top3", "gain_loss_db", "gain_loss_db_p90"),
+    "prediction": (),
+    "positioning": ("error_mean_m", "error_p50_m"),
 }
-SECONDARY = {"los": ("f1", "auc"), "beam": ("top3", "gain_ratio"), "prediction": ()}
-LINEAR = " (linear)"  # prediction's second classical reference: linear extrapolation
+VEHICULAR = ("speed 10-25 m/s", "speed >=25 m/s")
+"""Prediction's vehicular speed bands (``rantune.tasks.prediction.SPEED_BANDS_MPS``)."""
+GROUP_LABELS = {"rt": "ray-traced stations", "tr38901": "TR 38.901 stations"}
 
 
-def _cell(values) -> tuple[float, float, int]:
-    return common.mean_ci(values)
+def baseline_methods(piece: dict, primary: str) -> list[str]:
+    """Names of the baseline methods in a baselines piece (keys ``{method}_{primary}``)."""
+    suffix = f"_{primary}"
+    return sorted(k[: -len(suffix)] for k in piece["metrics"] if k.endswith(suffix))
 
 
-def summarize(task: str, primary: str, runs: list[dict], base: dict) -> dict:
-    """``{method: {budget: {metric: (mean, half, n), "subsets": ..., ...}}}``."""
-    table: dict = {}
-    for item in runs:
-        seeds = item["runs"]
-        cell = {m: _cell(r["metrics"][m] for r in seeds) for m in (primary, *SECONDARY[task])}
-        cell["subsets"] = {
-            s: _cell(r["subset_metrics"][s][primary] for r in seeds) for s in seeds[0]["subset_metrics"]
-        }
-        for key in ("steps", "num_train", "trainable_parameters"):
-            cell[key] = seeds[0][key]
-        table.setdefault(item["mode"], {})[str(item["budget"])] = cell
-    for budget, seeds in base.items():
-        metrics = seeds[0]["metrics"]
-        cell = {m: _cell(r["metrics"][m] for r in seeds) for m in (primary, *SECONDARY[task]) if m in metrics}
-        if "linear_nmse_db" in metrics:
-            cell["linear_nmse_db"] = _cell(r["metrics"]["linear_nmse_db"] for r in seeds)
-        cell["subsets"] = {}
-        for s in seeds[0]["subset_metrics"]:
-            cell["subsets"][s] = _cell(r["subset_metrics"][s][primary] for r in seeds)
-            if "linear_nmse_db" in seeds[0]["subset_metrics"][s]:
-                cell["subsets"][s + LINEAR] = _cell(r["subset_metrics"][s]["linear_nmse_db"] for r in seeds)
-        table.setdefault("baseline", {})[budget] = cell
-    return table
+def value(piece: dict, method: str, metric: str, subset: str | None = None) -> float | None:
+    """One number of a piece: a learned mode's metric, or baseline ``method``'s."""
+    if piece["method"] != "baselines":
+        if subset is None:
+            return piece["metrics"].get(metric)
+        return piece["subset_metrics"].get(subset, {}).get(metric)
+    key = f"{method}_{metric}" + (f"[{subset}]" if subset else "")
+    return piece["metrics"].get(key)
 
 
-def verdicts(task: str, primary: str, higher: bool, table: dict, budgets: list[str]) -> list[str]:
-    def better(a: float, b: float) -> bool:
-        return a > b if higher else a < b
+class Cells:
+    """The pieces of one (task, group), indexed for tables: ``cell(method, budget, metric)``
+    = (mean, half-width, n) over seeds; ``method`` a mode or a baseline method name."""
 
-    lines = []
-    for budget in budgets:
-        lora = table["lora"][budget][primary][0]
-        for other in ("scratch", "baseline"):
-            value = table[other][budget][primary][0]
-            lines.append(
-                f"- {task}, budget {float(budget):.0%}: pretrained+LoRA {lora:.3f} "
-                f"{'beats' if better(lora, value) else 'does NOT beat'} {other} {value:.3f} ({primary})"
-            )
-        for subset, cell in table["lora"][budget]["subsets"].items():
-            for key in (subset, subset + LINEAR):
-                base = table["baseline"][budget]["subsets"].get(key)
-                if base is None:
+    def __init__(self, pieces: list[dict], primary: str, higher: bool) -> None:
+        self.primary, self.higher = primary, higher
+        self.by = {}
+        for p in pieces:
+            self.by.setdefault((p["method"], str(p["budget"])), []).append(p)
+        base = [p for p in pieces if p["method"] == "baselines"]
+        self.baselines = baseline_methods(base[0], primary) if base else []
+
+    def cell(self, method: str, budget: str, metric: str, subset: str | None = None):
+        kind = method if method in MODES else "baselines"
+        runs = self.by.get((kind, budget), [])
+        return common.mean_ci(value(p, method, metric, subset) for p in runs)
+
+    def best_baseline(self, budget: str, metric: str | None = None, subset: str | None = None):
+        """The baseline method with the best mean ``metric`` (default primary) at ``budget``."""
+        metric = metric or self.primary
+        scored = [(self.cell(m, budget, metric, subset)[0], m) for m in self.baselines]
+        scored = [(v, m) for v, m in scored if v == v]  # NaN never wins
+        if not scored:
+            return None
+        return (max if self.higher else min)(scored)[1]
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher else a < b
+
+
+def _fmt(cell, digits: int = 3) -> str:
+    return common.fmt_mean_ci(*cell, digits=digits)
+
+
+def _overlap(a, b) -> bool:
+    return abs(a[0] - b[0]) <= (a[1] if a[1] == a[1] else 0) + (b[1] if b[1] == b[1] else 0)
+
+
+def method_table(c: Cells, budgets: list[str], metric: str, subset: str | None = None) -> list[str]:
+    header = ["method", *(f"{float(b):.0%} labels" for b in budgets)]
+    rows = [[LABELS[m], *(_fmt(c.cell(m, b, metric, subset)) for b in budgets)] for m in MODES]
+    rows += [[f"baseline: {m}", *(_fmt(c.cell(m, b, metric, subset)) for b in budgets)] for m in c.baselines]
+    return common.table(header, rows)
+
+
+def stopping_lines(c: Cells, budgets: list[str], caps: dict) -> list[str]:
+    """Epochs run, best epoch and how often the cap bound, per mode and budget."""
+    header = ["mode", *(f"{float(b):.0%}: epochs / best / cap bound" for b in budgets)]
+    rows = []
+    for m in MODES:
+        cells = []
+        for b in budgets:
+            runs = c.by.get((m, b), [])
+            if not runs:
+                cells.append("—")
+                continue
+            epochs = common.mean_ci(r["epochs"] for r in runs)[0]
+            best = common.mean_ci(r["best_epoch"] for r in runs)[0]
+            bound = sum(not r["stopped_early"] for r in runs)
+            cells.append(f"{epochs:.1f} / {best:.1f} / {bound} of {len(runs)} (cap {caps[b]['max_epochs']})")
+        rows.append([LABELS[m], *cells])
+    return common.table(header, rows)
+
+
+def _verdict(name: str, met: bool, detail: str) -> str:
+    return f"- {name}: **{'met' if met else 'MISSED'}** ({detail})"
+
+
+def targets(task: str, group: str, c: Cells, budgets: list[str]) -> list[str]:
+    """Issue 13's targets for this task and group, each computed as met or missed."""
+    if group != "rt" and task not in ("prediction", "los"):
+        return []
+    primary, lines = c.primary, []
+    if task in ("beam-spatial", "beam-temporal", "positioning") and group == "rt":
+        for b in (b for b in ("0.1", "1.0") if b in budgets and c.best_baseline(b)):
+            best = c.best_baseline(b)
+            lora, base = c.cell("lora", b, primary), c.cell(best, b, primary)
+            lines.append(_verdict(
+                f"LoRA beats the best baseline at {float(b):.0%} labels",
+                c.better(lora[0], base[0]),
+                f"LoRA {_fmt(lora)} vs {best} {_fmt(base)} {primary}"
+                + ("; intervals overlap" if _overlap(lora, base) else ""),
+            ))
+        for b in (b for b in ("0.01", "0.1") if b in budgets):
+            lora, scratch = c.cell("lora", b, primary), c.cell("scratch", b, primary)
+            lines.append(_verdict(
+                f"LoRA beats from-scratch at {float(b):.0%} labels",
+                c.better(lora[0], scratch[0]),
+                f"LoRA {_fmt(lora)} vs scratch {_fmt(scratch)}"
+                + ("; intervals overlap" if _overlap(lora, scratch) else ""),
+            ))
+    if task == "prediction":
+        for band in VEHICULAR:
+            for b in budgets:
+                lora, wiener = c.cell("lora", b, primary, band), c.cell("wiener", b, primary, band)
+                if lora[2] == 0 or wiener[2] == 0:
                     continue
-                name = "linear extrapolation" if key.endswith(LINEAR) else "baseline"
-                lines.append(
-                    f"  - {subset}: LoRA {cell[0]:.3f} "
-                    f"{'beats' if better(cell[0], base[0]) else 'does NOT beat'} {name} {base[0]:.3f}"
-                )
+                lines.append(_verdict(
+                    f"LoRA beats the Wiener predictor, {band}, {float(b):.0%} labels",
+                    c.better(lora[0], wiener[0]),
+                    f"LoRA {_fmt(lora)} vs Wiener {_fmt(wiener)} dB NMSE",
+                ))
+    if task == "los":
+        for b in budgets:
+            lora, ad = c.cell("lora", b, primary), c.cell("angle_delay", b, primary)
+            lines.append(_verdict(
+                f"LoRA AUC matches the angle-delay ratio (within CI) at {float(b):.0%} labels",
+                lora[0] >= ad[0] or _overlap(lora, ad),
+                f"LoRA {_fmt(lora)} vs angle-delay {_fmt(ad)}",
+            ))
     return lines
 
 
-def _method_rows(table: dict, budgets: list[str], metric: str) -> list[list[str]]:
-    return [
-        [LABELS[m], *(common.fmt_mean_ci(*table[m][b][metric]) for b in budgets)]
-        for m in (*MODES, "baseline")
-    ]
-
-
-def task_lines(task: str, info: dict, table: dict, budgets: list[str]) -> list[str]:
-    primary = info["primary_metric"]
-    arrow = "higher is better" if info["higher_is_better"] else "lower is better"
-    header = ["method", *(f"{float(b):.0%}" for b in budgets)]
-    rows = _method_rows(table, budgets, primary)
-    if "linear_nmse_db" in table["baseline"][budgets[0]]:
-        rows.append(
-            ["linear extrapolation",
-             *(common.fmt_mean_ci(*table["baseline"][b]["linear_nmse_db"]) for b in budgets)]
-        )
-    blocks = [common.table(header, rows)]
+def task_section(task: str, group: str, info: dict, pieces: list[dict], report: dict) -> list[str]:
+    primary, higher = info["primary_metric"], info["higher_is_better"]
+    c = Cells(pieces, primary, higher)
+    budgets = [str(b) for b in report["budgets"]]
+    arrow = "higher is better" if higher else "lower is better"
+    one = [p for p in pieces if p["method"] == "lora"] or pieces
+    sizes = sorted({(str(p["budget"]), p["num_train"], p.get("num_val", 0), p["num_test"]) for p in one})
+    blocks = [[f"{primary} ({arrow}):"], method_table(c, budgets, primary)]
     for metric in SECONDARY[task]:
-        blocks += [[f"{metric}:"], common.table(header, _method_rows(table, budgets, metric))]
-    subset_rows = []
-    for subset in table["baseline"][budgets[0]]["subsets"]:
-        for m in (*MODES, "baseline"):
-            cells = [table[m][b]["subsets"].get(subset) for b in budgets]
-            if all(cells):
-                subset_rows.append([f"{subset}: {LABELS[m]}", *(common.fmt_mean_ci(*c) for c in cells)])
-    blocks += [[f"{primary} on test subsets:"], common.table(header, subset_rows)]
-    lora = [table["lora"][b] for b in budgets]
-    params = {m: table[m][budgets[-1]]["trainable_parameters"] for m in MODES}
-    blocks.append(
-        [f"Labelled rows {[c['num_train'] for c in lora]}, optimizer steps "
-         f"{[c['steps'] for c in lora]}; trainable parameters {params}."]
-    )
-    blocks.append(["Verdicts (means):", "", *verdicts(task, primary, info["higher_is_better"], table, budgets)])
-    return common.section(f"{task} ({primary}, {arrow})", *blocks)
+        blocks += [[f"{metric}:"], method_table(c, budgets, metric)]
+    if task == "prediction":
+        bands = sorted({s for p in pieces if p["method"] != "baselines" for s in p["subset_metrics"]})
+        for band in bands:
+            blocks += [[f"{primary}, {band}:"], method_table(c, budgets, primary, band)]
+    best = {b: c.best_baseline(b) for b in budgets}
+    blocks.append([
+        "Best baseline per budget (mean " + primary + "): "
+        + ", ".join(f"{float(b):.0%} {m}" for b, m in best.items()) + ". Rows per seed "
+        "(budget, labelled, of them validation, test): "
+        + "; ".join(f"{float(b):.0%}: {n}, {v}, {t}" for b, n, v, t in sorted(set(sizes))) + "."
+    ])
+    blocks += [["Early stopping (mean epochs run / mean best epoch / runs that hit the cap):"],
+               stopping_lines(c, budgets, report["stopping"])]
+    verdicts = targets(task, group, c, budgets)
+    if verdicts:
+        blocks.append(["Targets (issue 13; means, intervals as in the tables):", "", *verdicts])
+    return common.section(f"{task}, {GROUP_LABELS[group]}", *blocks)
+
+
+def summary_rows(report: dict) -> list[list[str]]:
+    """Primary metric of lora, scratch, probe and the best baseline per task, group, budget."""
+    rows = []
+    for task, info in report["task_info"].items():
+        for group in info["groups"]:
+            pieces = [p for p in report["pieces"] if p["task"] == task and p["group"] == group]
+            if not pieces:
+                continue
+            c = Cells(pieces, info["primary_metric"], info["higher_is_better"])
+            for b in (str(x) for x in report["budgets"]):
+                best = c.best_baseline(b)
+                rows.append([
+                    f"{task} ({group})", f"{float(b):.0%}", info["primary_metric"],
+                    *(_fmt(c.cell(m, b, info["primary_metric"])) for m in MODES),
+                    f"{_fmt(c.cell(best, b, info['primary_metric']))} ({best})" if best else "—",
+                ])
+    return rows
 
 
 def markdown(report: dict) -> str:
     """The whole ``tasks.md`` from the results JSON."""
-    recon = report["masked_reconstruction"]
-    budgets = [str(b) for b in report["budgets"]]
+    pieces = report["pieces"]
+    learned = [p for p in pieces if p["method"] != "baselines"]
+    options = ", ".join(f"{k.replace('_', '-')} = {v}" for k, v in report["task_options"].items())
+    stopping = "; ".join(
+        f"{float(b):.0%} labels: patience {s['patience']}, cap {s['max_epochs']} epochs"
+        for b, s in report["stopping"].items()
+    )
+    commits = sorted({p["commit"] for p in pieces})
     lora = report["lora"]
-    max_steps = max(s["max_steps"] for s in report["schedule"].values())
     lines = [
-        "# Downstream tasks: pretrained+LoRA vs scratch vs probe vs classical",
+        "# Downstream tasks: pretrained+LoRA vs scratch vs probe vs every classical baseline",
         "",
         *common.provenance_lines(report["provenance"]),
         "",
-        f"Wall time {report['wall_seconds']:.0f} s with {report['workers']} worker processes "
-        "x 1 torch thread.",
+        f"Pieces measured at commit(s) {', '.join(commits)}; this invocation's wall time "
+        f"{report['wall_seconds']:.0f} s with {report['workers']} worker process(es) x 1 torch "
+        f"thread; the pieces' own times sum to {sum(p['piece_seconds'] for p in pieces):.0f} s "
+        f"({sum(p['piece_seconds'] for p in learned):.0f} s learned, the rest baselines) on a "
+        "shared 2-core machine.",
         "",
-        f"Data: `{report['preset']}` preset (base stations disjoint from the pretraining "
-        "preset), natural split; training pool = union of the clients' train rows "
-        f"({report['num_train_pool']} rows), test = a fixed seeded {report['test_share']:.0%} "
-        f"of the global test rows ({report['num_test']} rows). Budgets are seeded random "
-        f"shares of the pool; {common.ci_note(len(report['seeds']))} Seeds {report['seeds']} "
-        "(seed = budget subset, init, batch order).",
+        f"Data: `{report['preset']}` preset (base stations disjoint from the pretraining preset). "
+        "Station groups: " + "; ".join(f"{GROUP_LABELS[g]}: {', '.join(s)}" for g, s in report["groups"].items())
+        + ". Per seed, the natural split with that partition seed, restricted to the group's "
+        "stations: the training pool (union of the clients' train rows) and test rows (its "
+        "global test rows), the same test rows for every method. Budgets are seeded shares of "
+        f"the pool; {common.ci_note(len(report['seeds']))} Seeds {report['seeds']}: each seed "
+        "sets the split, the labelled subset, the validation rows, the init and the batch order.",
         "",
-        "Heads (all methods): each task's default head from `rantune.tasks`, trained in full; "
-        "the probe is the frozen encoder + that head, not a purely linear probe. LoRA: "
-        f"r = {lora['r']}, alpha = {lora['alpha']:g} on {', '.join(lora['targets'])}.",
+        f"Task options (defaults): {options}. Models: the shipped `{report['checkpoint']}` encoder "
+        f"(LoRA r = {lora['r']}, alpha = {lora['alpha']:g} on {', '.join(lora['targets'])}, adapters "
+        "and head train), the same architecture from scratch, or frozen with only the head "
+        "training (probe); each task's default head. Learning rates "
+        + ", ".join(f"{m} {report['lr'][m]:g}" for m in MODES)
+        + f", batch {report['batch_size']}.",
         "",
-        "Compute schedule (same for every learned method of a task; a CPU budget, not "
-        "convergence): " + "; ".join(f"{t}: {s}" for t, s in report["schedule"].items())
-        + ". Learning rates: " + ", ".join(f"{m} {report['lr'][m]:g}" for m in MODES)
-        + f". All learned numbers are at <= {max_steps} optimizer steps.",
+        "Early stopping (`rantune.training.fit`): a seeded 20% of the labelled rows (at least 4) "
+        "validates after every epoch on the task's primary metric (ties broken by the validation "
+        "loss; the validation loss where the metric is undefined on those rows); the best epoch's "
+        f"weights are scored. {stopping}. The caps are this benchmark's CPU budget.",
         "",
         *common.section(
-            "Shipped encoder (`tiny`)",
+            "Summary (primary metric, mean ± 95% CI)",
             common.table(
-                ["quantity", "value"],
-                [
-                    [f"masked NMSE, pretrain held-out sites {', '.join(recon['pretrain_held_out_sites'])}",
-                     f"{recon['masked_nmse_db_pretrain_held_out_sites']:.2f} dB"],
-                    [f"masked NMSE, {report['preset']} preset test rows (unseen base stations, "
-                     f"{recon['num_default_test']} evenly spaced rows)",
-                     f"{recon['masked_nmse_db_default_test']:.2f} dB"],
-                    ["LMMSE interpolation with the pretraining covariance, same rows and masks",
-                     f"{recon['lmmse_masked_nmse_db_default_test']:.2f} dB"],
-                    ["mask ratio", f"{recon['mask_ratio']} (real+imag of a patch together)"],
-                    ["pretraining throughput",
-                     f"{recon['throughput_samples_per_s']} samples/s ({recon['pretrain_threads']} "
-                     f"thread, {recon['pretrain_seconds']:.0f} s)"],
-                ],
-                align="lr",
+                ["task (stations)", "labels", "metric", *(LABELS[m] for m in MODES), "best baseline"],
+                summary_rows(report),
             ),
-            [f"Reproduce: `{recon['reproduce']}`"],
         ),
     ]
     for task, info in report["task_info"].items():
-        runs = [r for r in report["runs"] if r["task"] == task]
-        table = summarize(task, info["primary_metric"], runs, report["baseline_runs"][task])
-        lines += task_lines(task, info, table, budgets)
+        for group in info["groups"]:
+            mine = [p for p in pieces if p["task"] == task and p["group"] == group]
+            if mine:
+                lines += task_section(task, group, info, mine, report)
     return "\n".join(lines).rstrip() + "\n"

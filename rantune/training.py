@@ -303,7 +303,8 @@ def fit(
     single LoS class among few rows); the epoch's training loss without validation rows
     (``val_xy`` None or empty). Training stops after ``stopping.patience`` epochs without
     improvement or at ``stopping.max_epochs`` (``settings.epochs`` is ignored); the
-    trainable parameters of the best epoch are restored.
+    trainable parameters of the best epoch are restored. With validation rows the state
+    before training competes too (epoch 0: a prediction head starts as sample-and-hold).
 
     Parameters
     ----------
@@ -316,7 +317,7 @@ def fit(
     Returns
     -------
     dict
-        :func:`train`'s log plus ``epochs`` (run), ``best_epoch`` (1-based),
+        :func:`train`'s log plus ``epochs`` (run), ``best_epoch`` (0 = the initial state),
         ``stopped_early``, ``monitor`` (``"val:<metric>"``, ``"val:loss"`` or
         ``"train:loss"``), ``best`` (the monitored value of the restored state) and
         ``history`` (the monitored value after every epoch).
@@ -334,19 +335,26 @@ def fit(
         return float(metric), float(task.loss(output, val_xy[1]))
 
     sign = 1.0 if task.higher_is_better else -1.0
-    use_metric = has_val and np.isfinite(val_scores()[0])
+    initial = val_scores() if has_val else None
+    use_metric = initial is not None and bool(np.isfinite(initial[0]))
     monitor = f"val:{task.primary_metric}" if use_metric else "val:loss" if has_val else "train:loss"
     state: dict = {"best": None, "key": None, "epoch": 0, "history": [], "epochs": 0}
 
+    def consider(epoch: int, metric: float, loss: float) -> None:
+        """Keep the state after ``epoch`` (0 = before training) if it is the best so far."""
+        key = (sign * metric, -loss) if use_metric else (-loss,)  # larger is better
+        if state["key"] is None or key > state["key"]:
+            state.update(key=key, best=metric if use_metric else loss, epoch=epoch)
+            state["params"] = {n: p.detach().clone() for n, p in params.items()}
+
+    if initial is not None:  # the initial state competes (a head that starts as hold)
+        consider(0, *initial)
+
     def after_epoch(epoch: int, train_loss: float) -> bool:
         metric, loss = val_scores() if has_val else (float("nan"), train_loss)
-        value = metric if use_metric else loss
-        key = (sign * metric, -loss) if use_metric else (-loss,)  # larger is better
-        state["history"].append(value)
+        state["history"].append(metric if use_metric else loss)
         state["epochs"] = epoch + 1
-        if state["key"] is None or key > state["key"]:
-            state.update(key=key, best=value, epoch=epoch + 1)
-            state["params"] = {n: p.detach().clone() for n, p in params.items()}
+        consider(epoch + 1, metric, loss)
         return stopping.patience > 0 and epoch + 1 - state["epoch"] >= stopping.patience
 
     epoch_settings = replace(settings, epochs=stopping.max_epochs)
