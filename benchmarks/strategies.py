@@ -17,6 +17,8 @@ Parts (each resumable: a finished run is recorded under ``--work`` and skipped):
 ``main``    seeds 1 and 2 at each strategy's tuned lr (seed 1 of every strategy first;
             with ``all``, task after task: a task is tuned and run before the next);
             seed 0 is the tuning run at that lr (the same config: its record is reused).
+``extend``  FedAvg at its tuned lr, every seed, resumed from its main run and continued
+            to :data:`EXTEND_FACTOR` x the round budget (does its curve flatten?);
 ``report``  targets (:data:`TARGET_FRACTION` of FedAvg's mean final metric), the grid's
             ``results.csv`` / plots, ``benchmarks/results/strategies.json`` (every run's
             row, the tuning table, chance levels, provenance) and ``strategies.md``
@@ -24,7 +26,7 @@ Parts (each resumable: a finished run is recorded under ``--work`` and skipped):
 
 Usage::
 
-    python benchmarks/strategies.py all          # tune + main + report (~50 CPU-minutes)
+    python benchmarks/strategies.py all          # tune + main + extend + report (~50 CPU-minutes)
     python benchmarks/strategies.py tune
     python benchmarks/strategies.py report
     python benchmarks/strategies.py --render
@@ -36,6 +38,7 @@ import argparse
 import math
 import shutil
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,6 +81,8 @@ TARGET_FRACTION = 0.95
 """Rounds-to-target: the first round whose ranked metric reaches this fraction of
 FedAvg's mean final global metric (same task)."""
 BASE = "fedavg"
+EXTEND_FACTOR = 2
+"""The flattening check continues FedAvg's runs to this multiple of ``--rounds``."""
 
 
 def lr_grid(strategy: str) -> tuple[float, ...]:
@@ -231,6 +236,53 @@ def run_main(args, tasks) -> None:
                 _run(_spec(args, (task,), (strategy,), seeds, lr), main)
 
 
+def main_work_dir(args, task: str, strategy: str, seed: int, lr: float) -> Path:
+    """Where the run of (task, strategy, seed) at ``lr`` lives: seed 0 in its tuning grid."""
+    from rantune.simulations.compare.grid import RunJob
+
+    folder = tune_dir(args.work, lr) if seed == TUNE_SEED else args.work / "main"
+    return RunJob(task, strategy, "natural", seed, ()).work_dir(folder)
+
+
+def run_extend(args, tasks) -> None:
+    """FedAvg's main runs copied under ``extend/`` and resumed to the longer budget."""
+    from rantune.simulations.compare.grid import RunJob
+
+    table = tuning_table(args)
+    folder = args.work / "extend"
+    seeds = (TUNE_SEED, *MAIN_SEEDS)
+    for task in tasks:
+        entry = table.get(task, {}).get(BASE)
+        if not entry or entry["lr"] is None:
+            continue
+        lr = float(entry["lr"])
+        for seed in seeds:
+            source = main_work_dir(args, task, BASE, seed, lr)
+            target = RunJob(task, BASE, "natural", seed, ()).work_dir(folder)
+            if source.exists() and not target.exists():
+                shutil.copytree(source, target)
+        spec = _spec(args, (task,), (BASE,), seeds, lr)
+        _run(replace(spec, rounds=EXTEND_FACTOR * args.rounds), folder)
+
+
+def extended(args) -> dict:
+    """Per task: FedAvg's global metric per seed at the budget and at the longer one."""
+    from rantune.simulations.compare.records import load_runs
+
+    folder = args.work / "extend"
+    out: dict = {}
+    for run in load_runs(folder) if (folder / "runs").exists() else []:
+        by_round = {r.round: _finite(r.global_metric) for r in run.history}
+        cell = out.setdefault(
+            run.task, {"rounds": [args.rounds, EXTEND_FACTOR * args.rounds], "seeds": [],
+                       "at-budget": [], "at-extended": []}
+        )
+        cell["seeds"].append(run.seed)
+        cell["at-budget"].append(by_round.get(args.rounds))
+        cell["at-extended"].append(by_round.get(EXTEND_FACTOR * args.rounds))
+    return out
+
+
 # --------------------------------------------------------------------------- report
 def targets_from(rows: list[dict]) -> dict[str, float]:
     """:data:`TARGET_FRACTION` x FedAvg's mean final global metric, per task."""
@@ -260,7 +312,8 @@ def main_rows(args) -> tuple[list[dict], dict[str, float]]:
     ]
     plots = folder / "plots"
     if plots.exists():
-        shutil.copytree(plots, args.out / PLOTS, dirs_exist_ok=True)
+        shutil.rmtree(args.out / PLOTS, ignore_errors=True)  # only this grid's plots
+        shutil.copytree(plots, args.out / PLOTS)
     return rows, targets
 
 
@@ -297,7 +350,10 @@ def _provenance_log(work: Path) -> list[dict]:
 
 def write_report(args, timing: dict) -> None:
     path = args.out / f"{NAME}.json"
-    previous = common.load_json(path) or {}
+    walls = common.load_json(args.work / "wall.json") or []
+    if timing:  # one entry per measuring invocation, kept with the runs it measured
+        walls = [*walls, timing]
+        common.save_json(args.work / "wall.json", walls)
     rows, targets = main_rows(args)
     config = next((args.work / "main").glob("work/**/config.json"), None)
     lora = {}
@@ -333,11 +389,12 @@ def write_report(args, timing: dict) -> None:
         "tuning": tuning_table(args),
         "main": rows,
         "curves": curves(args, rows),
-        "wall-s": [*previous.get("wall-s", []), timing] if timing else previous.get("wall-s", []),
+        "extended": extended(args),
+        "wall-s": walls,
         "provenance": _provenance_log(args.work) or [common.provenance()],
     }
     common.save_json(path, summary)
-    common.save_text(args.out / f"{NAME}.md", markdown(summary))
+    common.render(path, args.out / f"{NAME}.md", markdown)  # from the JSON as stored
     log(f"wrote {path} and {NAME}.md")
 
 
@@ -345,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("part", nargs="?", choices=("all", "tune", "main", "report"))
+    parser.add_argument("part", nargs="?", choices=("all", "tune", "main", "extend", "report"))
     parser.add_argument("--preset", default="default")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--tasks", default=",".join(TASKS))
@@ -369,11 +426,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     timing: dict = {}
-    if args.part in ("all", "tune", "main"):  # the commit that measures, at the start
+    if args.part in ("all", "tune", "main", "extend"):  # the commit that measures, at the start
         common.save_json(args.work / "provenance.json", [*_provenance_log(args.work), common.provenance()])
     # Task after task (the first, LoS, is complete before the next starts), tuning first.
     for task in args.tasks:
-        for part, run in (("tune", run_tune), ("main", run_main)):
+        for part, run in (("tune", run_tune), ("main", run_main), ("extend", run_extend)):
             if args.part in ("all", part):
                 t = time.perf_counter()
                 run(args, (task,))

@@ -48,7 +48,7 @@ def _seeds(rows: list[dict]) -> int:
 def settings_lines(s: dict) -> list[str]:
     st = s["settings"]
     lora = st.get("lora") or {}
-    metrics = ", ".join(f"`{task}` {metric}" for task, metric in st["metrics"].items())
+    metrics = ", ".join(f"`{task}` {metric}" for task, metric in sorted(st["metrics"].items()))
     grids = {tuple(g) for g in st["lr-grid"].values()}
     grid = (
         "lr grid " + ", ".join(f"{x:g}" for x in next(iter(grids))) + " for every strategy"
@@ -72,7 +72,7 @@ def settings_lines(s: dict) -> list[str]:
         "the model that station uses); the seed-"
         f"{st['tune-seed']} run at the chosen lr is that seed's result",
         f"- metrics: {metrics}; chance: "
-        + ", ".join(f"`{t}` {v:.4g}" for t, v in s["chance"].items())
+        + ", ".join(f"`{t}` {v:.4g}" for t, v in sorted(s["chance"].items()))
         + ". MB = 10^6 bytes of `ArrayRecord.count_bytes()` over all rounds and clients "
         "(training messages; evaluation downlink excluded)",
         f"- rounds to target: the first round whose ranked metric reaches "
@@ -96,11 +96,11 @@ def settings_lines(s: dict) -> list[str]:
 
 def tuning_lines(s: dict) -> list[str]:
     lines = []
-    for task, cells in s["tuning"].items():
+    for task, cells in sorted(s["tuning"].items()):
         metric = s["settings"]["metrics"][task]
         lrs = sorted({lr for c in cells.values() for lr in c["grid"]}, key=float)
         body = []
-        for strategy, cell in cells.items():
+        for strategy, cell in sorted(cells.items()):
             values = []
             for lr in lrs:
                 v = (cell["grid"].get(lr) or {}).get("val")
@@ -118,18 +118,24 @@ def tuning_lines(s: dict) -> list[str]:
     return lines
 
 
+def ranked_strategies(rows: list[dict], task: str) -> list[tuple[str, list[dict]]]:
+    """``[(strategy, its runs)]`` of ``task``, best mean ranked metric first (the
+    personalized client mean for a strategy that keeps parameters local, else the
+    final global metric; higher is better), a NaN mean last."""
+    mine = [r for r in rows if r["task"] == task]
+    runs = {st: [r for r in mine if r["strategy"] == st] for st in sorted({r["strategy"] for r in mine})}
+    ranked = {st: _mean([_num(r["rank_metric"]) for r in group]) for st, group in runs.items()}
+    order = sorted(runs, key=lambda st: (-ranked[st] if not math.isnan(ranked[st]) else math.inf, st))
+    return [(st, runs[st]) for st in order]
+
+
 def ranking_lines(s: dict) -> list[str]:
     rows, lines = s["main"], []
     tuned = s["tuning"]
     for task in sorted({r["task"] for r in rows}):
-        mine = [r for r in rows if r["task"] == task]
-        metric = mine[0]["metric"]
-        strategies = sorted({r["strategy"] for r in mine})
-        ranked = {st: _mean([_num(r["rank_metric"]) for r in mine if r["strategy"] == st]) for st in strategies}
-        order = sorted(strategies, key=lambda st: (-ranked[st] if not math.isnan(ranked[st]) else math.inf, st))
+        metric = next(r["metric"] for r in rows if r["task"] == task)
         body = []
-        for rank, st in enumerate(order, start=1):
-            runs = [r for r in mine if r["strategy"] == st]
+        for rank, (st, runs) in enumerate(ranked_strategies(rows, task), start=1):
             personalized = any(_flag(r.get("personalized")) for r in runs)
             reached = [r for r in runs if r.get("rounds_to_target") not in ("", None)]
             target = (
@@ -199,6 +205,37 @@ def convergence_lines(s: dict) -> list[str]:
     return lines
 
 
+def extended_lines(s: dict) -> list[str]:
+    """FedAvg continued past the budget: its global metric at both round counts."""
+    cells = s.get("extended") or {}
+    if not cells:
+        return []
+    body = []
+    for task, c in sorted(cells.items()):
+        pairs = [(a, b) for a, b in zip(c["at-budget"], c["at-extended"], strict=True)
+                 if a is not None and b is not None]
+        body.append(
+            [
+                f"`{task}`",
+                common.fmt_ci([a for a, _ in pairs]),
+                common.fmt_ci([b for _, b in pairs]),
+                common.fmt_ci([b - a for a, b in pairs]),
+                str(len(pairs)),
+            ]
+        )
+    first = next(iter(cells.values()))["rounds"]
+    return [
+        f"{s['settings']['target-base']} at its tuned lr, each seed's run resumed and continued "
+        f"from round {first[0]} to round {first[1]} (global metric; the gain says how flat the "
+        "curve is at the budget):",
+        "",
+        *common.table(
+            ["task", f"round {first[0]}", f"round {first[1]}", "gain", "seeds"], body
+        ),
+        "",
+    ]
+
+
 def chance_lines(s: dict) -> list[str]:
     """Every (task, strategy) whose mean ranked or global metric is below chance."""
     found = []
@@ -206,7 +243,9 @@ def chance_lines(s: dict) -> list[str]:
         chance = s["chance"][task]
         for st in sorted({r["strategy"] for r in s["main"] if r["task"] == task}):
             runs = [r for r in s["main"] if (r["task"], r["strategy"]) == (task, st)]
-            for key, what in (("rank_metric", "ranked"), ("final_metric", "global")):
+            personalized = any(_flag(r.get("personalized")) for r in runs)
+            checks = (("rank_metric", "personalized"),) if personalized else ()
+            for key, what in (*checks, ("final_metric", "global")):
                 value = _mean([_num(r[key]) for r in runs])
                 if value < chance:
                     note = (s.get("below-chance-notes") or {}).get(f"{task}/{st}/{what}", "")
@@ -253,6 +292,7 @@ def markdown(s: dict) -> str:
         lines += ranking_lines(s)
         lines += common.section("Convergence", [])
         lines += convergence_lines(s)
+        lines += extended_lines(s)
         lines += chance_lines(s)
         lines += common.section("Plots", ["\n\n".join(plots)])
     lines += wall_lines(s)

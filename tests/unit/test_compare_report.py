@@ -192,3 +192,47 @@ def test_records_roundtrip_through_json_files(tmp_path):
 def test_markdown_renders_without_plots():
     text = render_markdown(build_rows(grid(seeds=(0,))))
     assert text.startswith("# Strategy comparison") and "### Plots" not in text
+
+
+def _personalized(global_level: float, client_level: float, val_level: float) -> dict:
+    """A FedSA-LoRA-like run: a weak global model, strong personalized client models."""
+    record = synthetic_record("fedavg", "natural", 0)
+    record["strategy"], record["personalized"] = "fedsa-lora", True
+    for entry in record["history"]:
+        frac = entry["round"] / 5
+        entry["global_metric"] = global_level
+        entry["client_metrics"] = {f"site-{c}": client_level * frac for c in range(3)}
+        entry["client_val_metrics"] = {f"site-{c}": val_level + 0.01 * c for c in range(3)}
+    return record
+
+
+def test_a_strategy_that_keeps_parameters_local_is_ranked_by_its_personalized_client_mean():
+    # Prepare: FedSA-LoRA's global model (0.30) is what no station uses; its stations' own
+    # models reach 0.90, above FedAvg's 0.70 global.
+    records = [synthetic_record("fedavg", "natural", 0), _personalized(0.30, 0.90, 0.50)]
+    # Execute
+    rows = build_rows(records, targets={"los": 0.72})
+    text = render_markdown(rows)
+    # Assert
+    fedsa = next(r for r in rows if r["strategy"] == "fedsa-lora")
+    fedavg = next(r for r in rows if r["strategy"] == "fedavg")
+    assert fedsa["personalized"] and fedsa["rank_metric"] == pytest.approx(0.90)
+    assert fedsa["final_metric"] == pytest.approx(0.30)  # the global one is still shown
+    assert not fedavg["personalized"] and fedavg["rank_metric"] == fedavg["final_metric"]
+    assert fedsa["mean_client_val_metric"] == pytest.approx(0.51)
+    assert fedsa["rounds_to_target"] == 4  # personalized curve 0.72 at round 4
+    assert fedavg["rounds_to_target"] is None  # 0.70 never reaches 0.72
+    assert [s.strategy for s in summarise(rows)] == ["fedsa-lora", "fedavg"]
+    ranked = text.split("### Partition `natural`")[1]
+    assert ranked.index("fedsa-lora") < ranked.index("fedavg")
+    assert "personalized client mean" in ranked and "0.9 (personalized)" in text
+
+
+def test_validation_metrics_survive_the_record_round_trip(tmp_path):
+    record = _personalized(0.3, 0.9, 0.5)
+    save_run(tmp_path, record)
+    (run,) = load_runs(tmp_path)
+    assert run.history[-1].client_val_metrics == {"site-0": 0.5, "site-1": 0.51, "site-2": 0.52}
+    assert run_to_dict(run)["history"][0]["client_val_metrics"]["site-2"] == pytest.approx(0.52)
+    old = synthetic_record("fedavg", "natural", 0)  # a record without validation metrics
+    assert run_from_dict(old).history[0].client_val_metrics == {}
