@@ -366,6 +366,10 @@ def write_report(args, timing: dict) -> None:
             "partition": "natural",
             "tasks": list(args.tasks),
             "strategies": list(args.strategies),
+            "strategies-per-task": {
+                task: sorted({r["strategy"] for r in rows if r["task"] == task})
+                for task in args.tasks
+            },
             "rounds": args.rounds,
             "tune-seed": TUNE_SEED,
             "main-seeds": list(MAIN_SEEDS),

@@ -59,6 +59,11 @@ def settings_lines(s: dict) -> list[str]:
         f"- preset `{st['preset']}`, partition `{st['partition']}` (one client per base "
         "station), every client in every round; tasks "
         + ", ".join(f"`{t}`" for t in st["tasks"]),
+        *(
+            f"- `{task}`: {len(names)} strategies ({', '.join(names)})"
+            for task, names in sorted((st.get("strategies-per-task") or {}).items())
+            if names
+        ),
         f"- {st['rounds']} rounds, {st['local-epochs']} local epoch(s), batch {st['batch-size']}, "
         f"at most {st['data.max-train-rows']} training rows per client, "
         f"{st['data.max-eval-rows']} validation and {st['data.max-eval-rows']} test rows per "
