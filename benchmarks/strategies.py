@@ -344,6 +344,39 @@ def curves(args, rows: list[dict]) -> dict:
     }
 
 
+def diagnostics(args, rows: list[dict]) -> dict:
+    """Per main run (``task/strategy/seed``): the global model's metric at round 0 (its
+    initialization, before any training) and how far training moved it,
+    ``||w_R - w_0||_2`` over the global adapter + head tensors (checkpoints of rounds 0
+    and R). Explains a metric at or below chance: a global model that hardly moved
+    scores what its initialization scores."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    table = tuning_table(args)
+    out = {}
+    for row in rows:
+        task, strategy, seed = row["task"], row["strategy"], int(row["seed"])
+        lr = (table.get(task, {}).get(strategy) or {}).get("lr")
+        if lr is None:
+            continue
+        work = main_work_dir(args, task, strategy, seed, float(lr))
+        history = common.load_json(work / "history.json") or {}
+        first = next((r for r in history.get("rounds", []) if r["round"] == 0), {})
+        ckpt = work / "checkpoints"
+        last = ckpt / f"round_{args.rounds:03d}.safetensors"
+        drift = None
+        if (ckpt / "round_000.safetensors").exists() and last.exists():
+            w0, w1 = load_file(str(ckpt / "round_000.safetensors")), load_file(str(last))
+            keys = sorted(set(w0) & set(w1))
+            drift = float(np.sqrt(sum(float(np.sum((w1[k] - w0[k]) ** 2)) for k in keys)))
+        out[f"{task}/{strategy}/{seed}"] = {
+            "init": _finite((first.get("server") or {}).get(row["metric"])),
+            "drift": drift,
+        }
+    return out
+
+
 def _provenance_log(work: Path) -> list[dict]:
     return common.load_json(work / "provenance.json") or []
 
@@ -394,6 +427,7 @@ def write_report(args, timing: dict) -> None:
         "main": rows,
         "curves": curves(args, rows),
         "extended": extended(args),
+        "diagnostics": diagnostics(args, rows),
         "wall-s": walls,
         "provenance": _provenance_log(args.work) or [common.provenance()],
     }

@@ -241,8 +241,40 @@ def extended_lines(s: dict) -> list[str]:
     ]
 
 
+def _diag(s: dict, task: str, strategy: str, key: str) -> float:
+    diag = s.get("diagnostics") or {}
+    return _mean([
+        _num(v.get(key)) for k, v in diag.items() if k.rsplit("/", 1)[0] == f"{task}/{strategy}"
+    ])
+
+
+def below_chance_note(s: dict, task: str, strategy: str, personalized: bool, runs: list[dict]) -> str:
+    """The measured facts next to a below-chance global metric: where the global model
+    started (round 0) and how far it moved, against FedAvg; for a strategy that keeps
+    parameters local, what its stations' own models score."""
+    parts = []
+    if personalized:
+        parts.append(
+            "its global model is the shared part only (the parameters it keeps stay on the "
+            "stations), which no station uses; the stations' own models score "
+            f"{_mean([_num(r['rank_metric']) for r in runs]):.3f} (client mean)"
+        )
+    init, drift = _diag(s, task, strategy, "init"), _diag(s, task, strategy, "drift")
+    base = s["settings"]["target-base"]
+    if not math.isnan(init):
+        text = f"its global model scores {init:.3f} at round 0 (initialization, before training)"
+        if not math.isnan(drift):
+            text += (
+                f" and training moved it by ||w_R - w_0|| = {drift:.3g}"
+                f" ({base}: {_diag(s, task, base, 'drift'):.3g})"
+            )
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def chance_lines(s: dict) -> list[str]:
-    """Every (task, strategy) whose mean ranked or global metric is below chance."""
+    """Every (task, strategy) whose mean global (or personalized) metric is below chance,
+    with the measured facts that explain it (:func:`below_chance_note`)."""
     found = []
     for task in sorted({r["task"] for r in s["main"]}):
         chance = s["chance"][task]
@@ -253,12 +285,12 @@ def chance_lines(s: dict) -> list[str]:
             for key, what in (*checks, ("final_metric", "global")):
                 value = _mean([_num(r[key]) for r in runs])
                 if value < chance:
-                    note = (s.get("below-chance-notes") or {}).get(f"{task}/{st}/{what}", "")
+                    note = below_chance_note(s, task, st, personalized, runs) if what == "global" else ""
                     found.append(
                         f"- `{task}` {st}: {what} {runs[0]['metric']} {value:.3f} < chance {chance:.4g}"
-                        + (f". {note}" if note else "")
+                        + (f": {note}" if note else "")
                     )
-    body = found or ["None: every strategy's mean ranked and global metric is at or above chance."]
+    body = found or ["None: every strategy's mean global and personalized metric is at or above chance."]
     return common.section("Below chance", body)
 
 

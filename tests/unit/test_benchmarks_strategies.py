@@ -77,6 +77,10 @@ def _summary():
                                       "lr": "0.01", "complete": True, "at-edge": True}}},
         "main": main,
         "curves": {"los": {"fedavg": [0.6, 0.7, 0.8, 0.81]}},
+        "diagnostics": {
+            **{f"los/fedavg/{s}": {"init": 0.42, "drift": 2.0} for s in range(3)},
+            **{f"los/qfedavg/{s}": {"init": 0.42, "drift": 0.02} for s in range(3)},
+        },
         "provenance": [{"command": "python benchmarks/strategies.py all", "commit": "abc"}],
     }
 
@@ -95,6 +99,9 @@ def test_report_ranks_personalized_by_client_mean_and_names_what_is_below_chance
     below = text.split("## Below chance")[1].split("##")[0]
     assert "qfedavg: global auc 0.450" in below and "fedsa-lora: global auc 0.200" in below
     assert " fedavg:" not in below and "fedsa-lora: personalized" not in below
+    # with the measured reason: QFedAvg's global model hardly moved from its initialization
+    assert "scores 0.420 at round 0" in below and "||w_R - w_0|| = 0.02 (fedavg: 2)" in below
+    assert "stations' own models score 0.900" in below
     # tuning: the chosen lr bold, flagged at the grid edge; convergence over the last rounds
     assert "**0.700**" in text and "0.01 (grid edge)" in text
     assert "change over the last 1 rounds" in text and "0.010" in text
