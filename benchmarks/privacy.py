@@ -13,8 +13,8 @@ Parts (each resumable: finished runs are kept under ``--work`` and reused):
                 training phase per round, bytes per client per round (every record of
                 every message, both directions), and the largest difference of the
                 final adapters (quantization).
-``deployment``  plain vs SecAgg+ over a real SuperLink + 2 SuperNodes (loopback, TLS +
-                auth), smoke preset: where the time goes when every message starts a
+``deployment``  plain vs SecAgg+ over a real SuperLink + 3 SuperNodes (loopback, TLS +
+                auth), smoke preset (one node per station, each with its own data): where the time goes when every message starts a
                 ClientApp process.
 ``accounting``  epsilon after 1/3/10/30/100 rounds for the noise multipliers above,
                 with every client sampled (q = 1, as here) and with a larger
@@ -318,10 +318,13 @@ def run_secagg(args) -> dict:
 
 
 def run_deployment(args) -> dict:
-    """Plain vs SecAgg+ over a real SuperLink + 2 SuperNodes (TLS + auth, loopback)."""
+    """Plain vs SecAgg+ over a real SuperLink + one SuperNode per smoke station (TLS +
+    auth, loopback; each node holds only its own station's data)."""
+    from rantune.presets import load_preset
     from rantune.simulations.federation import launcher
     from rantune.simulations.federation.runner import start_run
 
+    stations = len(load_preset("smoke").sites)  # one SuperNode per base station
     work = args.work / "deployment"
     cached = common.load_json(work / "result.json")
     if cached is not None:
@@ -329,7 +332,7 @@ def run_deployment(args) -> dict:
     fed = launcher.up(
         launcher.LaunchConfig(
             out_dir=work / "federation",
-            num_nodes=2,
+            num_nodes=stations,
             use_tls=True,
             use_auth=True,
             preset="smoke",
@@ -338,15 +341,13 @@ def run_deployment(args) -> dict:
             timeout_s=180.0,
         )
     )
-    result = {"clients": 2, "rounds": args.secagg_rounds}
+    result = {"clients": stations, "rounds": args.secagg_rounds}
     try:
         for secure in (False, True):
             name = "secagg" if secure else "plain"
             out = work / name
             config = {
                 "data.preset": "smoke",
-                "partition.scheme": "iid",
-                "partition.num-clients": 2,
                 "task": "los",
                 "num-server-rounds": args.secagg_rounds,
                 "model.pretrained": args.pretrained,
