@@ -19,6 +19,8 @@ Parts (each resumable: a finished run is recorded under ``--work`` and skipped):
             seed 0 is the tuning run at that lr (the same config: its record is reused).
 ``extend``  FedAvg at its tuned lr, every seed, resumed from its main run and continued
             to :data:`EXTEND_FACTOR` x the round budget (does its curve flatten?);
+``variants`` :data:`VARIANTS` (another hyper-parameter of a strategy, e.g. QFedAvg's
+            step size), tuned and run the same way in ``variants/<name>``;
 ``report``  targets (:data:`TARGET_FRACTION` of FedAvg's mean final metric), the grid's
             ``results.csv`` / plots, ``benchmarks/results/strategies.json`` (every run's
             row, the tuning table, chance levels, provenance) and ``strategies.md``
@@ -75,6 +77,18 @@ LR_GRIDS: dict[str, tuple[float, ...]] = {}
 STRATEGY_PARAMS: dict[str, dict] = {"multikrum": {"strategy.num-malicious-nodes": 2}}
 """Strategy keys other than the registry defaults: Multi-Krum with f = 0 keeps every
 update (FedAvg); f = 2 of 8 keeps the n - f = 6 best-scored updates."""
+VARIANTS: dict[str, dict] = {
+    "qfedavg (L = 1)": {
+        "strategy": "qfedavg",
+        "params": {"strategy.qffl-learning-rate": 1.0},
+        "tasks": ("los",),
+        "why": "q-FFL estimates the Lipschitz constant as L = 1/lr, assuming a local update "
+        "of lr x gradient; after AdamW steps ||L dw||^2 dominates its normaliser h and the "
+        "global step shrinks; qffl-learning-rate = 1 (L = 1) keeps the step near FedAvg's",
+    },
+}
+"""Strategies with other hyper-parameters, tuned and run like the rest in their own
+folder (``variants/<name>``), reported as rows of their own."""
 TUNE_SEED = 0
 MAIN_SEEDS = (1, 2)
 TARGET_FRACTION = 0.95
@@ -131,6 +145,7 @@ def _spec(args, tasks, strategies, seeds, lr: float):
         overrides={
             **overrides(args),
             **{k: v for s in strategies for k, v in STRATEGY_PARAMS.get(s, {}).items()},
+            **getattr(args, "extra", {}),
             "lr": lr,
         },
         metric=METRICS,
@@ -377,6 +392,54 @@ def diagnostics(args, rows: list[dict]) -> dict:
     return out
 
 
+def variant_args(args, name: str):
+    """``args`` of one variant: its own work folder, strategy and extra run-config keys."""
+    v = VARIANTS[name]
+    return argparse.Namespace(
+        **{**vars(args), "work": args.work / "variants" / slug_name(name),
+           "strategies": (v["strategy"],), "extra": v["params"]}
+    )
+
+
+def slug_name(name: str) -> str:
+    from rantune.simulations.compare.records import slug
+
+    return slug(name)
+
+
+def run_variants(args, tasks) -> None:
+    for name, v in VARIANTS.items():
+        mine = tuple(t for t in tasks if t in v["tasks"])
+        if mine:
+            sub = variant_args(args, name)
+            run_tune(sub, mine)
+            run_main(sub, mine)
+
+
+def variant_results(args, targets: dict) -> tuple[list[dict], dict, dict]:
+    """Rows, tuning entries and diagnostics of every variant, under the variant's name."""
+    from rantune.simulations.compare.records import load_runs
+    from rantune.simulations.compare.report import build_rows
+
+    rows, tuning, diag = [], {}, {}
+    for name, v in VARIANTS.items():
+        sub = variant_args(args, name)
+        folder = sub.work / "main"
+        runs = load_runs(folder) if (folder / "runs").exists() else []
+        mine = [
+            {**{k: (None if isinstance(x, float) and not math.isfinite(x) else x)
+                for k, x in row.items()}, "strategy": name}
+            for row in (build_rows(runs, targets) if runs else [])
+        ]
+        rows += mine
+        for task, cells in tuning_table(sub).items():
+            if v["strategy"] in cells:
+                tuning.setdefault(task, {})[name] = cells[v["strategy"]]
+        found = diagnostics(sub, [{**r, "strategy": v["strategy"]} for r in mine])
+        diag.update({k.replace(f"/{v['strategy']}/", f"/{name}/"): d for k, d in found.items()})
+    return rows, tuning, diag
+
+
 def _provenance_log(work: Path) -> list[dict]:
     return common.load_json(work / "provenance.json") or []
 
@@ -388,6 +451,10 @@ def write_report(args, timing: dict) -> None:
         walls = [*walls, timing]
         common.save_json(args.work / "wall.json", walls)
     rows, targets = main_rows(args)
+    extra_rows, extra_tuning, extra_diag = variant_results(args, targets)
+    tuning = tuning_table(args)
+    for task, cells in extra_tuning.items():
+        tuning.setdefault(task, {}).update(cells)
     config = next((args.work / "main").glob("work/**/config.json"), None)
     lora = {}
     if config is not None:
@@ -414,6 +481,10 @@ def write_report(args, timing: dict) -> None:
             "batch-size": args.batch_size,
             "lr-grid": {s: list(lr_grid(s)) for s in args.strategies},
             "strategy-params": {s: STRATEGY_PARAMS[s] for s in args.strategies if s in STRATEGY_PARAMS},
+            "variants": {
+                name: {"strategy": v["strategy"], "params": v["params"], "why": v["why"]}
+                for name, v in VARIANTS.items()
+            },
             "model.pretrained": args.pretrained,
             "lora": lora,
             "metrics": METRICS,
@@ -423,11 +494,11 @@ def write_report(args, timing: dict) -> None:
         },
         "chance": chance_levels(args.preset),
         "targets": targets,
-        "tuning": tuning_table(args),
-        "main": rows,
+        "tuning": tuning,
+        "main": rows + extra_rows,
         "curves": curves(args, rows),
         "extended": extended(args),
-        "diagnostics": diagnostics(args, rows),
+        "diagnostics": {**diagnostics(args, rows), **extra_diag},
         "wall-s": walls,
         "provenance": _provenance_log(args.work) or [common.provenance()],
     }
@@ -440,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("part", nargs="?", choices=("all", "tune", "main", "extend", "report"))
+    parser.add_argument("part", nargs="?", choices=("all", "tune", "main", "extend", "variants", "report"))
     parser.add_argument("--preset", default="default")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--tasks", default=",".join(TASKS))
@@ -464,11 +535,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     timing: dict = {}
-    if args.part in ("all", "tune", "main", "extend"):  # the commit that measures, at the start
+    if args.part in ("all", "tune", "main", "extend", "variants"):  # the measuring commit, at the start
         common.save_json(args.work / "provenance.json", [*_provenance_log(args.work), common.provenance()])
     # Task after task (the first, LoS, is complete before the next starts), tuning first.
     for task in args.tasks:
-        for part, run in (("tune", run_tune), ("main", run_main), ("extend", run_extend)):
+        parts = (("tune", run_tune), ("main", run_main), ("extend", run_extend), ("variants", run_variants))
+        for part, run in parts:
             if args.part in ("all", part):
                 t = time.perf_counter()
                 run(args, (task,))

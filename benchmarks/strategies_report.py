@@ -95,6 +95,9 @@ def settings_lines(s: dict) -> list[str]:
                 for name, params in (st.get("strategy-params") or {}).items()
             )
         )
+    for name, v in sorted((st.get("variants") or {}).items()):
+        params = ", ".join(f"`{k} = {x}`" for k, x in v["params"].items())
+        lines.append(f"- variant `{name}`: {v['strategy']} with {params}, tuned and run the same way ({v['why']})")
     lines.append(f"- {st['workers']} worker process, 1 torch thread")
     return lines
 
@@ -269,6 +272,15 @@ def below_chance_note(s: dict, task: str, strategy: str, personalized: bool, run
                 f" ({base}: {_diag(s, task, base, 'drift'):.3g})"
             )
         parts.append(text)
+    for name, v in sorted((s["settings"].get("variants") or {}).items()):
+        mine = [r for r in s["main"] if (r["task"], r["strategy"]) == (task, name)]
+        if v["strategy"] == strategy and mine:
+            params = ", ".join(f"{k} = {x}" for k, x in v["params"].items())
+            parts.append(
+                f"with {params} (`{name}`) its global {mine[0]['metric']} is "
+                f"{common.fmt_ci([_num(r['final_metric']) for r in mine])} and it moved by "
+                f"{_diag(s, task, name, 'drift'):.3g}"
+            )
     return "; ".join(parts)
 
 

@@ -60,6 +60,7 @@ def _summary():
         *(_row("fedavg", s, 0.80 + 0.01 * s, 0.82) for s in range(3)),
         *(_row("fedsa-lora", s, 0.20, 0.90, personalized=True) for s in range(3)),
         *(_row("qfedavg", s, 0.45, 0.47, reached=None) for s in range(3)),
+        *(_row("qfedavg (L = 1)", s, 0.79, 0.80) for s in range(3)),
     ]
     return {
         "settings": {
@@ -70,6 +71,8 @@ def _summary():
             "lr-grid": {"fedavg": [0.01, 0.03]}, "model.pretrained": "none", "lora": {},
             "metrics": {"los": "auc"}, "target-fraction": 0.95, "target-base": "fedavg",
             "workers": 1,
+            "variants": {"qfedavg (L = 1)": {"strategy": "qfedavg", "why": "a smaller L",
+                                             "params": {"strategy.qffl-learning-rate": 1.0}}},
         },
         "chance": {"los": 0.5},
         "targets": {"los": 0.77},
@@ -80,6 +83,7 @@ def _summary():
         "diagnostics": {
             **{f"los/fedavg/{s}": {"init": 0.42, "drift": 2.0} for s in range(3)},
             **{f"los/qfedavg/{s}": {"init": 0.42, "drift": 0.02} for s in range(3)},
+            **{f"los/qfedavg (L = 1)/{s}": {"init": 0.42, "drift": 1.5} for s in range(3)},
         },
         "provenance": [{"command": "python benchmarks/strategies.py all", "commit": "abc"}],
     }
@@ -102,6 +106,8 @@ def test_report_ranks_personalized_by_client_mean_and_names_what_is_below_chance
     # with the measured reason: QFedAvg's global model hardly moved from its initialization
     assert "scores 0.420 at round 0" in below and "||w_R - w_0|| = 0.02 (fedavg: 2)" in below
     assert "stations' own models score 0.900" in below
+    assert "with strategy.qffl-learning-rate = 1.0 (`qfedavg (L = 1)`) its global auc is 0.790" in below
+    assert "variant `qfedavg (L = 1)`: qfedavg with `strategy.qffl-learning-rate = 1.0`" in text
     # tuning: the chosen lr bold, flagged at the grid edge; convergence over the last rounds
     assert "**0.700**" in text and "0.01 (grid edge)" in text
     assert "change over the last 1 rounds" in text and "0.010" in text
@@ -112,6 +118,6 @@ def test_readme_headline_names_the_best_ranked_strategy_and_fedavg(bench, monkey
     readme = importlib.import_module("readme")
     (line,) = readme._strategies_headlines({"strategies": _summary()})
     assert line.startswith("strategy comparison, `los` auc after 4 rounds")
-    assert "best fedsa-lora 0.900 ± 0.000 (personalized client mean) of 3" in line
+    assert "best fedsa-lora 0.900 ± 0.000 (personalized client mean) of 4" in line
     assert "FedAvg 0.810 ± 0.025" in line
     assert readme._strategies_headlines({"strategies": {"main": []}}) == []
