@@ -179,7 +179,10 @@ def ranking_lines(s: dict) -> list[str]:
                 "client': each station's own test rows scored with the model it uses (the "
                 "global one, or its personalized one where the strategy keeps parameters on the "
                 "station), last round. A strategy that keeps parameters local is ranked by its "
-                "personalized client mean (its global model is what no station uses)."
+                "personalized client mean (its global model is what no station uses). The "
+                "client mean (per-station metric, averaged over stations) and the global metric "
+                "(pooled global test rows) are different statistics: compare 'client mean' "
+                "across all strategies for like with like."
             ],
             common.table(header, body, "rllllrrrrrrr"),
             level=3,
