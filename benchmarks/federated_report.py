@@ -72,10 +72,17 @@ def acceptance_lines(s: dict) -> list[str]:
         own, glob = e["fed-gain-over-local-own"], e["fed-gain-over-local-global"]
         base = e["fed-gain-over-baseline-global"]
         mean_own = e["client-mean-own-test"]
+        per_seed = e["fed-over-central-per-seed"]
+        of_means = (
+            e["fedavg"][0] / e["centralized"][0]
+            if e["higher-is-better"]
+            else e["centralized"][0] / e["fedavg"][0]
+        )
         lines += [
-            f"- `{task}` ({metric}, {_direction(e)}): {how} = {ratio:.3f} (mean over seeds; "
-            f"per seed {', '.join(f'{r:.3f}' for r in e['fed-over-central-per-seed'])}) — "
-            f">= {share}: {_mark(ratio >= share)}.",
+            f"- `{task}` ({metric}, {_direction(e)}): {how} = {ratio:.4f} (the mean of the "
+            f"per-seed ratios {', '.join(f'{r:.4f}' for r in per_seed)}; "
+            f"{_ci(common.mean_ci(per_seed), 3)} with its 95% CI; the ratio of the means is "
+            f"{of_means:.4f}) — >= {share}: {_mark(ratio >= share)}.",
             f"- `{task}`: FedAvg vs local-only, client mean on each station's own test rows: "
             f"{_ci(mean_own['fedavg'], d)} vs {_ci(mean_own['local-only'], d)}, FedAvg better by "
             f"{_ci(own, d)} — {_mark(own[0] > 0)}"
@@ -118,12 +125,21 @@ def station_lines(task: str, e: dict) -> list[str]:
     ]
     mean = e["client-mean-own-test"]
     rows.append(["**client mean**", *(_ci(mean[m], d) for m in methods), ""])
+    sign = 1 if e["higher-is-better"] else -1
+    local_wins = [
+        name
+        for name, v in e["stations-own-test"].items()
+        if sign * (v["local-only"][0] - v["fedavg"][0]) > 0
+    ]
     return common.section(
         f"`{task}`: each station's own test rows ({metric})",
         [
             "FedAvg: the final global model as each client scores it in the last round "
             "(`history.json`); centralized: the pooled model on the same rows; local-only: the "
-            "station's own model; best baseline: fitted on the station's own training rows."
+            "station's own model; best baseline: fitted on the station's own training rows. "
+            f"Local-only is better than FedAvg (mean over seeds) on {len(local_wins)} of "
+            f"{len(e['stations-own-test'])} stations"
+            + (f": {', '.join(local_wins)}." if local_wins else ".")
         ],
         common.table(
             ["station", "FedAvg", "centralized", "local-only", "best baseline", "which"],
