@@ -97,7 +97,8 @@ def provenance(argv: Sequence[str] | None = None, script: str | None = None) -> 
     -------
     dict
         ``command`` (a shell line that reruns it), ``commit`` (short sha), ``dirty``
-        (tracked files of the package or benchmarks differ from the commit), ``date``
+        (tracked files of the package or benchmarks differ from the commit; results are
+        not code), ``date``
         (UTC, ISO 8601), ``machine`` (processor, cores, platform, Python), ``torch``
         (version and intra-op threads, when torch is imported), ``load`` (1/5/15-minute
         load average at the call).
@@ -112,6 +113,7 @@ def provenance(argv: Sequence[str] | None = None, script: str | None = None) -> 
     dirty = _git(
         "status", "--porcelain", "--untracked-files=no", "--",
         "rantune", "server", "client", "compression", "simulations", "benchmarks",
+        ":(exclude)benchmarks/results",  # a benchmark's own output is not a code change
     )
     torch = sys.modules.get("torch")
     return {

@@ -426,16 +426,20 @@ def main(argv: list[str] | None = None) -> None:
 
     path = args.out / f"{NAME}.json"
     results = common.load_json(path) or {}
-    provenance = results.setdefault("provenance", {})
-    for part, run in (
-        ("accounting", run_accounting),
-        ("dp", run_dp),
-        ("secagg", run_secagg),
-        ("deployment", run_deployment),
-    ):
+    parts = {
+        "accounting": run_accounting,
+        "dp": run_dp,
+        "secagg": run_secagg,
+        "deployment": run_deployment,
+    }
+    # one record per part (older records of parts that no longer exist are dropped)
+    provenance = {k: v for k, v in results.get("provenance", {}).items() if k in parts}
+    results["provenance"] = provenance
+    for part, run in parts.items():
         if args.part in ("all", part):
+            started = common.provenance(argv)  # the code that runs, before its output lands
             results[part] = run(args)
-            provenance[part] = common.provenance(argv)
+            provenance[part] = started
             common.save_json(path, results)
     common.save_json(path, results)
     common.save_text(args.out / f"{NAME}.md", markdown(results))
