@@ -147,8 +147,11 @@ def miss_reasons(report: dict, art: Path) -> list[str]:
         if check["size_ratio"] > check["max_size_ratio"]:
             share = overhead_share(art / name / "model.onnx")
             params = report["reference"]["parameters"] / 1e6
+            size = next(v for v in report["variants"] if v["variant"] == name)["size_bytes"]
+            limit = check["max_size_ratio"] * report["reference"]["size_bytes"]
             reasons.append(
-                f"{name}: size {check['size_ratio']:.3f}x > {check['max_size_ratio']}x: "
+                f"{name}: size {check['size_ratio']:.4f}x > {check['max_size_ratio']}x "
+                f"({size:,} bytes, {size - limit:,.0f} over the limit): "
                 f"{share:.0%} of the file is not int8 weights (fp32 LayerNorm/bias/positional "
                 f"parameters, per-channel scales, graph); at {params:.1f}M parameters this "
                 "fixed part weighs more than in large models"
@@ -199,6 +202,9 @@ def compress_piece(task: str, mode: str, teacher: dict, args) -> dict:
     done = common.load_json(path)
     if done and done["settings"] == wanted:
         print(f"[{task}/{mode}] done before, kept", flush=True)
+        art = done.get("artifacts")
+        if art and Path(art).is_dir():  # the reasons re-read from the artifacts
+            done["misses"] = miss_reasons(done["report"], Path(art))
         return done
     start, cpu = time.time(), _cpu_seconds()
     provenance = common.provenance()

@@ -89,7 +89,7 @@ def target_rows(results: dict) -> list[list[str]]:
         for check in piece["report"]["targets"]:
             speed = f"{check['speedup_b1']:.1f}x" if "speedup_b1" in check else "-"
             rows.append(
-                [task, mode, check["variant"], f"{check['size_ratio']:.3f}",
+                [task, mode, check["variant"], f"{check['size_ratio']:.4f}",
                  f"{check['drop']:+.2f} {check['drop_unit']}", speed,
                  "met" if check["met"] else "**missed**"]
             )  # fmt: skip
@@ -99,9 +99,10 @@ def target_rows(results: dict) -> list[list[str]]:
 def _metric_text(task: str, teacher: dict) -> str:
     final = teacher.get("server_final") or {}
     key = teacher.get("primary_metric")
-    if key in final:
-        return f"; its server-side {key} after the last round: {final[key]:.4f}"
-    return ""
+    if key not in final:
+        return ""
+    curve = ", ".join(f"{v:.3f}" for v in teacher.get("curve", []) if v is not None)
+    return f"; its server-side {key} after the last round: {final[key]:.4f} (rounds 0..: {curve})"
 
 
 def teacher_lines(task: str, teacher: dict) -> list[str]:
@@ -186,6 +187,19 @@ def provenance_records(results: dict) -> list[dict]:
     return records
 
 
+def _provenance_note(records: list[dict]) -> list[str]:
+    """Why one run can name several commits (each piece records HEAD when it starts)."""
+    commits = {r.get("commit") for r in records}
+    if len(commits) < 2:
+        return []
+    return [
+        "The first line is the invocation that assembled this file (a rerun keeps finished "
+        "teachers and pieces); each teacher and (task, mode) piece records the HEAD at which "
+        "it was measured: they differ where other work was committed while the run went on.",
+        "",
+    ]
+
+
 def totals(results: dict) -> tuple[float, float]:
     """Wall and CPU seconds of every piece and teacher the results hold."""
     wall = cpu = 0.0
@@ -206,6 +220,7 @@ def markdown(results: dict) -> str:
         "",
         *common.provenance_lines(provenance_records(results)),
         "",
+        *_provenance_note(provenance_records(results)),
         f"onnxruntime {results['versions']['onnxruntime']}, torch "
         f"{results['versions']['torch']}, 1 thread. Per task a FedAvg teacher on the "
         "`default` preset, then `compress` with every variant in each distillation mode; "

@@ -100,8 +100,8 @@ def test_report_has_one_row_per_mode_and_variant_and_the_misses(bench):
     for task in STUDENT_RATIO:
         for mode in ("federated", "server"):
             assert f"### {task}, distillation `{mode}`" in text
-    assert "| los | federated | int8-static | 0.300 | +1.50 points | - | **missed** |" in text
-    assert "| beam-spatial | server | distilled-int8 | 0.105 | +1.00 points | 24.0x | met |" in text
+    assert "| los | federated | int8-static | 0.3000 | +1.50 points | - | **missed** |" in text
+    assert "| beam-spatial | server | distilled-int8 | 0.1053 | +1.00 points | 24.0x | met |" in text
     assert "calibration `federated MinMax ranges` (256 rows on 2 stations" in text
     assert "Incomplete" not in text
 
