@@ -31,7 +31,7 @@ import common
 import onnx
 import onnxruntime as ort
 import torch
-from compression_report import markdown
+from compression_report import markdown, provenance_records
 
 from rantune.compression.distill import DistillSettings
 from rantune.compression.edge import EdgeModel
@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             results["cpu_seconds"] = _cpu_seconds() - cpu
             save(results, args.out)
     results["complete"] = set(tasks) == set(TASKS) and set(modes) == set(MODES)
+    results["provenance"] = provenance_records(results)  # + where kept pieces were measured
     save(results, args.out)
 
 
