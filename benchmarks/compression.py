@@ -262,11 +262,13 @@ def main(argv: list[str] | None = None) -> None:
     start, cpu = time.time(), _cpu_seconds()
     given = dict(item.split("=", 1) for item in args.run)
     tasks, modes = args.tasks.split(","), args.modes.split(",")
+    kept = 0
     results = {
         "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__},
         "provenance": [common.provenance(argv)],
         "tasks": {},
     }
+    earlier = (common.load_json(args.out / f"{NAME}.json") or {}).get("provenance", [])
     for task in tasks:
         teacher = given_teacher(given[task]) if task in given else federated_teacher(task, args)
         print(f"[{task}] teacher {teacher['run_dir']} ({teacher['kind']})", flush=True)
@@ -274,11 +276,16 @@ def main(argv: list[str] | None = None) -> None:
         results["tasks"][task] = entry
         for mode in modes:
             entry["modes"][mode] = compress_piece(task, mode, teacher, args)
+            measured = (entry["modes"][mode].get("provenance") or {}).get("date", "")
+            kept += measured < results["provenance"][0]["date"]  # measured before this run
             results["wall_seconds"] = time.time() - start
             results["cpu_seconds"] = _cpu_seconds() - cpu
             save(results, args.out)
     results["complete"] = set(tasks) == set(TASKS) and set(modes) == set(MODES)
     results["provenance"] = provenance_records(results)  # + where kept pieces were measured
+    if kept:  # the invocations that measured the kept pieces
+        results["provenance"] = provenance_records({**results, "provenance": [
+            *results["provenance"], *(p for p in earlier if isinstance(p, dict))]})
     save(results, args.out)
 
 
