@@ -231,8 +231,9 @@ def compress_piece(task: str, mode: str, teacher: dict, args) -> dict:
 
 
 def save(results: dict, out: Path) -> None:
+    """The JSON, and the Markdown rendered from it as stored (what ``--render`` gives)."""
     common.save_json(out / f"{NAME}.json", json_safe(results))
-    common.save_text(out / f"{NAME}.md", markdown(results))
+    common.save_text(out / f"{NAME}.md", markdown(common.load_json(out / f"{NAME}.json")))
 
 
 def main(argv: list[str] | None = None) -> None:

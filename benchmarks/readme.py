@@ -223,8 +223,20 @@ def _target_text(pieces: list[dict], variant: str) -> str:
     met, missed = [], []
     for piece in pieces:
         check = next((t for t in piece["report"].get("targets", []) if t["variant"] == variant), None)
-        if check is not None:
-            (met if check["met"] else missed).append(piece["report"]["task"])
+        if check is None:
+            continue
+        task = piece["report"]["task"]
+        if check["met"]:
+            met.append(task)
+            continue
+        why = []
+        if check["size_ratio"] > check["max_size_ratio"]:
+            why.append(f"size {check['size_ratio']:.4f}x > {check['max_size_ratio']:g}x")
+        if check["drop"] > check["max_drop"]:
+            why.append(f"drop {check['drop']:.2f} > {check['max_drop']:g} {check['drop_unit']}")
+        if check.get("speedup_b1", 1e9) < check.get("min_speedup_b1", 0):
+            why.append(f"speed-up {check['speedup_b1']:.1f}x < {check['min_speedup_b1']:g}x")
+        missed.append(f"{task} ({', '.join(why)})")
     parts = [f"target met for {', '.join(met)}" if met else "", f"missed for {', '.join(missed)}" if missed else ""]
     return "; ".join(p for p in parts if p)
 
