@@ -202,6 +202,7 @@ def tuning_table(args) -> dict:
                         "val": _finite(row["mean_client_val_metric"]),
                         "final": _finite(row["final_metric"]),
                         "rank": _finite(row["rank_metric"]),
+                        "wall-s": _finite(row["wall_time_s"]),
                     }
             if grid:
                 chosen = select_lr(grid)

@@ -309,13 +309,38 @@ def chance_lines(s: dict) -> list[str]:
     return common.section("Below chance", body)
 
 
+def run_seconds(s: dict) -> tuple[float, int]:
+    """Summed round wall time of every run measured (each tuning run, and the main runs
+    of the other seeds; the tuning run at the chosen lr is seed 0's main run)."""
+    tune_seed = s["settings"]["tune-seed"]
+    walls = [
+        _num(v.get("wall-s"))
+        for cells in s["tuning"].values()
+        for cell in cells.values()
+        for v in cell["grid"].values()
+    ]
+    walls += [_num(r.get("wall_time_s")) for r in s["main"] if int(r["seed"]) != tune_seed]
+    finite = [w for w in walls if not math.isnan(w)]
+    return sum(finite), len(finite)
+
+
 def wall_lines(s: dict) -> list[str]:
     entries = s.get("wall-s") or []
     parts = sorted({k for e in entries for k in e if isinstance(e[k], (int, float))})
+    total, count = run_seconds(s)
+    lines = []
+    if count:
+        lines = common.section(
+            "Wall time",
+            [
+                f"{count} runs, their rounds' wall time summed: {total / 60:.0f} min (1 process "
+                "on a 2-core machine shared with other benchmarks; run setup not included)"
+            ],
+        )
     if not parts:
-        return []
+        return lines
     body = [[e.get("finished") or "—", *(common.fmt(e.get(p), 0) for p in parts)] for e in entries]
-    return common.section(
+    return lines + common.section(
         "Wall time per invocation (s; finished runs are skipped by later invocations)",
         common.table(["invocation", *parts], body),
     )
