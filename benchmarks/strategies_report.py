@@ -61,6 +61,12 @@ def settings_lines(s: dict) -> list[str]:
         + ", ".join(f"`{t}`" for t in st["tasks"]),
         *(
             f"- `{task}`: {len(names)} strategies ({', '.join(names)})"
+            + (
+                f", a subset of the {len(st['strategies'])} for the CPU budget (one process on a "
+                "2-core machine shared with other benchmarks)"
+                if len(set(names) & set(st["strategies"])) < len(st["strategies"])
+                else ""
+            )
             for task, names in sorted((st.get("strategies-per-task") or {}).items())
             if names
         ),
@@ -372,5 +378,14 @@ def markdown(s: dict) -> str:
         lines += extended_lines(s)
         lines += chance_lines(s)
         lines += common.section("Plots", ["\n\n".join(plots)])
+    lines += common.section(
+        "Not measured here",
+        [
+            "Byzantine robustness (FedAvg vs FedMedian / FedTrimmedAvg / Krum / MultiKrum under "
+            "attack) and heterogeneous ranks (FLoRA vs HetLoRA with mixed client ranks) at these "
+            "settings: left out for the CPU budget; `rantune compare` runs them "
+            "(`--run-config attack.fraction=...`, `lora.client-ranks=...`)."
+        ],
+    )
     lines += wall_lines(s)
     return "\n".join(lines).rstrip() + "\n"
