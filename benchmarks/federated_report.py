@@ -16,8 +16,6 @@ TARGETS = {"fed-over-central": 0.95}
 """FedAvg's share of centralized LoRA on the primary metric (``central / fed`` for an
 error: FedAvg <= centralized / 0.95)."""
 PHASES = ("train", "evaluate", "server-evaluate")  # phase-s keys of a round in history.json
-FLAT = 0.01
-"""A curve is called flat when its last round changed the mean by less than this share."""
 
 
 def _mark(ok: bool) -> str:
@@ -150,8 +148,11 @@ def station_lines(task: str, e: dict) -> list[str]:
     )
 
 
-def _flat(curve: list[float]) -> bool:
-    return len(curve) > 1 and abs(curve[-1] - curve[-2]) <= FLAT * abs(curve[-2])
+def _tail_change(curve: list[float]) -> str:
+    """How much the last third of the rounds moved a curve (round index ``k`` to the end)."""
+    k = len(curve) - 1 - max(1, (len(curve) - 1) // 3)
+    change = curve[-1] - curve[k]
+    return f"from round {k} to {len(curve) - 1} it moved by {change:+.4g} ({change / curve[k]:+.1%})"
 
 
 def curve_lines(task: str, e: dict, conv: dict | None) -> list[str]:
@@ -165,9 +166,8 @@ def curve_lines(task: str, e: dict, conv: dict | None) -> list[str]:
         ],
     ]
     text = [
-        f"`{e['metric']}` after each round (round 0 = the initial adapters). The last round "
-        f"changed the global mean by {abs(glob[-1] - glob[-2]):.4g} "
-        f"({'flat' if _flat(glob) else 'not flat'} at the {FLAT:.0%} level)."
+        f"`{e['metric']}` after each round (round 0 = the initial adapters). Global mean: "
+        f"{_tail_change(glob)}."
     ]
     blocks = [common.table(["round", *(str(i) for i in range(len(glob)))], rows)]
     if conv:
@@ -175,8 +175,8 @@ def curve_lines(task: str, e: dict, conv: dict | None) -> list[str]:
         d = _digits(e["metric"])
         text.append(
             f"Longer run (seed {conv['seed']}, {conv['rounds']} rounds, {conv['wall-s']:.0f} s): "
-            f"the curve below is how the number of rounds was chosen; its last round changed "
-            f"it by {abs(long[-1] - long[-2]):.4g}; centralized LoRA at {e['rounds']} epochs: "
+            f"the curve below is how the number of rounds was chosen; {_tail_change(long)}; "
+            f"centralized LoRA at {e['rounds']} epochs: "
             f"{_ci(e['centralized'], d)}."
         )
         blocks.append(
