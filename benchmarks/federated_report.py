@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 
 import common
+from federated_summary import LEARNED
 
 TARGETS = {"fed-over-central": 0.95}
 """FedAvg's share of centralized LoRA on the primary metric (``central / fed`` for an
@@ -95,9 +96,9 @@ def acceptance_lines(s: dict) -> list[str]:
 
 def global_lines(task: str, e: dict) -> list[str]:
     metrics = e["metrics"]
-    rows = [
-        [name, *(_ci(v[m], _digits(m)) for m in metrics)] for name, v in e["global"].items()
-    ]
+    glob = e["global"]  # JSON keys are sorted: the learned methods first, then the baselines
+    order = [*LEARNED, *sorted(k for k in glob if k not in LEARNED)]
+    rows = [[name, *(_ci(glob[name][m], _digits(m)) for m in metrics)] for name in order]
     return common.section(
         f"`{task}`: global test rows",
         [
@@ -119,15 +120,14 @@ def station_lines(task: str, e: dict) -> list[str]:
             *(_ci(v[m], d) for m in methods),
             ", ".join(v["best baseline name"]),
         ]
-        for name, v in e["stations-own-test"].items()
+        for name, v in ((n, e["stations-own-test"][n]) for n in e["stations"])
     ]
     mean = e["client-mean-own-test"]
     rows.append(["**client mean**", *(_ci(mean[m], d) for m in methods), ""])
     sign = 1 if e["higher-is-better"] else -1
+    own = e["stations-own-test"]
     local_wins = [
-        name
-        for name, v in e["stations-own-test"].items()
-        if sign * (v["local-only"][0] - v["fedavg"][0]) > 0
+        name for name in e["stations"] if sign * (own[name]["local-only"][0] - own[name]["fedavg"][0]) > 0
     ]
     return common.section(
         f"`{task}`: each station's own test rows ({metric})",
