@@ -29,8 +29,12 @@ The ``scale`` part moved to ``benchmarks/scale.py`` (issue 14).
 
 Usage::
 
-    python benchmarks/federated.py all --rounds 8 --workers 1
-    python benchmarks/federated.py accuracy --tasks beam-spatial --seeds 0,1,2
+    # the committed results (about an hour on the shared 2-core machine):
+    python benchmarks/federated.py convergence --long-rounds 16
+    python benchmarks/federated.py accuracy --tasks beam-spatial --rounds 8 --workers 1
+    python benchmarks/federated.py accuracy --tasks positioning --rounds 12 --workers 1
+    python benchmarks/federated.py overhead --tasks beam-spatial
+    python benchmarks/federated.py ray --tasks beam-spatial
     python benchmarks/federated.py report                   # JSON + Markdown from --work
     python benchmarks/federated.py --render                 # Markdown from the committed JSON
 """
