@@ -200,6 +200,16 @@ def summary_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def cap_bound(report: dict) -> str:
+    """``1% labels 3 of 45, ...``: learned runs per budget that hit the epoch cap."""
+    parts = []
+    for b in report["budgets"]:
+        runs = [p for p in report["pieces"] if p["method"] != "baselines" and p["budget"] == b]
+        bound = sum(not p["stopped_early"] for p in runs)
+        parts.append(f"{float(b):.0%} labels {bound} of {len(runs)}")
+    return ", ".join(parts)
+
+
 def markdown(report: dict) -> str:
     """The whole ``tasks.md`` from the results JSON."""
     pieces = report["pieces"]
@@ -210,6 +220,7 @@ def markdown(report: dict) -> str:
         for b, s in report["stopping"].items()
     )
     commits = sorted({p["commit"] for p in pieces})
+    first = next(iter(report["stopping"].values()))
     lora = report["lora"]
     lines = [
         "# Downstream tasks: pretrained+LoRA vs scratch vs probe vs every classical baseline",
@@ -237,10 +248,12 @@ def markdown(report: dict) -> str:
         + ", ".join(f"{m} {report['lr'][m]:g}" for m in MODES)
         + f", batch {report['batch_size']}.",
         "",
-        "Early stopping (`rantune.training.fit`): a seeded 20% of the labelled rows (at least 4) "
-        "validates after every epoch on the task's primary metric (ties broken by the validation "
-        "loss; the validation loss where the metric is undefined on those rows); the best epoch's "
-        f"weights are scored. {stopping}. The caps are this benchmark's CPU budget.",
+        f"Early stopping (`rantune.training.fit`): a seeded {first['val_share']:.0%} of the "
+        f"labelled rows (at least {first['min_val_rows']}) validates after every epoch on the "
+        "task's primary metric (ties broken by the validation loss; the validation loss where the "
+        "metric is undefined on those rows); the state before training competes as epoch 0; the "
+        f"best epoch's weights are scored. {stopping}. The caps are this benchmark's CPU budget; "
+        "learned runs that ran to the cap without stopping: " + cap_bound(report) + ".",
         "",
         *common.section(
             "Summary (primary metric, mean ± 95% CI)",
