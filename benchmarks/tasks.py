@@ -27,6 +27,7 @@ Usage::
     python benchmarks/tasks.py --workers 1        # writes benchmarks/results/tasks.{json,md}
     python benchmarks/tasks.py --smoke --out /tmp/bench   # tiny caps, 1 seed, 1% labels
     python benchmarks/tasks.py --render           # tasks.md from the committed JSON
+    python benchmarks/tasks.py --pretrained tiny-v2 --out /tmp/v2   # another encoder
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def run_unit(unit: tuple) -> list[dict]:
     from rantune.tasks import get_task
     from rantune.training import StoppingSettings, label_budget
 
-    task_name, group, seed, work, stopping, commit = unit
+    task_name, group, seed, work, stopping, commit, checkpoint = unit
     split = group_split(group, seed)
     if split is None:
         return []
@@ -124,6 +125,7 @@ def run_unit(unit: tuple) -> list[dict]:
                     mode=method,
                     budget=budget,
                     seeds=(seed,),
+                    checkpoint=checkpoint,
                     stopping=StoppingSettings(**stopping[budget]),
                 )
                 result = run_one(settings, seed, data, cfg.radio, split, cache, subsets)
@@ -140,7 +142,7 @@ def run_unit(unit: tuple) -> list[dict]:
     return pieces
 
 
-def settings_record(stopping: dict) -> dict:
+def settings_record(stopping: dict, checkpoint: str) -> dict:
     """What the learned runs shared: LoRA, learning rates, batch size, early stopping,
     task options and primary metrics."""
     from dataclasses import asdict
@@ -154,7 +156,7 @@ def settings_record(stopping: dict) -> dict:
     return {
         "lr": {m: DEFAULT_LR[m] for m in MODES},
         "batch_size": central.batch_size,
-        "checkpoint": central.checkpoint,
+        "checkpoint": checkpoint,
         "lora": {**lora, "targets": list(lora["targets"])},
         "stopping": {str(b): asdict(StoppingSettings(**s)) for b, s in stopping.items()},
         "task_options": asdict(central.task_options),
@@ -187,12 +189,16 @@ def main(argv: list[str] | None = None) -> None:
         BUDGETS, SEEDS = (0.01,), (0,)
         stopping = {0.01: SMOKE_STOPPING}
         args.work = args.work.with_name(args.work.name + "-smoke")
+    if args.pretrained == "none":
+        parser.error("lora and probe need a pretrained encoder: --pretrained tiny | NAME | PATH")
+    if args.pretrained != "tiny":  # another encoder's pieces live apart
+        args.work = args.work.with_name(f"{args.work.name}-{Path(args.pretrained).stem}")
     load(args.preset)  # sets torch to 1 thread before provenance records it
     provenance = common.provenance(argv)  # at the start: the commit that runs
     started = time.perf_counter()
     tasks = [t for t in args.tasks.split(",") if t]
     units = [  # seed outermost: an interrupted run has every task at its first seeds
-        (t, g, s, args.work, stopping, provenance["commit"])
+        (t, g, s, args.work, stopping, provenance["commit"], args.pretrained)
         for s in SEEDS
         for t in tasks
         for g in TASK_GROUPS.get(t, ("rt",))
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         "budgets": list(BUDGETS),
         "seeds": list(SEEDS),
         "tasks": tasks,
-        **settings_record(stopping),
+        **settings_record(stopping, args.pretrained),
         "pieces": sorted(
             pieces, key=lambda p: (p["task"], p["group"], p["method"], p["budget"], p["seed"])
         ),
