@@ -26,6 +26,7 @@ Usage::
 
     python benchmarks/tasks.py --workers 1        # writes benchmarks/results/tasks.{json,md}
     python benchmarks/tasks.py --smoke --out /tmp/bench   # tiny caps, 1 seed, 1% labels
+    python benchmarks/tasks.py --converged --tasks beam-spatial --out /tmp/c  # 100%, cap 30
     python benchmarks/tasks.py --render           # tasks.md from the committed JSON
     python benchmarks/tasks.py --pretrained tiny-v2 --out /tmp/v2   # another encoder
 """
@@ -58,6 +59,9 @@ STOPPING = {
 the grid on a shared 2-core machine): a single beam-spatial LoRA run on every labelled
 row, patience 4, stopped after 17 epochs (best 13), so at 100% the cap binds."""
 SMOKE_STOPPING = {"patience": 1, "max_epochs": 1}
+CONVERGED_STOPPING = {1.0: {"patience": 3, "max_epochs": 30}}
+"""``--converged``: the 100% column alone, with a cap that early stopping, not the CPU
+budget, ends (a separate set of pieces)."""
 _STATE: dict = {}
 
 
@@ -180,6 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="1 epoch, 1 seed, 1%% labels: checks the pipeline"
     )
+    parser.add_argument(
+        "--converged",
+        action="store_true",
+        help="100%% labels only, patience 3, cap 30 epochs (pieces under <work>-converged)",
+    )
     common.add_common_flags(parser, work=common.ROOT / "runs" / "bench-tasks")
     args = common.parse_args(parser, argv, NAME, markdown)
     if args is None:
@@ -189,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         BUDGETS, SEEDS = (0.01,), (0,)
         stopping = {0.01: SMOKE_STOPPING}
         args.work = args.work.with_name(args.work.name + "-smoke")
+    elif args.converged:
+        BUDGETS, stopping = (1.0,), CONVERGED_STOPPING
+        args.work = args.work.with_name(args.work.name + "-converged")
     if args.pretrained == "none":
         parser.error("lora and probe need a pretrained encoder: --pretrained tiny | NAME | PATH")
     if args.pretrained != "tiny":  # another encoder's pieces live apart
