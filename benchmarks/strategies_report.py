@@ -304,14 +304,19 @@ def chance_lines(s: dict) -> list[str]:
             personalized = any(_flag(r.get("personalized")) for r in runs)
             checks = (("rank_metric", "personalized"),) if personalized else ()
             for key, what in (*checks, ("final_metric", "global")):
-                value = _mean([_num(r[key]) for r in runs])
-                if value < chance:
+                values = [_num(r[key]) for r in runs]
+                value, below = _mean(values), sum(v < chance for v in values)
+                if value < chance or below:
                     note = below_chance_note(s, task, st, personalized, runs) if what == "global" else ""
+                    relation = "<" if value < chance else ">="
                     found.append(
-                        f"- `{task}` {st}: {what} {runs[0]['metric']} {value:.3f} < chance {chance:.4g}"
+                        f"- `{task}` {st}: {what} {runs[0]['metric']} {value:.3f} {relation} chance "
+                        f"{chance:.4g} (mean; {below} of {len(values)} seeds below chance)"
                         + (f": {note}" if note else "")
                     )
-    body = found or ["None: every strategy's mean global and personalized metric is at or above chance."]
+    body = found or [
+        "None: every strategy's global and personalized metric is at or above chance in every seed."
+    ]
     return common.section("Below chance", body)
 
 

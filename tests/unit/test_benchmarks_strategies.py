@@ -101,7 +101,7 @@ def test_report_ranks_personalized_by_client_mean_and_names_what_is_below_chance
     assert "never (0/3)" in ranking and "3.0 ± 0.0 (3/3)" in ranking
     # below chance: QFedAvg's global AUC, FedSA-LoRA's unused global model (not its own)
     below = text.split("## Below chance")[1].split("##")[0]
-    assert "qfedavg: global auc 0.450" in below and "fedsa-lora: global auc 0.200" in below
+    assert "qfedavg: global auc 0.450 < chance 0.5 (mean; 3 of 3 seeds below chance)" in below and "fedsa-lora: global auc 0.200" in below
     assert " fedavg:" not in below and "fedsa-lora: personalized" not in below
     # with the measured reason: QFedAvg's global model hardly moved from its initialization
     assert "scores 0.420 at round 0" in below and "||w_R - w_0|| = 0.02 (fedavg: 2)" in below
