@@ -38,6 +38,11 @@ FILES = (
 )
 """The result files of the table, in order, with what each measures (any other result
 file follows, named by its script)."""
+TASK_VARIANTS = (
+    ("tasks-converged", "tasks: the 100% label column trained until early stopping ends it"),
+    ("tasks-tiny-v2", "tasks with the shipped `tiny-v2` encoder instead of `tiny`"),
+)
+"""Further ``benchmarks/tasks.py`` runs, each in ``results/<name>/tasks.{json,md}``."""
 HEADLINE_METRIC = {"los": "auc"}
 """Metric a task's headline uses instead of its JSON primary metric, when present (LoS
 is imbalanced: AUC, not accuracy)."""
@@ -46,8 +51,19 @@ Results = Mapping[str, dict]
 
 # ---------------------------------------------------------------------------- reading
 def load_results(folder: Path = common.RESULTS) -> dict[str, dict]:
-    """``{name: payload}`` of every ``folder/*.json``."""
-    return {p.stem: common.load_json(p) for p in sorted(Path(folder).glob("*.json"))}
+    """``{name: payload}`` of every ``folder/*.json`` and of the :data:`TASK_VARIANTS`."""
+    out = {p.stem: common.load_json(p) for p in sorted(Path(folder).glob("*.json"))}
+    for name, _ in TASK_VARIANTS:
+        if (Path(folder) / name / "tasks.json").exists():
+            out[name] = common.load_json(Path(folder) / name / "tasks.json")
+    return out
+
+
+def markdown_path(name: str) -> str:
+    """Where the Markdown of result ``name`` lives, relative to the repository."""
+    if name in dict(TASK_VARIANTS):
+        return f"benchmarks/results/{name}/tasks.md"
+    return f"benchmarks/results/{name}.md"
 
 
 def provenance_records(payload: Mapping) -> list[dict]:
@@ -107,7 +123,14 @@ def _encoder_headline(results: Results) -> list[str]:
 
 
 def _task_headlines(results: Results) -> list[str]:
-    tasks = results.get("tasks")
+    lines = _task_lines(results.get("tasks"))
+    converged = _task_lines(results.get("tasks-converged"))
+    return lines + [f"trained until early stopping ends it, {line}" for line in converged]
+
+
+def _task_lines(tasks: Mapping | None) -> list[str]:
+    """One line per (task, station group) of a tasks result: at 10% labels where that
+    budget was run, else at the largest."""
     if not tasks or "pieces" not in tasks:
         return []
     import tasks_report
@@ -335,12 +358,13 @@ HEADLINES = (
 # ----------------------------------------------------------------------------- blocks
 def results_block(results: Results) -> str:
     """The Results section's table and headline list (between the main markers)."""
-    described = dict(FILES)  # a result file not listed still gets its row
-    names = [n for n, _ in FILES if n in results] + sorted(set(results) - set(described))
+    described = dict(FILES + TASK_VARIANTS)  # a result file not listed still gets its row
+    listed = [n for n, _ in FILES + TASK_VARIANTS if n in results]
+    names = listed + sorted(set(results) - set(described))
     rows = [
         [
             described.get(name, f"results of `benchmarks/{name}.py`"),
-            f"[benchmarks/results/{name}.md](benchmarks/results/{name}.md)",
+            f"[{markdown_path(name)}]({markdown_path(name)})",
             _commits(results[name]),
         ]
         for name in names
