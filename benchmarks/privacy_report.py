@@ -1,7 +1,7 @@
 """Markdown of the privacy benchmark, generated from ``benchmarks/results/privacy.json``.
 
-Every number below comes from that JSON (or from :data:`CLOSE`, the accuracy margin
-the summary uses); ``python benchmarks/privacy.py --render`` rewrites ``privacy.md``.
+Every number below comes from that JSON (or from :data:`CLOSE`, the AUC margin the
+summary uses); ``python benchmarks/privacy.py --render`` rewrites ``privacy.md``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import math
 import common
 
 CLOSE = 0.02
-"""Accuracy margin to the no-DP run within which a DP run counts as "close"."""
+"""AUC margin to the no-DP run within which a DP run counts as "close" (LoS is
+imbalanced: AUC, not accuracy, says whether the model separates the classes)."""
+CHANCE_AUC = 0.5
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -41,24 +43,25 @@ def summary_lines(results: dict) -> list[str]:
         none = dp["runs"]["none"]
         private = [r for r in dp["runs"].values() if r.get("mode") != "none"]
         finite = [r for r in private if r.get("epsilon") is not None]
-        close = [r for r in finite if r["accuracy"] >= none["accuracy"] - CLOSE]
+        close = [r for r in finite if r["auc"] >= none["auc"] - CLOSE]
         rounds = dp["config"]["num-server-rounds"]
         best = min(close, key=lambda r: r["epsilon"]) if close else None
         worst = min(finite, key=lambda r: r["epsilon"]) if finite else None
         if best is not None:
             lines.append(
                 f"- **DP, {dp['clients']} base stations, every one every round:** staying within "
-                f"{CLOSE} accuracy of no-DP ({fmt(none['accuracy'])}) took z = "
+                f"{CLOSE} AUC of no-DP ({fmt(none['auc'])}) took z = "
                 f"{fmt(best['noise-multiplier'])}, i.e. epsilon = {fmt(best['epsilon'], 3)} at "
                 f"delta = {dp['config']['dp.delta']:g} after {rounds} rounds."
             )
         if worst is not None:
-            before = fmt(none["accuracy-per-round"][0])
+            verdict = " (below chance)" if worst["auc"] < CHANCE_AUC else ""
             lines.append(
                 f"- The strongest setting tried, z = {fmt(worst['noise-multiplier'])} (epsilon = "
-                f"{fmt(worst['epsilon'], 3)}), ends at accuracy {fmt(worst['accuracy'])} (before "
-                f"training: {before}). The noise std on the mean, z·C/n, shrinks only with more "
-                "base stations per round (see the accounting table for what sampling buys)."
+                f"{fmt(worst['epsilon'], 3)}), ends at AUC {fmt(worst['auc'])}{verdict}, "
+                f"accuracy {fmt(worst['accuracy'])}. The noise std on the mean, z·C/n, shrinks "
+                "only with more base stations per round (see the accounting table for what "
+                "sampling buys)."
             )
     sa = results.get("secagg")
     if sa:

@@ -33,7 +33,7 @@ FILES = (
     ("federated", "FedAvg vs centralized vs local-only LoRA vs classical baselines, uplink bytes, `flwr run` timing"),
     ("strategies", "strategy comparison, each strategy at its lr tuned on validation"),
     ("compression", "int8 / pruned / distilled artifacts: size, latency, accuracy"),
-    ("privacy", "accuracy vs epsilon, SecAgg+ overhead"),
+    ("privacy", "LoS AUC and accuracy vs epsilon, SecAgg+ overhead"),
     ("scale", "64 / 1,000 / 10,000 base stations: peak memory and round time, 1 vs 2 engine workers vs `flwr run`"),
 )
 """The result files of the table, in order, with what each measures (any other result
