@@ -324,11 +324,11 @@ def run_deployment(args) -> dict:
     from rantune.simulations.federation import launcher
     from rantune.simulations.federation.runner import start_run
 
-    stations = len(load_preset("smoke").sites)  # one SuperNode per base station
     work = args.work / "deployment"
     cached = common.load_json(work / "result.json")
     if cached is not None:
         return cached
+    stations = len(load_preset("smoke").sites)  # one SuperNode per base station
     fed = launcher.up(
         launcher.LaunchConfig(
             out_dir=work / "federation",

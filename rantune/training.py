@@ -279,9 +279,9 @@ def validation_split(
     0 or fewer than ``2 * min_val_rows`` labelled rows the validation part is empty (every
     row trains and :func:`fit` monitors the training loss).
     """
-    count = max(settings.min_val_rows, int(round(settings.val_share * len(rows))))
     if not settings.patience or not settings.val_share or len(rows) < 2 * settings.min_val_rows:
         return np.sort(rows), rows[:0]
+    count = max(settings.min_val_rows, int(round(settings.val_share * len(rows))))
     chosen = np.zeros(len(rows), dtype=bool)
     chosen[np.random.default_rng([seed, 11]).choice(len(rows), size=count, replace=False)] = True
     return np.sort(rows[~chosen]), np.sort(rows[chosen])
